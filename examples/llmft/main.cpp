@@ -1,0 +1,44 @@
+// llmft: the command-line host of the llmft library. Each subcommand lives in its own file and uses only the
+// library's public API (include/llmft).
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "llmft/error.hpp"
+
+namespace {
+
+void usage(FILE* out) {
+  std::fprintf(out,
+               "usage: llmft <command> [options]\n"
+               "\n"
+               "commands:\n"
+               "  tokenize   encode JSON lines {\"text\": ...} into {\"ids\": [...]} (or measure encode speed)\n"
+               "\n"
+               "Run 'llmft <command> --help' for a command's options.\n");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || !std::strcmp(argv[1], "--help") || !std::strcmp(argv[1], "-h")) {
+    usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  std::string cmd = argv[1];
+  std::vector<std::string> args(argv + 2, argv + argc);
+  try {
+    if (cmd == "tokenize") return llmft_cli::cmd_tokenize(args);
+    std::fprintf(stderr, "llmft: unknown command '%s'\n\n", cmd.c_str());
+    usage(stderr);
+    return 2;
+  } catch (const llmft::Error& e) {
+    std::fprintf(stderr, "llmft %s: error (%s): %s\n", cmd.c_str(), llmft::status_string(e.status()), e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "llmft %s: error: %s\n", cmd.c_str(), e.what());
+    return 1;
+  }
+}

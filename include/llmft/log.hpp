@@ -1,0 +1,22 @@
+// Where llmft's messages go. Library code never writes to stdout; it logs through one sink that a host may replace
+// (the default writes "[llmft] message" lines to stderr).
+#pragma once
+
+#include <functional>
+#include <string>
+
+#include "llmft/export.hpp"
+
+namespace llmft {
+
+enum class LogLevel : int { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3, kOff = 4 };
+
+using LogSink = std::function<void(LogLevel, const std::string&)>;
+
+// Replace the sink (nullptr restores the default). Thread-safe.
+LLMFT_API void set_log_sink(LogSink sink);
+LLMFT_API void set_log_level(LogLevel level);
+LLMFT_API LogLevel log_level();
+LLMFT_API void log_message(LogLevel level, const std::string& message);
+
+}  // namespace llmft

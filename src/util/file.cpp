@@ -1,0 +1,174 @@
+#include "util/file.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <random>
+
+#include "util/check.hpp"
+
+namespace llmft {
+
+namespace {
+std::string errno_text() { return std::strerror(errno); }
+
+Status errno_status() { return errno == ENOENT ? Status::kNotFound : Status::kIo; }
+
+struct Fd {
+  int fd = -1;
+  ~Fd() {
+    if (fd >= 0) ::close(fd);
+  }
+};
+}  // namespace
+
+std::string read_file(const std::string& path) {
+  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  LLMFT_CHECK(f.fd >= 0, errno_status(), "cannot open {}: {}", path, errno_text());
+  struct stat st {};
+  LLMFT_CHECK(::fstat(f.fd, &st) == 0, Status::kIo, "cannot stat {}: {}", path, errno_text());
+  LLMFT_CHECK(!S_ISDIR(st.st_mode), Status::kInvalidArgument, "{} is a directory, expected a file", path);
+  std::string out;
+  out.resize(static_cast<size_t>(st.st_size));
+  size_t done = 0;
+  while (done < out.size()) {
+    ssize_t n = ::read(f.fd, out.data() + done, out.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    LLMFT_CHECK(n >= 0, Status::kIo, "cannot read {}: {}", path, errno_text());
+    if (n == 0) break;  // the file shrank under us
+    done += static_cast<size_t>(n);
+  }
+  out.resize(done);
+  // Files that report size 0 (pipes, /proc) are read to the end.
+  if (st.st_size == 0) {
+    char buf[65536];
+    for (;;) {
+      ssize_t n = ::read(f.fd, buf, sizeof buf);
+      if (n < 0 && errno == EINTR) continue;
+      LLMFT_CHECK(n >= 0, Status::kIo, "cannot read {}: {}", path, errno_text());
+      if (n == 0) break;
+      out.append(buf, static_cast<size_t>(n));
+    }
+  }
+  return out;
+}
+
+bool file_exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+void make_dirs(const std::string& path) {
+  if (path.empty() || is_directory(path)) return;
+  std::string parent = path_dirname(path);
+  if (!parent.empty() && parent != path) make_dirs(parent);
+  if (::mkdir(path.c_str(), 0755) != 0 && errno != EEXIST)
+    LLMFT_FAIL(Status::kIo, "cannot create directory {}: {}", path, errno_text());
+}
+
+void fsync_dir(const std::string& path) {
+  Fd f{::open(path.empty() ? "." : path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC)};
+  if (f.fd >= 0) ::fsync(f.fd);
+}
+
+void write_file_atomic(const std::string& path, std::string_view data) {
+  std::random_device rd;
+  std::string tmp = fmt::format("{}.tmp.{}.{:x}", path, ::getpid(), rd());
+  {
+    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+    LLMFT_CHECK(f.fd >= 0, Status::kIo, "cannot create {}: {}", tmp, errno_text());
+    size_t done = 0;
+    while (done < data.size()) {
+      ssize_t n = ::write(f.fd, data.data() + done, data.size() - done);
+      if (n < 0 && errno == EINTR) continue;
+      if (n < 0) {
+        std::string why = errno_text();
+        ::unlink(tmp.c_str());
+        LLMFT_FAIL(Status::kIo, "cannot write {} ({} of {} bytes written): {}", path, done, data.size(), why);
+      }
+      done += static_cast<size_t>(n);
+    }
+    if (::fsync(f.fd) != 0) {
+      std::string why = errno_text();
+      ::unlink(tmp.c_str());
+      LLMFT_FAIL(Status::kIo, "cannot fsync {}: {}", tmp, why);
+    }
+  }
+  if (::rename(tmp.c_str(), path.c_str()) != 0) {
+    std::string why = errno_text();
+    ::unlink(tmp.c_str());
+    LLMFT_FAIL(Status::kIo, "cannot rename {} to {}: {}", tmp, path, why);
+  }
+  fsync_dir(path_dirname(path));
+}
+
+MappedFile::MappedFile(const std::string& path) : path_(path) {
+  Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
+  LLMFT_CHECK(f.fd >= 0, errno_status(), "cannot open {}: {}", path, errno_text());
+  struct stat st {};
+  LLMFT_CHECK(::fstat(f.fd, &st) == 0, Status::kIo, "cannot stat {}: {}", path, errno_text());
+  LLMFT_CHECK(S_ISREG(st.st_mode), Status::kInvalidArgument, "{} is not a regular file", path);
+  size_ = static_cast<size_t>(st.st_size);
+  if (size_ == 0) return;
+  void* p = ::mmap(nullptr, size_, PROT_READ, MAP_PRIVATE, f.fd, 0);
+  LLMFT_CHECK(p != MAP_FAILED, Status::kIo, "cannot mmap {} ({} bytes): {}", path, size_, errno_text());
+  data_ = static_cast<const uint8_t*>(p);
+}
+
+MappedFile::~MappedFile() { reset(); }
+
+void MappedFile::reset() {
+  if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
+  data_ = nullptr;
+  size_ = 0;
+}
+
+MappedFile::MappedFile(MappedFile&& o) noexcept : path_(std::move(o.path_)), data_(o.data_), size_(o.size_) {
+  o.data_ = nullptr;
+  o.size_ = 0;
+}
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+  if (this != &o) {
+    reset();
+    path_ = std::move(o.path_);
+    data_ = o.data_;
+    size_ = o.size_;
+    o.data_ = nullptr;
+    o.size_ = 0;
+  }
+  return *this;
+}
+
+std::string path_join(std::string_view a, std::string_view b) {
+  if (a.empty() || (!b.empty() && b.front() == '/')) return std::string(b);
+  std::string out(a);
+  if (out.back() != '/') out.push_back('/');
+  out.append(b);
+  return out;
+}
+
+std::string path_dirname(std::string_view p) {
+  while (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
+  size_t slash = p.rfind('/');
+  if (slash == std::string_view::npos) return ".";
+  if (slash == 0) return "/";
+  return std::string(p.substr(0, slash));
+}
+
+std::string path_basename(std::string_view p) {
+  while (p.size() > 1 && p.back() == '/') p.remove_suffix(1);
+  size_t slash = p.rfind('/');
+  return std::string(slash == std::string_view::npos ? p : p.substr(slash + 1));
+}
+
+}  // namespace llmft
