@@ -32,8 +32,8 @@ struct TokenizerConfig {
 
 class LLMFT_API Tokenizer {
  public:
-  // `path` is a tokenizer.json file or a folder holding one; tokenizer_config.json is read from the same folder
-  // when present. Throws llmft::Error naming the file and key on malformed or unsupported content.
+  // `path` is a tokenizer.json file, a SentencePiece BPE tokenizer.model, or a folder holding one of them (the JSON
+  // is preferred); tokenizer_config.json is read from the same folder when present. Throws llmft::Error naming the file and key on malformed or unsupported content.
   static Tokenizer from_file(const std::string& path);
   // Same, from the JSON text itself (config may be empty).
   static Tokenizer from_json(std::string_view tokenizer_json, std::string_view tokenizer_config_json = {},

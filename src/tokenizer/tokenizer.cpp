@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include "tokenizer/sentencepiece.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
 #include "util/log.hpp"
@@ -31,6 +32,17 @@ std::string token_string(const nlohmann::json& j) {
   return {};
 }
 
+// Runs one section's builder, turning a JSON type error (a field of the wrong type) into llmft::Error naming the
+// section.
+template <typename F>
+auto guarded(const std::string& where, F&& build) {
+  try {
+    return build();
+  } catch (const nlohmann::json::exception& e) {
+    LLMFT_FAIL(Status::kFormat, "{}: {}", where, e.what());
+  }
+}
+
 }  // namespace
 
 TokenizerImpl::TokenizerImpl(std::string_view json, std::string_view config_json, const std::string& origin_path)
@@ -48,8 +60,10 @@ TokenizerImpl::TokenizerImpl(std::string_view json, std::string_view config_json
       log_warn("{}: \"{}\" is set and ignored: llmft encodes whole texts; lengths are the data layer's job", origin, k);
   }
 
-  normalizer_ = make_normalizer(section(root, "normalizer"), origin + ": normalizer");
-  pre_tokenizer_ = make_pre_tokenizer(section(root, "pre_tokenizer"), origin + ": pre_tokenizer");
+  normalizer_ = guarded(origin + ": normalizer",
+                        [&] { return make_normalizer(section(root, "normalizer"), origin + ": normalizer"); });
+  pre_tokenizer_ = guarded(origin + ": pre_tokenizer",
+                           [&] { return make_pre_tokenizer(section(root, "pre_tokenizer"), origin + ": pre_tokenizer"); });
   bool byte_level = pre_tokenizer_ && pre_tokenizer_->is_byte_level();
 
   simdjson::dom::element model;
@@ -70,6 +84,7 @@ TokenizerImpl::TokenizerImpl(std::string_view json, std::string_view config_json
   // Added tokens.
   nlohmann::json added = section(root, "added_tokens");
   std::vector<AddedToken> tokens;
+  guarded(origin + ": added_tokens", [&] {
   if (added.is_array()) {
     for (size_t i = 0; i < added.size(); ++i) {
       const auto& a = added[i];
@@ -91,17 +106,23 @@ TokenizerImpl::TokenizerImpl(std::string_view json, std::string_view config_json
       tokens.push_back(std::move(t));
     }
   }
+  return 0;
+  });
   added_.build(std::move(tokens), [this](const std::string& content) {
     std::string s = content;
     if (normalizer_) normalizer_->normalize(s);
     return s;
   });
 
-  post_processor_ = make_post_processor(section(root, "post_processor"),
-                                        [this](const std::string& t) { return token_to_id(t); },
-                                        origin + ": post_processor");
-  decoder_ = make_decoder(section(root, "decoder"), origin + ": decoder");
-  load_config(config_json);
+  post_processor_ = guarded(origin + ": post_processor", [&] {
+    return make_post_processor(section(root, "post_processor"), [this](const std::string& t) { return token_to_id(t); },
+                               origin + ": post_processor");
+  });
+  decoder_ = guarded(origin + ": decoder", [&] { return make_decoder(section(root, "decoder"), origin + ": decoder"); });
+  guarded("tokenizer_config.json beside " + origin, [&] {
+    load_config(config_json);
+    return 0;
+  });
 }
 
 void TokenizerImpl::load_config(std::string_view config_json) {
@@ -284,9 +305,16 @@ std::string TokenizerImpl::decode(const std::vector<int32_t>& ids, bool skip_spe
 // ---- public API ----
 
 Tokenizer Tokenizer::from_file(const std::string& path) {
-  std::string file = is_directory(path) ? path_join(path, "tokenizer.json") : path;
+  std::string file = path;
+  if (is_directory(path)) {
+    file = path_join(path, "tokenizer.json");
+    if (!file_exists(file) && file_exists(path_join(path, "tokenizer.model"))) file = path_join(path, "tokenizer.model");
+  }
   LLMFT_CHECK(file_exists(file), Status::kNotFound, "tokenizer file {} does not exist", file);
   std::string json = read_file(file);
+  // A SentencePiece model (tokenizer.model) is a protobuf, never JSON: its first byte is a field key, not '{'.
+  size_t first = json.find_first_not_of(" \t\r\n");
+  if (first != std::string::npos && json[first] != '{') json = tok::sentencepiece_to_tokenizer_json(json, file);
   std::string config_path = path_join(path_dirname(file), "tokenizer_config.json");
   std::string config = file_exists(config_path) ? read_file(config_path) : std::string();
   return from_json(json, config, file);
@@ -313,7 +341,7 @@ std::vector<int32_t> Tokenizer::encode_with_offsets(std::string_view text, bool 
 std::vector<std::vector<int32_t>> Tokenizer::encode_batch(const std::vector<std::string>& texts,
                                                           bool add_special_tokens, size_t threads) const {
   std::vector<std::vector<int32_t>> out(texts.size());
-  ThreadPool pool(threads);
+  ThreadPool& pool = ThreadPool::shared(threads);
   // Chunks of consecutive texts keep each thread's word cache warm and the scheduling overhead small.
   size_t chunk = std::max<size_t>(1, texts.size() / (pool.size() * 16));
   size_t n_chunks = (texts.size() + chunk - 1) / chunk;

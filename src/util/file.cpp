@@ -111,6 +111,41 @@ void write_file_atomic(const std::string& path, std::string_view data) {
   fsync_dir(path_dirname(path));
 }
 
+AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)) {
+  std::random_device rd;
+  tmp_ = fmt::format("{}.tmp.{}.{:x}", path_, ::getpid(), rd());
+  fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  LLMFT_CHECK(fd_ >= 0, Status::kIo, "cannot create {}: {}", tmp_, errno_text());
+}
+
+AtomicFileWriter::~AtomicFileWriter() {
+  if (fd_ >= 0) ::close(fd_);
+  if (!committed_) ::unlink(tmp_.c_str());
+}
+
+void AtomicFileWriter::write(const void* data, size_t n) {
+  const auto* p = static_cast<const char*>(data);
+  size_t done = 0;
+  while (done < n) {
+    ssize_t k = ::write(fd_, p + done, n - done);
+    if (k < 0 && errno == EINTR) continue;
+    LLMFT_CHECK(k >= 0, Status::kIo, "cannot write {} ({} bytes written so far): {}", path_, written_ + done,
+                errno_text());
+    done += static_cast<size_t>(k);
+  }
+  written_ += n;
+}
+
+void AtomicFileWriter::commit() {
+  LLMFT_CHECK(::fsync(fd_) == 0, Status::kIo, "cannot fsync {}: {}", tmp_, errno_text());
+  LLMFT_CHECK(::close(fd_) == 0, Status::kIo, "cannot close {}: {}", tmp_, errno_text());
+  fd_ = -1;
+  LLMFT_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, Status::kIo, "cannot rename {} to {}: {}", tmp_, path_,
+              errno_text());
+  committed_ = true;
+  fsync_dir(path_dirname(path_));
+}
+
 MappedFile::MappedFile(const std::string& path) : path_(path) {
   Fd f{::open(path.c_str(), O_RDONLY | O_CLOEXEC)};
   LLMFT_CHECK(f.fd >= 0, errno_status(), "cannot open {}: {}", path, errno_text());

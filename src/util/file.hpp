@@ -19,6 +19,26 @@ void make_dirs(const std::string& path);  // mkdir -p; throws kIo naming the pat
 // Writes `data` to `path` atomically: the file either has its old content or all of the new one.
 void write_file_atomic(const std::string& path, std::string_view data);
 
+// Streams a large file to a temporary name beside `path`; commit() fsyncs and renames it into place. Destroyed
+// without commit() (an error, a full disk), it removes the temporary file: the old `path`, if any, is untouched.
+class AtomicFileWriter {
+ public:
+  explicit AtomicFileWriter(std::string path);
+  ~AtomicFileWriter();
+  AtomicFileWriter(const AtomicFileWriter&) = delete;
+  AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
+  void write(const void* data, size_t n);  // throws Error(kIo) naming the file (ENOSPC included)
+  void write(std::string_view s) { write(s.data(), s.size()); }
+  void commit();
+  uint64_t bytes_written() const { return written_; }
+
+ private:
+  std::string path_, tmp_;
+  int fd_ = -1;
+  uint64_t written_ = 0;
+  bool committed_ = false;
+};
+
 // fsync a directory so a rename inside it survives a crash.
 void fsync_dir(const std::string& path);
 

@@ -1,5 +1,8 @@
 #include "util/thread_pool.hpp"
 
+#include <map>
+#include <memory>
+
 namespace llmft {
 
 ThreadPool::ThreadPool(size_t threads) {
@@ -52,12 +55,23 @@ void ThreadPool::worker_loop() {
   }
 }
 
+ThreadPool& ThreadPool::shared(size_t threads) {
+  static std::mutex mu;
+  static std::map<size_t, std::unique_ptr<ThreadPool>> pools;
+  if (threads == 0) threads = std::max<size_t>(1, std::thread::hardware_concurrency());
+  std::lock_guard<std::mutex> lk(mu);
+  auto& p = pools[threads];
+  if (!p) p = std::make_unique<ThreadPool>(threads);
+  return *p;
+}
+
 void ThreadPool::parallel_for(size_t n, const std::function<void(size_t)>& fn) {
   if (n == 0) return;
   if (workers_.empty() || n == 1) {
     for (size_t i = 0; i < n; ++i) fn(i);
     return;
   }
+  std::lock_guard<std::mutex> call(call_mu_);
   {
     std::lock_guard<std::mutex> lk(mu_);
     fn_ = &fn;

@@ -22,14 +22,20 @@ class ThreadPool {
 
   size_t size() const { return workers_.size() + 1; }
 
-  // Calls fn(i) for every i in [0, n), spread over the pool; returns when all are done.
+  // Calls fn(i) for every i in [0, n), spread over the pool; returns when all are done. Callers on several
+  // threads take turns.
   void parallel_for(size_t n, const std::function<void(size_t)>& fn);
+
+  // A process-wide pool of `threads` threads (0: all cores), created on first use and kept, so its workers'
+  // thread-local state (the tokenizer's word caches) survives between calls.
+  static ThreadPool& shared(size_t threads);
 
  private:
   void worker_loop();
   void run_items();
 
   std::vector<std::thread> workers_;
+  std::mutex call_mu_;  // one parallel_for at a time
   std::mutex mu_;
   std::condition_variable cv_work_, cv_done_;
   const std::function<void(size_t)>* fn_ = nullptr;

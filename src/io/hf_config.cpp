@@ -1,0 +1,210 @@
+#include "io/hf_config.hpp"
+
+#include "util/check.hpp"
+#include "util/file.hpp"
+
+namespace llmft::io {
+
+namespace {
+
+// Typed accessors that name the key in their errors.
+int64_t get_int(const nlohmann::json& j, const char* key, const std::string& origin, int64_t fallback = -1) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) {
+    LLMFT_CHECK(fallback >= 0, Status::kFormat, "{}: required key \"{}\" is missing", origin, key);
+    return fallback;
+  }
+  LLMFT_CHECK(it->is_number_integer(), Status::kFormat, "{}: \"{}\" must be an integer, got {}", origin, key, it->dump());
+  int64_t v = it->get<int64_t>();
+  LLMFT_CHECK(v > 0, Status::kFormat, "{}: \"{}\" must be positive, got {}", origin, key, v);
+  return v;
+}
+
+double get_double(const nlohmann::json& j, const char* key, const std::string& origin, double fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  LLMFT_CHECK(it->is_number(), Status::kFormat, "{}: \"{}\" must be a number, got {}", origin, key, it->dump());
+  return it->get<double>();
+}
+
+bool get_bool(const nlohmann::json& j, const char* key, const std::string& origin, bool fallback) {
+  auto it = j.find(key);
+  if (it == j.end() || it->is_null()) return fallback;
+  LLMFT_CHECK(it->is_boolean(), Status::kFormat, "{}: \"{}\" must be true or false, got {}", origin, key, it->dump());
+  return it->get<bool>();
+}
+
+}  // namespace
+
+const char* arch_name(Arch a) {
+  switch (a) {
+    case Arch::kLlama: return "LlamaForCausalLM";
+    case Arch::kMistral: return "MistralForCausalLM";
+    case Arch::kQwen2: return "Qwen2ForCausalLM";
+    case Arch::kQwen3: return "Qwen3ForCausalLM";
+  }
+  return "?";
+}
+
+ModelConfig ModelConfig::from_file(const std::string& path) {
+  std::string text = read_file(path);
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, e.what());
+  }
+  return from_json(j, path);
+}
+
+ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& origin) {
+  LLMFT_CHECK(j.is_object(), Status::kFormat, "{}: must be a JSON object", origin);
+  ModelConfig c;
+  auto archs = j.find("architectures");
+  LLMFT_CHECK(archs != j.end() && archs->is_array() && archs->size() == 1 && (*archs)[0].is_string(), Status::kFormat,
+              "{}: \"architectures\" must list exactly one architecture", origin);
+  c.architecture = (*archs)[0].get<std::string>();
+  if (c.architecture == "LlamaForCausalLM") c.arch = Arch::kLlama;
+  else if (c.architecture == "MistralForCausalLM") c.arch = Arch::kMistral;
+  else if (c.architecture == "Qwen2ForCausalLM") c.arch = Arch::kQwen2;
+  else if (c.architecture == "Qwen3ForCausalLM") c.arch = Arch::kQwen3;
+  else
+    LLMFT_FAIL(Status::kUnsupported,
+               "{}: architecture \"{}\" is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
+               "Qwen2ForCausalLM, Qwen3ForCausalLM)", origin, c.architecture);
+
+  std::string act = j.value("hidden_act", std::string("silu"));
+  LLMFT_CHECK(act == "silu", Status::kUnsupported, "{}: hidden_act \"{}\" is not supported (only silu)", origin, act);
+
+  c.vocab_size = get_int(j, "vocab_size", origin);
+  c.hidden_size = get_int(j, "hidden_size", origin);
+  c.intermediate_size = get_int(j, "intermediate_size", origin);
+  c.num_hidden_layers = get_int(j, "num_hidden_layers", origin);
+  c.num_attention_heads = get_int(j, "num_attention_heads", origin);
+  c.num_key_value_heads = get_int(j, "num_key_value_heads", origin, c.num_attention_heads);
+  LLMFT_CHECK(c.num_attention_heads % c.num_key_value_heads == 0, Status::kFormat,
+              "{}: num_attention_heads ({}) is not a multiple of num_key_value_heads ({})", origin,
+              c.num_attention_heads, c.num_key_value_heads);
+  if (j.contains("head_dim") && !j["head_dim"].is_null()) {
+    c.head_dim = get_int(j, "head_dim", origin);
+  } else {
+    LLMFT_CHECK(c.hidden_size % c.num_attention_heads == 0, Status::kFormat,
+                "{}: hidden_size ({}) is not a multiple of num_attention_heads ({}) and head_dim is not given", origin,
+                c.hidden_size, c.num_attention_heads);
+    c.head_dim = c.hidden_size / c.num_attention_heads;
+  }
+  LLMFT_CHECK(c.head_dim % 2 == 0, Status::kFormat, "{}: head_dim {} must be even for rotary embeddings", origin, c.head_dim);
+  c.max_position_embeddings = get_int(j, "max_position_embeddings", origin, 2048);
+  c.rms_norm_eps = get_double(j, "rms_norm_eps", origin, 1e-6);
+  c.rope_theta = get_double(j, "rope_theta", origin, 10000.0);
+  c.tie_word_embeddings = get_bool(j, "tie_word_embeddings", origin, false);
+
+  // Per-family projection biases and norms, as transformers builds them.
+  bool attention_bias = get_bool(j, "attention_bias", origin, false);
+  c.mlp_bias = get_bool(j, "mlp_bias", origin, false);
+  switch (c.arch) {
+    case Arch::kLlama:
+      c.qkv_bias = c.o_bias = attention_bias;
+      break;
+    case Arch::kMistral:
+      LLMFT_CHECK(!attention_bias, Status::kUnsupported, "{}: attention_bias for MistralForCausalLM", origin);
+      break;
+    case Arch::kQwen2:
+      c.qkv_bias = true;  // Qwen2 always has q/k/v bias, no o_proj bias
+      LLMFT_CHECK(!get_bool(j, "use_sliding_window", origin, false), Status::kUnsupported,
+                  "{}: use_sliding_window=true is not supported for Qwen2ForCausalLM", origin);
+      break;
+    case Arch::kQwen3:
+      c.qkv_bias = c.o_bias = attention_bias;
+      c.qk_norm = true;
+      LLMFT_CHECK(!get_bool(j, "use_sliding_window", origin, false), Status::kUnsupported,
+                  "{}: use_sliding_window=true is not supported for Qwen3ForCausalLM", origin);
+      break;
+  }
+  LLMFT_CHECK(!c.mlp_bias || c.arch == Arch::kLlama, Status::kUnsupported, "{}: mlp_bias for {}", origin, c.architecture);
+  if (c.arch == Arch::kMistral && j.contains("sliding_window") && !j["sliding_window"].is_null())
+    c.sliding_window = get_int(j, "sliding_window", origin);
+
+  // Rotary scaling.
+  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
+    const auto& r = j["rope_scaling"];
+    LLMFT_CHECK(r.is_object(), Status::kFormat, "{}: rope_scaling must be an object or null", origin);
+    std::string type = r.value("rope_type", r.value("type", std::string()));
+    std::string where = origin + ": rope_scaling";
+    if (type == "llama3") {
+      c.rope_scaling.type = type;
+      c.rope_scaling.factor = get_double(r, "factor", where, 8.0);
+      c.rope_scaling.low_freq_factor = get_double(r, "low_freq_factor", where, 1.0);
+      c.rope_scaling.high_freq_factor = get_double(r, "high_freq_factor", where, 4.0);
+      c.rope_scaling.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", where, 8192);
+      LLMFT_CHECK(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor, Status::kFormat,
+                  "{}: high_freq_factor must exceed low_freq_factor", where);
+    } else if (type == "linear") {
+      c.rope_scaling.type = type;
+      c.rope_scaling.factor = get_double(r, "factor", where, 1.0);
+    } else if (type != "default" && !type.empty()) {
+      LLMFT_FAIL(Status::kUnsupported, "{}: rope_scaling type \"{}\" is not supported (supported: llama3, linear)", origin,
+                 type);
+    }
+  }
+  c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string("float32")));
+  LLMFT_CHECK(c.torch_dtype == "float32" || c.torch_dtype == "bfloat16" || c.torch_dtype == "float16", Status::kUnsupported,
+              "{}: torch_dtype \"{}\" is not supported (float32, bfloat16, float16)", origin, c.torch_dtype);
+  if (j.contains("bos_token_id") && j["bos_token_id"].is_number_integer()) c.bos_token_id = j["bos_token_id"].get<int64_t>();
+  if (j.contains("eos_token_id")) {
+    const auto& e = j["eos_token_id"];
+    if (e.is_number_integer()) c.eos_token_ids.push_back(e.get<int64_t>());
+    else if (e.is_array())
+      for (const auto& x : e)
+        if (x.is_number_integer()) c.eos_token_ids.push_back(x.get<int64_t>());
+  }
+  return c;
+}
+
+int64_t ModelConfig::num_parameters() const {
+  const int64_t h = hidden_size, q = q_dim(), kv = kv_dim(), f = intermediate_size;
+  int64_t layer = h * q + 2 * h * kv + q * h + 3 * h * f + 2 * h;
+  if (qkv_bias) layer += q + 2 * kv;
+  if (o_bias) layer += h;
+  if (mlp_bias) layer += 2 * f + h;
+  if (qk_norm) layer += 2 * head_dim;
+  return vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * layer + h;
+}
+
+nlohmann::json ModelConfig::to_json() const {
+  nlohmann::json j;
+  j["architectures"] = {architecture};
+  j["model_type"] = arch == Arch::kLlama ? "llama" : arch == Arch::kMistral ? "mistral" : arch == Arch::kQwen2 ? "qwen2" : "qwen3";
+  j["hidden_act"] = "silu";
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["intermediate_size"] = intermediate_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["num_key_value_heads"] = num_key_value_heads;
+  j["head_dim"] = head_dim;
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["rms_norm_eps"] = rms_norm_eps;
+  j["rope_theta"] = rope_theta;
+  if (rope_scaling.type == "llama3") {
+    j["rope_scaling"] = {{"rope_type", "llama3"}, {"factor", rope_scaling.factor},
+                         {"low_freq_factor", rope_scaling.low_freq_factor},
+                         {"high_freq_factor", rope_scaling.high_freq_factor},
+                         {"original_max_position_embeddings", rope_scaling.original_max_position_embeddings}};
+  } else if (rope_scaling.type == "linear") {
+    j["rope_scaling"] = {{"rope_type", "linear"}, {"factor", rope_scaling.factor}};
+  } else {
+    j["rope_scaling"] = nullptr;
+  }
+  j["tie_word_embeddings"] = tie_word_embeddings;
+  if (arch == Arch::kLlama || arch == Arch::kQwen3) j["attention_bias"] = qkv_bias;
+  if (arch == Arch::kLlama) j["mlp_bias"] = mlp_bias;
+  if (arch == Arch::kMistral) j["sliding_window"] = sliding_window > 0 ? nlohmann::json(sliding_window) : nlohmann::json();
+  j["torch_dtype"] = torch_dtype;
+  if (bos_token_id >= 0) j["bos_token_id"] = bos_token_id;
+  if (eos_token_ids.size() == 1) j["eos_token_id"] = eos_token_ids[0];
+  else if (!eos_token_ids.empty()) j["eos_token_id"] = eos_token_ids;
+  return j;
+}
+
+}  // namespace llmft::io

@@ -1,0 +1,543 @@
+#include "model/decoder.hpp"
+
+#include <c10/core/InferenceMode.h>
+
+#include <cmath>
+#include <random>
+
+#include "util/check.hpp"
+
+namespace llmft::model {
+
+// ---- batches ----
+
+Batch make_batch(const std::vector<std::vector<int32_t>>& docs, const std::vector<std::vector<uint8_t>>& trained) {
+  LLMFT_CHECK(docs.size() == trained.size(), Status::kInvalidArgument, "{} documents but {} masks", docs.size(),
+              trained.size());
+  Batch b;
+  int64_t n = 0;
+  for (const auto& d : docs) n += static_cast<int64_t>(d.size());
+  b.ids = at::empty({n}, at::kLong);
+  b.positions = at::empty({n}, at::kLong);
+  b.targets = at::empty({n}, at::kLong);
+  auto* ids = b.ids.data_ptr<int64_t>();
+  auto* pos = b.positions.data_ptr<int64_t>();
+  auto* tgt = b.targets.data_ptr<int64_t>();
+  int64_t at_ = 0;
+  for (size_t d = 0; d < docs.size(); ++d) {
+    const auto& x = docs[d];
+    LLMFT_CHECK(trained[d].size() == x.size(), Status::kInvalidArgument, "document {}: {} tokens but {} mask entries", d,
+                x.size(), trained[d].size());
+    b.doc_starts.push_back(at_);
+    for (size_t t = 0; t < x.size(); ++t, ++at_) {
+      ids[at_] = x[t];
+      pos[at_] = static_cast<int64_t>(t);
+      bool has = t + 1 < x.size() && trained[d][t + 1];
+      tgt[at_] = has ? x[t + 1] : -1;
+      b.num_targets += has;
+    }
+  }
+  b.doc_starts.push_back(n);
+  return b;
+}
+
+// ---- construction ----
+
+struct Decoder::LayerWeights {
+  at::Tensor attn_norm, mlp_norm, q_norm, k_norm;
+  at::Tensor d_attn_norm, d_mlp_norm, d_q_norm, d_k_norm;
+  LinearWeights q, k, v, o, gate, up, down;
+};
+
+struct Decoder::LayerCache {
+  RmsNormCache norm1, norm2, qn, kn;
+  LinearCache q, k, v, o, gate, up, down;
+  AttentionCache attn;
+  at::Tensor g, u;
+};
+
+struct Decoder::KVCache {
+  std::vector<at::Tensor> k, v;  // per layer (T_max, K, D)
+};
+
+Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::move(config)), options_(std::move(options)) {
+  const auto& c = config_;
+  // float64 exists for gradient checks in the tests; users choose float32 or bfloat16.
+  LLMFT_CHECK(options_.dtype == at::kFloat || options_.dtype == at::kBFloat16 || options_.dtype == at::kDouble,
+              Status::kUnsupported, "compute dtype {} is not supported (float32, bfloat16)", c10::toString(options_.dtype));
+  const at::ScalarType master = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  std::vector<std::string> targets;
+  if (options_.mode == TrainMode::kLora) targets = options_.lora.resolved_targets();
+  auto is_target = [&](const std::string& m) { return std::find(targets.begin(), targets.end(), m) != targets.end(); };
+  const bool full = options_.mode == TrainMode::kFull;
+  const int64_t C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), F = c.intermediate_size, D = c.head_dim;
+
+  auto base = [&](Unit& u, const std::string& name, std::vector<int64_t> shape, bool decay) {
+    (full ? u.trainable : u.frozen).add(name, std::move(shape), decay);
+  };
+  units_.emplace_back();
+  units_.back().name = "embed";
+  base(units_.back(), "model.embed_tokens.weight", {c.vocab_size, C}, true);
+  for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
+    units_.emplace_back();
+    Unit& u = units_.back();
+    u.name = "layers." + std::to_string(l);
+    std::string p = layer_prefix(static_cast<size_t>(l));
+    auto linear = [&](const std::string& block, const std::string& m, int64_t out, int64_t in, bool bias) {
+      std::string n = p + block + "." + m;
+      base(u, n + ".weight", {out, in}, true);
+      if (bias) base(u, n + ".bias", {out}, false);
+      if (is_target(m)) {
+        u.trainable.add(n + ".lora_A.weight", {options_.lora.r, in}, true);
+        u.trainable.add(n + ".lora_B.weight", {out, options_.lora.r}, true);
+      }
+    };
+    base(u, p + "input_layernorm.weight", {C}, false);
+    linear("self_attn", "q_proj", Q, C, c.qkv_bias);
+    linear("self_attn", "k_proj", KV, C, c.qkv_bias);
+    linear("self_attn", "v_proj", KV, C, c.qkv_bias);
+    linear("self_attn", "o_proj", C, Q, c.o_bias);
+    if (c.qk_norm) {
+      base(u, p + "self_attn.q_norm.weight", {D}, false);
+      base(u, p + "self_attn.k_norm.weight", {D}, false);
+    }
+    base(u, p + "post_attention_layernorm.weight", {C}, false);
+    linear("mlp", "gate_proj", F, C, c.mlp_bias);
+    linear("mlp", "up_proj", F, C, c.mlp_bias);
+    linear("mlp", "down_proj", C, F, c.mlp_bias);
+  }
+  units_.emplace_back();
+  units_.back().name = "head";
+  base(units_.back(), "model.norm.weight", {C}, false);
+  if (!c.tie_word_embeddings) base(units_.back(), "lm_head.weight", {c.vocab_size, C}, true);
+
+  for (Unit& u : units_) {
+    u.frozen.finalize(options_.align);
+    u.trainable.finalize(options_.align);
+    u.frozen.allocate(at::TensorOptions().dtype(options_.dtype));
+    u.trainable.allocate(at::TensorOptions().dtype(master));
+    u.grad = at::zeros({u.trainable.padded_numel()}, master);
+    u.compute = options_.dtype == master ? u.trainable.flat : u.trainable.flat.to(options_.dtype);
+  }
+
+  // Rotary frequencies, computed as transformers computes them (fp32), then scaled.
+  rope_.inv_freq = 1.0 / at::pow(c.rope_theta, at::arange(0, D, 2, at::kLong).to(at::kFloat) / static_cast<double>(D));
+  if (c.rope_scaling.type == "linear") {
+    rope_.inv_freq = rope_.inv_freq / c.rope_scaling.factor;
+  } else if (c.rope_scaling.type == "llama3") {
+    const auto& r = c.rope_scaling;
+    const double old_ctx = static_cast<double>(r.original_max_position_embeddings);
+    const double low_wavelen = old_ctx / r.low_freq_factor, high_wavelen = old_ctx / r.high_freq_factor;
+    at::Tensor inv = rope_.inv_freq;
+    at::Tensor wavelen = 2 * M_PI / inv;
+    at::Tensor scaled = at::where(wavelen > low_wavelen, inv / r.factor, inv);
+    at::Tensor smooth = (old_ctx / wavelen - r.low_freq_factor) / (r.high_freq_factor - r.low_freq_factor);
+    at::Tensor smoothed = (1 - smooth) * scaled / r.factor + smooth * scaled;
+    at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
+    rope_.inv_freq = at::where(medium, smoothed, scaled);
+  }
+}
+
+Decoder::~Decoder() = default;
+
+// ---- weights ----
+
+void Decoder::init_random(uint64_t seed, double std) {
+  c10::InferenceMode guard;
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  for (Unit& u : units_) {
+    for (ParamGroup* g : {&u.frozen, &u.trainable}) {
+      for (size_t i = 0; i < g->slots().size(); ++i) {
+        const ParamSlot& s = g->slots()[i];
+        at::Tensor v = g->view(i);
+        bool lora = s.name.find(".lora_") != std::string::npos;
+        if (lora) continue;
+        if (s.name.find("norm.weight") != std::string::npos) v.fill_(1.0);
+        else if (s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0) v.zero_();
+        else v.normal_(0.0, std, gen);
+      }
+    }
+  }
+  refresh_compute();
+}
+
+namespace {
+at::ScalarType scalar_type(io::DType d, const std::string& name, const std::string& origin) {
+  switch (d) {
+    case io::DType::kF32: return at::kFloat;
+    case io::DType::kBF16: return at::kBFloat16;
+    case io::DType::kF16: return at::kHalf;
+    default:
+      LLMFT_FAIL(Status::kFormat, "{}: tensor \"{}\" has dtype {}; weights must be F32, BF16 or F16", origin, name,
+                 io::dtype_name(d));
+  }
+}
+
+void copy_in(const at::Tensor& dst, const io::TensorView& t, const std::string& origin) {
+  std::vector<int64_t> want(dst.sizes().begin(), dst.sizes().end());
+  LLMFT_CHECK(t.shape == want, Status::kFormat, "{}: tensor \"{}\" has shape [{}], the model needs [{}]", origin, t.name,
+              fmt::join(t.shape, ", "), fmt::join(want, ", "));
+  at::Tensor src = at::from_blob(const_cast<uint8_t*>(t.data), t.shape, at::TensorOptions().dtype(scalar_type(t.dtype, t.name, origin)));
+  dst.copy_(src);
+}
+}  // namespace
+
+void Decoder::load_base(const TensorLookup& lookup, const std::string& origin) {
+  c10::InferenceMode guard;
+  for (Unit& u : units_) {
+    for (ParamGroup* g : {&u.frozen, &u.trainable}) {
+      for (size_t i = 0; i < g->slots().size(); ++i) {
+        const ParamSlot& s = g->slots()[i];
+        if (s.name.find(".lora_") != std::string::npos) continue;
+        const io::TensorView* t = lookup(s.name);
+        LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the checkpoint has no tensor \"{}\"", origin, s.name);
+        copy_in(g->view(i), *t, origin);
+      }
+    }
+  }
+  refresh_compute();
+}
+
+void Decoder::init_lora(uint64_t seed) {
+  c10::InferenceMode guard;
+  std::mt19937_64 rng(seed);
+  for (Unit& u : units_) {
+    for (size_t i = 0; i < u.trainable.slots().size(); ++i) {
+      const ParamSlot& s = u.trainable.slots()[i];
+      at::Tensor v = u.trainable.view(i);
+      if (s.name.find(".lora_A.") != std::string::npos) {
+        at::Tensor a = at::empty(s.shape, at::kFloat);
+        lora::kaiming_uniform_a_sqrt5(a.data_ptr<float>(), s.shape[0], s.shape[1], rng);
+        v.copy_(a);
+      }
+      else if (s.name.find(".lora_B.") != std::string::npos)
+        v.zero_();
+    }
+  }
+  refresh_compute();
+}
+
+void Decoder::load_lora(const TensorLookup& lookup, const std::string& origin) {
+  c10::InferenceMode guard;
+  for (Unit& u : units_) {
+    for (size_t i = 0; i < u.trainable.slots().size(); ++i) {
+      const ParamSlot& s = u.trainable.slots()[i];
+      if (s.name.find(".lora_") == std::string::npos) continue;
+      const io::TensorView* t = lookup(s.name);
+      LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the adapter has no tensor \"{}\"", origin, s.name);
+      copy_in(u.trainable.view(i), *t, origin);
+    }
+  }
+  refresh_compute();
+}
+
+int64_t Decoder::trainable_parameters() const {
+  int64_t n = 0;
+  for (const Unit& u : units_) n += u.trainable.numel();
+  return n;
+}
+
+int64_t Decoder::all_parameters() const {
+  int64_t n = 0;
+  for (const Unit& u : units_) n += u.trainable.numel() + u.frozen.numel();
+  return n;
+}
+
+void Decoder::zero_grad() {
+  for (Unit& u : units_) u.grad.zero_();
+}
+
+void Decoder::refresh_compute() {
+  if (options_.dtype == at::kFloat || options_.dtype == at::kDouble) return;
+  for (Unit& u : units_)
+    if (!u.trainable.empty()) u.compute.copy_(u.trainable.flat);
+}
+
+void Decoder::for_each_parameter(
+    const std::function<void(const ParamSlot&, const at::Tensor&, bool trainable)>& fn) const {
+  for (const Unit& u : units_) {
+    for (size_t i = 0; i < u.frozen.slots().size(); ++i) fn(u.frozen.slots()[i], u.frozen.view(i), false);
+    for (size_t i = 0; i < u.trainable.slots().size(); ++i) fn(u.trainable.slots()[i], u.trainable.view(i), true);
+  }
+}
+
+// ---- binding views ----
+
+at::Tensor Decoder::param(Unit& u, const std::string& name, at::Tensor* grad) {
+  int i = u.trainable.find(name);
+  if (i >= 0) {
+    if (grad) *grad = u.trainable.view(static_cast<size_t>(i), u.grad);
+    return u.trainable.view(static_cast<size_t>(i), u.compute);
+  }
+  if (grad) *grad = at::Tensor();
+  int j = u.frozen.find(name);
+  return j >= 0 ? u.frozen.view(static_cast<size_t>(j)) : at::Tensor();
+}
+
+Decoder::LayerWeights Decoder::bind_layer(size_t l) {
+  Unit& u = units_[l + 1];
+  std::string p = layer_prefix(l);
+  LayerWeights w;
+  auto linear = [&](LinearWeights& lw, const std::string& block, const std::string& m) {
+    std::string n = p + block + "." + m;
+    lw.w = param(u, n + ".weight", &lw.dw);
+    lw.b = param(u, n + ".bias", &lw.db);
+    lw.lora_a = param(u, n + ".lora_A.weight", &lw.dlora_a);
+    lw.lora_b = param(u, n + ".lora_B.weight", &lw.dlora_b);
+    lw.scaling = options_.lora.scaling();
+    lw.dropout = options_.lora.dropout;
+  };
+  w.attn_norm = param(u, p + "input_layernorm.weight", &w.d_attn_norm);
+  w.mlp_norm = param(u, p + "post_attention_layernorm.weight", &w.d_mlp_norm);
+  if (config_.qk_norm) {
+    w.q_norm = param(u, p + "self_attn.q_norm.weight", &w.d_q_norm);
+    w.k_norm = param(u, p + "self_attn.k_norm.weight", &w.d_k_norm);
+  }
+  linear(w.q, "self_attn", "q_proj");
+  linear(w.k, "self_attn", "k_proj");
+  linear(w.v, "self_attn", "v_proj");
+  linear(w.o, "self_attn", "o_proj");
+  linear(w.gate, "mlp", "gate_proj");
+  linear(w.up, "mlp", "up_proj");
+  linear(w.down, "mlp", "down_proj");
+  return w;
+}
+
+at::Tensor Decoder::output_weight(at::Tensor* grad) {
+  if (config_.tie_word_embeddings) return param(embed_unit(), "model.embed_tokens.weight", grad);
+  return param(head_unit(), "lm_head.weight", grad);
+}
+
+at::Tensor Decoder::embed(const at::Tensor& ids, ParamProvider* provider) {
+  if (provider) provider->acquire(embed_unit());
+  at::Tensor h = param(embed_unit(), "model.embed_tokens.weight").index_select(0, ids);  // (N, C)
+  if (provider) provider->release(embed_unit());
+  return h;
+}
+
+// ---- one decoder layer ----
+
+at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
+                                  const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* c) {
+  LayerWeights w = bind_layer(l);
+  const auto& cf = config_;
+  const int64_t N = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
+  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, c ? &c->norm1 : nullptr);       // (N, C)
+  at::Tensor q = linear_forward(x1, w.q, gen, c ? &c->q : nullptr).view({N, H, D});                 // (N, H, D)
+  at::Tensor k = linear_forward(x1, w.k, gen, c ? &c->k : nullptr).view({N, K, D});                 // (N, K, D)
+  at::Tensor v = linear_forward(x1, w.v, gen, c ? &c->v : nullptr).view({N, K, D});                 // (N, K, D)
+  if (cf.qk_norm) {
+    q = rmsnorm_forward(q.reshape({N * H, D}), w.q_norm, cf.rms_norm_eps, c ? &c->qn : nullptr).view({N, H, D});
+    k = rmsnorm_forward(k.reshape({N * K, D}), w.k_norm, cf.rms_norm_eps, c ? &c->kn : nullptr).view({N, K, D});
+  }
+  q = rope_apply(q, cos, sin);
+  k = rope_apply(k, cos, sin);
+  at::Tensor a = attention_forward(q, k, v, doc_starts, cf.sliding_window, c ? &c->attn : nullptr);  // (N, H, D)
+  at::Tensor h2 = h + linear_forward(a.reshape({N, H * D}), w.o, gen, c ? &c->o : nullptr);         // (N, C)
+  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr);        // (N, C)
+  at::Tensor g = linear_forward(x2, w.gate, gen, c ? &c->gate : nullptr);                           // (N, F)
+  at::Tensor u = linear_forward(x2, w.up, gen, c ? &c->up : nullptr);                               // (N, F)
+  if (c) {
+    c->g = g;
+    c->u = u;
+  }
+  return h2 + linear_forward(swiglu_forward(g, u), w.down, gen, c ? &c->down : nullptr);            // (N, C)
+}
+
+at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c, const at::Tensor& cos,
+                                   const at::Tensor& sin, const std::vector<int64_t>& doc_starts) {
+  LayerWeights w = bind_layer(l);
+  const auto& cf = config_;
+  const int64_t N = dh.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
+  // MLP branch: h3 = h2 + down(swiglu(gate(x2), up(x2)))
+  at::Tensor da = linear_backward(dh, w.down, c.down);  // (N, F)
+  at::Tensor dg, du;
+  swiglu_backward(da, c.g, c.u, &dg, &du);
+  at::Tensor dx2 = linear_backward(dg, w.gate, c.gate);
+  dx2.add_(linear_backward(du, w.up, c.up));
+  at::Tensor dh2 = dh + rmsnorm_backward(dx2, w.mlp_norm, c.norm2, &w.d_mlp_norm);  // (N, C)
+  // Attention branch: h2 = h + o(attn(rope(q), rope(k), v))
+  at::Tensor dattn = linear_backward(dh2, w.o, c.o).view({N, H, D});
+  at::Tensor dq, dk, dv;
+  attention_backward(dattn, c.attn, doc_starts, cf.sliding_window, &dq, &dk, &dv);
+  dq = rope_backward(dq, cos, sin);
+  dk = rope_backward(dk, cos, sin);
+  if (cf.qk_norm) {
+    dq = rmsnorm_backward(dq.reshape({N * H, D}), w.q_norm, c.qn, &w.d_q_norm).view({N, H, D});
+    dk = rmsnorm_backward(dk.reshape({N * K, D}), w.k_norm, c.kn, &w.d_k_norm).view({N, K, D});
+  }
+  at::Tensor dx1 = linear_backward(dq.reshape({N, H * D}), w.q, c.q);
+  dx1.add_(linear_backward(dk.reshape({N, K * D}), w.k, c.k));
+  dx1.add_(linear_backward(dv.reshape({N, K * D}), w.v, c.v));
+  return dh2 + rmsnorm_backward(dx1, w.attn_norm, c.norm1, &w.d_attn_norm);
+}
+
+// ---- whole model ----
+
+double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Generator* dropout) {
+  c10::InferenceMode guard;
+  ParamProvider none;
+  ParamProvider& pp = provider ? *provider : none;
+  const size_t L = static_cast<size_t>(config_.num_hidden_layers);
+  at::Tensor cos, sin;
+  rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
+  at::Tensor h = embed(b.ids, &pp);
+  std::vector<LayerCache> caches(L);
+  for (size_t l = 0; l < L; ++l) {
+    pp.acquire(units_[l + 1]);
+    h = layer_forward(l, h, cos, sin, b.doc_starts, dropout, &caches[l]);
+    pp.release(units_[l + 1]);
+  }
+  // Head: loss over the positions that have a target.
+  pp.acquire(head_unit());
+  if (config_.tie_word_embeddings) pp.acquire(embed_unit());
+  at::Tensor d_norm;
+  at::Tensor norm_w = param(head_unit(), "model.norm.weight", &d_norm);
+  RmsNormCache nc;
+  at::Tensor hn = rmsnorm_forward(h, norm_w, config_.rms_norm_eps, &nc);  // (N, C)
+  at::Tensor idx = at::nonzero(b.targets >= 0).squeeze(1);                // (M)
+  at::Tensor dw_out;
+  at::Tensor w_out = output_weight(&dw_out);
+  at::Tensor dsel;
+  double loss = cross_entropy_forward_backward(hn.index_select(0, idx), b.targets.index_select(0, idx), w_out, &dsel,
+                                               &dw_out);
+  at::Tensor dhn = at::zeros_like(hn).index_copy_(0, idx, dsel);
+  at::Tensor dh = rmsnorm_backward(dhn, norm_w, nc, &d_norm);
+  if (config_.tie_word_embeddings) pp.release(embed_unit());
+  pp.release(head_unit());
+  pp.grads_ready(head_unit());
+  for (size_t l = L; l-- > 0;) {
+    pp.acquire(units_[l + 1]);
+    dh = layer_backward(l, dh, caches[l], cos, sin, b.doc_starts);
+    caches[l] = LayerCache();
+    pp.release(units_[l + 1]);
+    pp.grads_ready(units_[l + 1]);
+  }
+  at::Tensor d_embed;
+  pp.acquire(embed_unit());
+  param(embed_unit(), "model.embed_tokens.weight", &d_embed);
+  if (d_embed.defined()) d_embed.index_add_(0, b.ids, dh.to(d_embed.scalar_type()));
+  pp.release(embed_unit());
+  pp.grads_ready(embed_unit());
+  return loss;
+}
+
+double Decoder::forward_loss(const Batch& b, ParamProvider* provider) {
+  c10::InferenceMode guard;
+  ParamProvider none;
+  ParamProvider& pp = provider ? *provider : none;
+  at::Tensor cos, sin;
+  rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
+  at::Tensor h = embed(b.ids, &pp);
+  for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l) {
+    pp.acquire(units_[l + 1]);
+    h = layer_forward(l, h, cos, sin, b.doc_starts, nullptr, nullptr);
+    pp.release(units_[l + 1]);
+  }
+  pp.acquire(head_unit());
+  if (config_.tie_word_embeddings) pp.acquire(embed_unit());
+  at::Tensor hn = rmsnorm_forward(h, param(head_unit(), "model.norm.weight"), config_.rms_norm_eps, nullptr);
+  at::Tensor idx = at::nonzero(b.targets >= 0).squeeze(1);
+  double loss = cross_entropy_forward(hn.index_select(0, idx), b.targets.index_select(0, idx), output_weight(nullptr));
+  if (config_.tie_word_embeddings) pp.release(embed_unit());
+  pp.release(head_unit());
+  return loss;
+}
+
+at::Tensor Decoder::forward_logits(const Batch& b) {
+  c10::InferenceMode guard;
+  at::Tensor cos, sin;
+  rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
+  at::Tensor h = embed(b.ids, nullptr);
+  for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l)
+    h = layer_forward(l, h, cos, sin, b.doc_starts, nullptr, nullptr);
+  at::Tensor hn = rmsnorm_forward(h, param(head_unit(), "model.norm.weight"), config_.rms_norm_eps, nullptr);
+  return at::mm(hn, output_weight(nullptr).t()).to(options_.dtype == at::kDouble ? at::kDouble : at::kFloat);  // (N, V)
+}
+
+// ---- generation with a KV cache ----
+
+at::Tensor Decoder::layer_step(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, KVCache& kv,
+                               int64_t start) {
+  LayerWeights w = bind_layer(l);
+  const auto& cf = config_;
+  const int64_t n = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
+  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, nullptr);
+  at::Tensor q = linear_forward(x1, w.q, nullptr, nullptr).view({n, H, D});
+  at::Tensor k = linear_forward(x1, w.k, nullptr, nullptr).view({n, K, D});
+  at::Tensor v = linear_forward(x1, w.v, nullptr, nullptr).view({n, K, D});
+  if (cf.qk_norm) {
+    q = rmsnorm_forward(q.reshape({n * H, D}), w.q_norm, cf.rms_norm_eps, nullptr).view({n, H, D});
+    k = rmsnorm_forward(k.reshape({n * K, D}), w.k_norm, cf.rms_norm_eps, nullptr).view({n, K, D});
+  }
+  q = rope_apply(q, cos, sin);
+  k = rope_apply(k, cos, sin);
+  kv.k[l].narrow(0, start, n).copy_(k);
+  kv.v[l].narrow(0, start, n).copy_(v);
+  const int64_t T = start + n, rep = H / K;
+  at::Tensor kall = kv.k[l].narrow(0, 0, T).transpose(0, 1);  // (K, T, D)
+  at::Tensor vall = kv.v[l].narrow(0, 0, T).transpose(0, 1);
+  if (rep > 1) {
+    kall = kall.unsqueeze(1).expand({K, rep, T, D}).reshape({H, T, D});
+    vall = vall.unsqueeze(1).expand({K, rep, T, D}).reshape({H, T, D});
+  }
+  at::Tensor scores = at::matmul(q.transpose(0, 1), kall.transpose(1, 2)).mul_(1.0 / std::sqrt(double(D))).to(at::kFloat);  // (H, n, T)
+  // Query i sits at position start + i: it sees keys j <= start + i (and within the window).
+  at::Tensor qi = at::arange(start, T, at::kLong).unsqueeze(1), kj = at::arange(0, T, at::kLong).unsqueeze(0);
+  at::Tensor blocked = kj > qi;
+  if (cf.sliding_window > 0) blocked = blocked.logical_or(kj <= qi - cf.sliding_window);
+  scores.masked_fill_(blocked, -std::numeric_limits<float>::infinity());
+  at::Tensor a = at::matmul(at::softmax(scores, -1).to(h.scalar_type()), vall).transpose(0, 1).reshape({n, H * D});
+  at::Tensor h2 = h + linear_forward(a, w.o, nullptr, nullptr);
+  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, nullptr);
+  at::Tensor g = linear_forward(x2, w.gate, nullptr, nullptr), u = linear_forward(x2, w.up, nullptr, nullptr);
+  return h2 + linear_forward(swiglu_forward(g, u), w.down, nullptr, nullptr);
+}
+
+std::vector<int32_t> Decoder::generate(const std::vector<int32_t>& prompt, const GenerateOptions& opt) {
+  c10::InferenceMode guard;
+  LLMFT_CHECK(!prompt.empty(), Status::kInvalidArgument, "generate: the prompt is empty");
+  const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
+  KVCache kv;
+  for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
+    kv.k.push_back(at::empty({total, config_.num_key_value_heads, config_.head_dim}, at::TensorOptions().dtype(options_.dtype)));
+    kv.v.push_back(at::empty_like(kv.k.back()));
+  }
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
+  std::vector<int32_t> out;
+  std::vector<int64_t> step(prompt.begin(), prompt.end());
+  int64_t start = 0;
+  at::Tensor norm_w = param(head_unit(), "model.norm.weight");
+  at::Tensor w_out = output_weight(nullptr);
+  for (int64_t t = 0; t < opt.max_new_tokens; ++t) {
+    at::Tensor ids = at::tensor(step, at::kLong);
+    at::Tensor pos = at::arange(start, start + ids.size(0), at::kLong);
+    at::Tensor cos, sin;
+    rope_tables(rope_, pos, options_.dtype, &cos, &sin);
+    at::Tensor h = param(embed_unit(), "model.embed_tokens.weight").index_select(0, ids);
+    for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l) h = layer_step(l, h, cos, sin, kv, start);
+    start += ids.size(0);
+    at::Tensor last = rmsnorm_forward(h.narrow(0, h.size(0) - 1, 1), norm_w, config_.rms_norm_eps, nullptr);
+    at::Tensor logits = at::mm(last, w_out.t()).to(at::kFloat).squeeze(0);  // (V)
+    int64_t next;
+    if (opt.temperature <= 0) {
+      next = logits.argmax().item<int64_t>();
+    } else {
+      at::Tensor probs = at::softmax(logits / opt.temperature, -1);
+      if (opt.top_p < 1.0) {
+        auto sorted = probs.sort(-1, true);
+        at::Tensor sp = std::get<0>(sorted), si = std::get<1>(sorted);
+        at::Tensor before = sp.cumsum(0) - sp;                      // mass of the tokens ranked above each one
+        sp.masked_fill_(before >= opt.top_p, 0.0);                  // keep the smallest set reaching top_p
+        probs = at::zeros_like(probs).scatter_(0, si, sp);
+      }
+      next = at::multinomial(probs, 1, false, gen).item<int64_t>();
+    }
+    out.push_back(static_cast<int32_t>(next));
+    if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), static_cast<int32_t>(next)) != opt.stop_ids.end()) break;
+    step.assign(1, next);
+  }
+  return out;
+}
+
+}  // namespace llmft::model

@@ -1,0 +1,56 @@
+#include "model/params.hpp"
+
+#include "util/check.hpp"
+
+namespace llmft::model {
+
+void ParamGroup::add(const std::string& name, std::vector<int64_t> shape, bool decay) {
+  LLMFT_ASSERT(!final_);
+  ParamSlot s;
+  s.name = name;
+  s.numel = 1;
+  for (int64_t d : shape) s.numel *= d;
+  s.shape = std::move(shape);
+  s.offset = numel_;
+  s.decay = decay;
+  numel_ += s.numel;
+  slots_.push_back(std::move(s));
+}
+
+void ParamGroup::finalize(int64_t align) {
+  LLMFT_ASSERT(align > 0);
+  padded_ = (numel_ + align - 1) / align * align;
+  final_ = true;
+}
+
+void ParamGroup::allocate(const at::TensorOptions& options) {
+  LLMFT_ASSERT(final_);
+  flat = at::zeros({padded_}, options);
+}
+
+int ParamGroup::find(const std::string& name) const {
+  for (size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].name == name) return static_cast<int>(i);
+  return -1;
+}
+
+at::Tensor ParamGroup::view(size_t i, const at::Tensor& buffer) const {
+  const ParamSlot& s = slots_[i];
+  return buffer.narrow(0, s.offset, s.numel).view(s.shape);
+}
+
+at::Tensor ParamGroup::view(const std::string& name) const {
+  int i = find(name);
+  return i < 0 ? at::Tensor() : view(static_cast<size_t>(i));
+}
+
+std::string with_commas(int64_t n) {
+  std::string d = std::to_string(n < 0 ? -n : n), out;
+  for (size_t i = 0; i < d.size(); ++i) {
+    if (i && (d.size() - i) % 3 == 0) out += ',';
+    out += d[i];
+  }
+  return n < 0 ? "-" + out : out;
+}
+
+}  // namespace llmft::model

@@ -1,0 +1,81 @@
+// Helpers for model tests: small random configurations, saving a Decoder's tensors as safetensors, running the
+// PyTorch reference (tests/model/reference.py, Debian's python3-torch).
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cstdlib>
+#include <map>
+#include <random>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.hpp"
+#include "model/decoder.hpp"
+#include "test_support.hpp"
+
+namespace llmft::test {
+
+inline io::DType to_dtype(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return io::DType::kF32;
+    case at::kDouble: return io::DType::kF64;
+    case at::kBFloat16: return io::DType::kBF16;
+    case at::kLong: return io::DType::kI64;
+    default: throw std::runtime_error("unexpected dtype");
+  }
+}
+
+// Writes tensors (kept alive by `keep`) to a safetensors file.
+inline void save_tensors(const std::string& path, const std::map<std::string, at::Tensor>& tensors) {
+  std::vector<io::TensorView> views;
+  std::vector<at::Tensor> keep;
+  for (const auto& [name, t0] : tensors) {
+    at::Tensor t = t0.contiguous();
+    keep.push_back(t);
+    io::TensorView v;
+    v.name = name;
+    v.dtype = to_dtype(t.scalar_type());
+    v.shape.assign(t.sizes().begin(), t.sizes().end());
+    v.data = static_cast<const uint8_t*>(t.data_ptr());
+    v.nbytes = static_cast<size_t>(t.numel()) * t.element_size();
+    views.push_back(v);
+  }
+  io::write_safetensors(path, views);
+}
+
+inline at::Tensor to_tensor(const io::TensorView& v) {
+  at::ScalarType t = v.dtype == io::DType::kF64 ? at::kDouble : v.dtype == io::DType::kI64 ? at::kLong : at::kFloat;
+  return at::from_blob(const_cast<uint8_t*>(v.data), v.shape, at::TensorOptions().dtype(t)).clone();
+}
+
+// max |a - b| / max |b|
+inline double rel_err(const at::Tensor& a, const at::Tensor& b) {
+  at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble);
+  double denom = bd.abs().max().item<double>();
+  double num = (ad - bd).abs().max().item<double>();
+  return denom == 0 ? num : num / denom;
+}
+
+// The Python with torch: Debian's /usr/bin/python3 (python3-torch), else python3 on PATH.
+inline std::string torch_python() {
+  for (const char* p : {"/usr/bin/python3", "python3"}) {
+    std::string cmd = std::string(p) + " -c 'import torch' > /dev/null 2>&1";
+    if (std::system(cmd.c_str()) == 0) return p;
+  }
+  return "";
+}
+
+inline bool run_reference(const std::string& dir) {
+  std::string py = torch_python();
+  if (py.empty()) {
+    ADD_FAILURE() << "no python3 with torch: run scripts/deps.sh test (Debian's python3-torch)";
+    return false;
+  }
+  std::string cmd = "OMP_NUM_THREADS=1 " + py + " '" + path_join(source_dir(), "tests/model/reference.py") + "' '" + dir + "'";
+  int rc = std::system(cmd.c_str());
+  if (rc != 0) ADD_FAILURE() << "reference failed: " << cmd;
+  return rc == 0;
+}
+
+}  // namespace llmft::test
