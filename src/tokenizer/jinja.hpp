@@ -1,0 +1,64 @@
+// Jinja2 chat templates: parse a Hugging Face `chat_template` once, render it for many conversations.
+//
+// Promise: render() returns byte-for-byte what @huggingface/jinja 0.5.11 (the engine transformers.js and the HF
+// Hub use; our test oracle) returns for the same template and context, and fails where it fails. That includes
+// its environment (trim_blocks and lstrip_blocks on, one trailing newline dropped, `{% generation %}` tags
+// ignored) and its quirks: booleans print as `true`/`false`, floats keep one decimal (`2.0`), `strip(chars)`
+// ignores its argument, only the filters and tests it implements exist (no `dict`, `round`, `loop.cycle`).
+// Conformance suite: tests/tokenizer/test_jinja.cpp against the reference itself (tests/oracle/jinja_render.js).
+// Known gaps, none of which chat templates exercise: printing a function value (the reference prints its JS source;
+// we print "function"), lone UTF-16 surrogates from indexing a string inside an emoji, tojson(sort_keys=true) on
+// non-ASCII keys (ICU collation; we order them after ASCII by code point), range() over non-numbers, and runaway
+// templates (nested calls beyond 200 or more than 2^20 scopes fail; the reference overflows or hangs).
+//
+// Errors: a syntax error throws Error(kFormat, "chat template syntax error at line L col C: ..."); anything the
+// reference rejects while rendering throws Error(kInvalidArgument, "chat template: ..."); raise_exception("msg")
+// in a template throws Error(kInvalidArgument, "chat template: msg") with exactly that message.
+//
+// Thread safety: a Template is immutable after construction; render() may run concurrently on one Template.
+#pragma once
+
+#include <ctime>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace llmft::jinja {
+
+using Json = nlohmann::ordered_json;  // key order is kept: tojson prints keys in insertion order
+
+struct RenderOptions {
+  // The local time strftime_now() formats. Unset: the clock at render time. Tests fix it for reproducibility.
+  std::optional<std::tm> now;
+};
+
+namespace detail {
+struct Program;
+struct Source;
+}  // namespace detail
+
+class Template {
+ public:
+  explicit Template(std::string_view source);
+  ~Template();
+  Template(Template&&) noexcept;
+  Template& operator=(Template&&) noexcept;
+  Template(const Template&) = delete;
+  Template& operator=(const Template&) = delete;
+
+  // context: a JSON object whose keys become template variables (messages, tools, add_generation_prompt,
+  // bos_token, ... and any extra kwargs such as enable_thinking). A key that names a global (range, namespace,
+  // true, ...) is an error, as in the reference.
+  std::string render(const Json& context) const;
+  std::string render(const Json& context, const RenderOptions& options) const;
+
+  const std::string& source() const;
+
+ private:
+  std::unique_ptr<const detail::Source> source_;
+  std::unique_ptr<const detail::Program> program_;
+};
+
+}  // namespace llmft::jinja
