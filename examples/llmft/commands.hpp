@@ -7,5 +7,9 @@
 namespace llmft_cli {
 
 int cmd_tokenize(const std::vector<std::string>& args);
+int cmd_train(const std::vector<std::string>& args);
+int cmd_generate(const std::vector<std::string>& args);
+int cmd_export(const std::vector<std::string>& args);
+int cmd_config(const std::vector<std::string>& args);
 
 }  // namespace llmft_cli

@@ -15,7 +15,11 @@ void usage(FILE* out) {
                "usage: llmft <command> [options]\n"
                "\n"
                "commands:\n"
+               "  train      fine-tune (LoRA or full) from a YAML config and key.sub=value overrides\n"
+               "  generate   answer instructions with a model and an optional adapter\n"
+               "  export     merge a LoRA adapter into its base model (Hugging Face checkpoint)\n"
                "  tokenize   encode JSON lines {\"text\": ...} into {\"ids\": [...]} (or measure encode speed)\n"
+               "  config     list every configuration key with its default (--markdown for a table)\n"
                "\n"
                "Run 'llmft <command> --help' for a command's options.\n");
 }
@@ -30,7 +34,11 @@ int main(int argc, char** argv) {
   std::string cmd = argv[1];
   std::vector<std::string> args(argv + 2, argv + argc);
   try {
+    if (cmd == "train") return llmft_cli::cmd_train(args);
+    if (cmd == "generate") return llmft_cli::cmd_generate(args);
+    if (cmd == "export") return llmft_cli::cmd_export(args);
     if (cmd == "tokenize") return llmft_cli::cmd_tokenize(args);
+    if (cmd == "config") return llmft_cli::cmd_config(args);
     std::fprintf(stderr, "llmft: unknown command '%s'\n\n", cmd.c_str());
     usage(stderr);
     return 2;

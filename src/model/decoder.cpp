@@ -47,6 +47,7 @@ struct Decoder::LayerWeights {
   at::Tensor attn_norm, mlp_norm, q_norm, k_norm;
   at::Tensor d_attn_norm, d_mlp_norm, d_q_norm, d_k_norm;
   LinearWeights q, k, v, o, gate, up, down;
+  at::Tensor w_qkv, dw_qkv, w_gate_up, dw_gate_up;  // fused views (undefined when the weights are not adjacent)
 };
 
 struct Decoder::LayerCache {
@@ -83,28 +84,41 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
     Unit& u = units_.back();
     u.name = "layers." + std::to_string(l);
     std::string p = layer_prefix(static_cast<size_t>(l));
-    auto linear = [&](const std::string& block, const std::string& m, int64_t out, int64_t in, bool bias) {
+    // Layout: q/k/v weights back to back, then gate/up, so each group is one (sum of outs, in) matrix and one
+    // matrix product (see fused_forward); biases and norms after them.
+    auto weight = [&](const std::string& block, const std::string& m, int64_t out, int64_t in) {
       std::string n = p + block + "." + m;
       base(u, n + ".weight", {out, in}, true);
-      if (bias) base(u, n + ".bias", {out}, false);
       if (is_target(m)) {
         u.trainable.add(n + ".lora_A.weight", {options_.lora.r, in}, true);
         u.trainable.add(n + ".lora_B.weight", {out, options_.lora.r}, true);
       }
     };
+    auto bias = [&](const std::string& block, const std::string& m, int64_t out) { base(u, p + block + "." + m + ".bias", {out}, false); };
+    weight("self_attn", "q_proj", Q, C);
+    weight("self_attn", "k_proj", KV, C);
+    weight("self_attn", "v_proj", KV, C);
+    weight("self_attn", "o_proj", C, Q);
+    weight("mlp", "gate_proj", F, C);
+    weight("mlp", "up_proj", F, C);
+    weight("mlp", "down_proj", C, F);
+    if (c.qkv_bias) {
+      bias("self_attn", "q_proj", Q);
+      bias("self_attn", "k_proj", KV);
+      bias("self_attn", "v_proj", KV);
+    }
+    if (c.o_bias) bias("self_attn", "o_proj", C);
+    if (c.mlp_bias) {
+      bias("mlp", "gate_proj", F);
+      bias("mlp", "up_proj", F);
+      bias("mlp", "down_proj", C);
+    }
     base(u, p + "input_layernorm.weight", {C}, false);
-    linear("self_attn", "q_proj", Q, C, c.qkv_bias);
-    linear("self_attn", "k_proj", KV, C, c.qkv_bias);
-    linear("self_attn", "v_proj", KV, C, c.qkv_bias);
-    linear("self_attn", "o_proj", C, Q, c.o_bias);
+    base(u, p + "post_attention_layernorm.weight", {C}, false);
     if (c.qk_norm) {
       base(u, p + "self_attn.q_norm.weight", {D}, false);
       base(u, p + "self_attn.k_norm.weight", {D}, false);
     }
-    base(u, p + "post_attention_layernorm.weight", {C}, false);
-    linear("mlp", "gate_proj", F, C, c.mlp_bias);
-    linear("mlp", "up_proj", F, C, c.mlp_bias);
-    linear("mlp", "down_proj", C, F, c.mlp_bias);
   }
   units_.emplace_back();
   units_.back().name = "head";
@@ -244,7 +258,8 @@ int64_t Decoder::all_parameters() const {
 }
 
 void Decoder::zero_grad() {
-  for (Unit& u : units_) u.grad.zero_();
+  for (Unit& u : units_)
+    if (u.grad.defined()) u.grad.zero_();
 }
 
 void Decoder::refresh_compute() {
@@ -300,6 +315,30 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
   linear(w.gate, "mlp", "gate_proj");
   linear(w.up, "mlp", "up_proj");
   linear(w.down, "mlp", "down_proj");
+  // Weights that sit back to back in one buffer form one (sum of outs, in) matrix.
+  auto fuse = [&](std::initializer_list<const char*> names, at::Tensor* wf, at::Tensor* dwf) {
+    for (ParamGroup* g : {&u.trainable, &u.frozen}) {
+      std::vector<int> idx;
+      for (const char* n : names) idx.push_back(g->find(p + n + ".weight"));
+      bool adjacent = idx[0] >= 0;
+      int64_t rows = 0;
+      for (size_t i = 0; adjacent && i < idx.size(); ++i) {
+        adjacent = idx[i] >= 0 && (i == 0 || g->slots()[static_cast<size_t>(idx[i])].offset ==
+                                                 g->slots()[static_cast<size_t>(idx[i - 1])].offset +
+                                                     g->slots()[static_cast<size_t>(idx[i - 1])].numel);
+        if (adjacent) rows += g->slots()[static_cast<size_t>(idx[i])].shape[0];
+      }
+      if (!adjacent) continue;
+      const ParamSlot& first = g->slots()[static_cast<size_t>(idx[0])];
+      const int64_t cols = first.shape[1], n = rows * cols;
+      const bool trained = g == &u.trainable;
+      *wf = (trained ? u.compute : g->flat).narrow(0, first.offset, n).view({rows, cols});
+      if (trained) *dwf = u.grad.narrow(0, first.offset, n).view({rows, cols});
+      return;
+    }
+  };
+  fuse({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, &w.w_qkv, &w.dw_qkv);
+  fuse({"mlp.gate_proj", "mlp.up_proj"}, &w.w_gate_up, &w.dw_gate_up);
   return w;
 }
 
@@ -309,7 +348,7 @@ at::Tensor Decoder::output_weight(at::Tensor* grad) {
 }
 
 at::Tensor Decoder::embed(const at::Tensor& ids, ParamProvider* provider) {
-  if (provider) provider->acquire(embed_unit());
+  if (provider) provider->acquire(embed_unit(), Pass::kForward);
   at::Tensor h = param(embed_unit(), "model.embed_tokens.weight").index_select(0, ids);  // (N, C)
   if (provider) provider->release(embed_unit());
   return h;
@@ -323,9 +362,18 @@ at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tenso
   const auto& cf = config_;
   const int64_t N = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
   at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, c ? &c->norm1 : nullptr);       // (N, C)
-  at::Tensor q = linear_forward(x1, w.q, gen, c ? &c->q : nullptr).view({N, H, D});                 // (N, H, D)
-  at::Tensor k = linear_forward(x1, w.k, gen, c ? &c->k : nullptr).view({N, K, D});                 // (N, K, D)
-  at::Tensor v = linear_forward(x1, w.v, gen, c ? &c->v : nullptr).view({N, K, D});                 // (N, K, D)
+  at::Tensor q, k, v;
+  if (w.w_qkv.defined()) {
+    auto qkv = fused_linear_forward(x1, w.w_qkv, {&w.q, &w.k, &w.v}, gen,
+                                    {c ? &c->q : nullptr, c ? &c->k : nullptr, c ? &c->v : nullptr});
+    q = qkv[0].view({N, H, D});
+    k = qkv[1].view({N, K, D});
+    v = qkv[2].view({N, K, D});
+  } else {
+    q = linear_forward(x1, w.q, gen, c ? &c->q : nullptr).view({N, H, D});  // (N, H, D)
+    k = linear_forward(x1, w.k, gen, c ? &c->k : nullptr).view({N, K, D});  // (N, K, D)
+    v = linear_forward(x1, w.v, gen, c ? &c->v : nullptr).view({N, K, D});  // (N, K, D)
+  }
   if (cf.qk_norm) {
     q = rmsnorm_forward(q.reshape({N * H, D}), w.q_norm, cf.rms_norm_eps, c ? &c->qn : nullptr).view({N, H, D});
     k = rmsnorm_forward(k.reshape({N * K, D}), w.k_norm, cf.rms_norm_eps, c ? &c->kn : nullptr).view({N, K, D});
@@ -335,8 +383,16 @@ at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tenso
   at::Tensor a = attention_forward(q, k, v, doc_starts, cf.sliding_window, c ? &c->attn : nullptr);  // (N, H, D)
   at::Tensor h2 = h + linear_forward(a.reshape({N, H * D}), w.o, gen, c ? &c->o : nullptr);         // (N, C)
   at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr);        // (N, C)
-  at::Tensor g = linear_forward(x2, w.gate, gen, c ? &c->gate : nullptr);                           // (N, F)
-  at::Tensor u = linear_forward(x2, w.up, gen, c ? &c->up : nullptr);                               // (N, F)
+  at::Tensor g, u;                                                                                   // (N, F)
+  if (w.w_gate_up.defined()) {
+    auto gu = fused_linear_forward(x2, w.w_gate_up, {&w.gate, &w.up}, gen,
+                                   {c ? &c->gate : nullptr, c ? &c->up : nullptr});
+    g = gu[0];
+    u = gu[1];
+  } else {
+    g = linear_forward(x2, w.gate, gen, c ? &c->gate : nullptr);
+    u = linear_forward(x2, w.up, gen, c ? &c->up : nullptr);
+  }
   if (c) {
     c->g = g;
     c->u = u;
@@ -353,8 +409,13 @@ at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c
   at::Tensor da = linear_backward(dh, w.down, c.down);  // (N, F)
   at::Tensor dg, du;
   swiglu_backward(da, c.g, c.u, &dg, &du);
-  at::Tensor dx2 = linear_backward(dg, w.gate, c.gate);
-  dx2.add_(linear_backward(du, w.up, c.up));
+  at::Tensor dx2;
+  if (w.w_gate_up.defined()) {
+    dx2 = fused_linear_backward({dg, du}, w.w_gate_up, w.dw_gate_up, {&w.gate, &w.up}, {&c.gate, &c.up});
+  } else {
+    dx2 = linear_backward(dg, w.gate, c.gate);
+    dx2.add_(linear_backward(du, w.up, c.up));
+  }
   at::Tensor dh2 = dh + rmsnorm_backward(dx2, w.mlp_norm, c.norm2, &w.d_mlp_norm);  // (N, C)
   // Attention branch: h2 = h + o(attn(rope(q), rope(k), v))
   at::Tensor dattn = linear_backward(dh2, w.o, c.o).view({N, H, D});
@@ -366,9 +427,15 @@ at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c
     dq = rmsnorm_backward(dq.reshape({N * H, D}), w.q_norm, c.qn, &w.d_q_norm).view({N, H, D});
     dk = rmsnorm_backward(dk.reshape({N * K, D}), w.k_norm, c.kn, &w.d_k_norm).view({N, K, D});
   }
-  at::Tensor dx1 = linear_backward(dq.reshape({N, H * D}), w.q, c.q);
-  dx1.add_(linear_backward(dk.reshape({N, K * D}), w.k, c.k));
-  dx1.add_(linear_backward(dv.reshape({N, K * D}), w.v, c.v));
+  at::Tensor dx1;
+  if (w.w_qkv.defined()) {
+    dx1 = fused_linear_backward({dq.reshape({N, H * D}), dk.reshape({N, K * D}), dv.reshape({N, K * D})}, w.w_qkv,
+                                w.dw_qkv, {&w.q, &w.k, &w.v}, {&c.q, &c.k, &c.v});
+  } else {
+    dx1 = linear_backward(dq.reshape({N, H * D}), w.q, c.q);
+    dx1.add_(linear_backward(dk.reshape({N, K * D}), w.k, c.k));
+    dx1.add_(linear_backward(dv.reshape({N, K * D}), w.v, c.v));
+  }
   return dh2 + rmsnorm_backward(dx1, w.attn_norm, c.norm1, &w.d_attn_norm);
 }
 
@@ -384,13 +451,13 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   at::Tensor h = embed(b.ids, &pp);
   std::vector<LayerCache> caches(L);
   for (size_t l = 0; l < L; ++l) {
-    pp.acquire(units_[l + 1]);
+    pp.acquire(units_[l + 1], Pass::kForward);
     h = layer_forward(l, h, cos, sin, b.doc_starts, dropout, &caches[l]);
     pp.release(units_[l + 1]);
   }
   // Head: loss over the positions that have a target.
-  pp.acquire(head_unit());
-  if (config_.tie_word_embeddings) pp.acquire(embed_unit());
+  pp.acquire(head_unit(), Pass::kBackward);
+  if (config_.tie_word_embeddings) pp.acquire(embed_unit(), Pass::kBackward);
   at::Tensor d_norm;
   at::Tensor norm_w = param(head_unit(), "model.norm.weight", &d_norm);
   RmsNormCache nc;
@@ -400,21 +467,21 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   at::Tensor w_out = output_weight(&dw_out);
   at::Tensor dsel;
   double loss = cross_entropy_forward_backward(hn.index_select(0, idx), b.targets.index_select(0, idx), w_out, &dsel,
-                                               &dw_out);
+                                               &dw_out, 1024, &logits_workspace_);
   at::Tensor dhn = at::zeros_like(hn).index_copy_(0, idx, dsel);
   at::Tensor dh = rmsnorm_backward(dhn, norm_w, nc, &d_norm);
   if (config_.tie_word_embeddings) pp.release(embed_unit());
   pp.release(head_unit());
   pp.grads_ready(head_unit());
   for (size_t l = L; l-- > 0;) {
-    pp.acquire(units_[l + 1]);
+    pp.acquire(units_[l + 1], Pass::kBackward);
     dh = layer_backward(l, dh, caches[l], cos, sin, b.doc_starts);
     caches[l] = LayerCache();
     pp.release(units_[l + 1]);
     pp.grads_ready(units_[l + 1]);
   }
   at::Tensor d_embed;
-  pp.acquire(embed_unit());
+  pp.acquire(embed_unit(), Pass::kBackward);
   param(embed_unit(), "model.embed_tokens.weight", &d_embed);
   if (d_embed.defined()) d_embed.index_add_(0, b.ids, dh.to(d_embed.scalar_type()));
   pp.release(embed_unit());
@@ -422,7 +489,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   return loss;
 }
 
-double Decoder::forward_loss(const Batch& b, ParamProvider* provider) {
+double Decoder::forward_loss(const Batch& b, ParamProvider* provider, int64_t* correct) {
   c10::InferenceMode guard;
   ParamProvider none;
   ParamProvider& pp = provider ? *provider : none;
@@ -430,15 +497,16 @@ double Decoder::forward_loss(const Batch& b, ParamProvider* provider) {
   rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
   at::Tensor h = embed(b.ids, &pp);
   for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l) {
-    pp.acquire(units_[l + 1]);
+    pp.acquire(units_[l + 1], Pass::kForward);
     h = layer_forward(l, h, cos, sin, b.doc_starts, nullptr, nullptr);
     pp.release(units_[l + 1]);
   }
-  pp.acquire(head_unit());
-  if (config_.tie_word_embeddings) pp.acquire(embed_unit());
+  pp.acquire(head_unit(), Pass::kForward);
+  if (config_.tie_word_embeddings) pp.acquire(embed_unit(), Pass::kForward);
   at::Tensor hn = rmsnorm_forward(h, param(head_unit(), "model.norm.weight"), config_.rms_norm_eps, nullptr);
   at::Tensor idx = at::nonzero(b.targets >= 0).squeeze(1);
-  double loss = cross_entropy_forward(hn.index_select(0, idx), b.targets.index_select(0, idx), output_weight(nullptr));
+  double loss = cross_entropy_forward(hn.index_select(0, idx), b.targets.index_select(0, idx), output_weight(nullptr), 1024,
+                                      &logits_workspace_, correct);
   if (config_.tie_word_embeddings) pp.release(embed_unit());
   pp.release(head_unit());
   return loss;
@@ -463,9 +531,17 @@ at::Tensor Decoder::layer_step(size_t l, const at::Tensor& h, const at::Tensor& 
   const auto& cf = config_;
   const int64_t n = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
   at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, nullptr);
-  at::Tensor q = linear_forward(x1, w.q, nullptr, nullptr).view({n, H, D});
-  at::Tensor k = linear_forward(x1, w.k, nullptr, nullptr).view({n, K, D});
-  at::Tensor v = linear_forward(x1, w.v, nullptr, nullptr).view({n, K, D});
+  at::Tensor q, k, v;
+  if (w.w_qkv.defined()) {
+    auto qkv = fused_linear_forward(x1, w.w_qkv, {&w.q, &w.k, &w.v}, nullptr, {nullptr, nullptr, nullptr});
+    q = qkv[0].view({n, H, D});
+    k = qkv[1].view({n, K, D});
+    v = qkv[2].view({n, K, D});
+  } else {
+    q = linear_forward(x1, w.q, nullptr, nullptr).view({n, H, D});
+    k = linear_forward(x1, w.k, nullptr, nullptr).view({n, K, D});
+    v = linear_forward(x1, w.v, nullptr, nullptr).view({n, K, D});
+  }
   if (cf.qk_norm) {
     q = rmsnorm_forward(q.reshape({n * H, D}), w.q_norm, cf.rms_norm_eps, nullptr).view({n, H, D});
     k = rmsnorm_forward(k.reshape({n * K, D}), w.k_norm, cf.rms_norm_eps, nullptr).view({n, K, D});

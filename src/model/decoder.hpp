@@ -50,11 +50,14 @@ struct Batch {
 // ids[t+1] when trained[t+1]. Each document stays whole.
 Batch make_batch(const std::vector<std::vector<int32_t>>& docs, const std::vector<std::vector<uint8_t>>& trained);
 
+enum class Pass { kForward, kBackward };
+
 class ParamProvider {
  public:
   virtual ~ParamProvider() = default;
-  // The unit's full parameters must be in place (ZeRO-3 gathers them here).
-  virtual void acquire(Unit&) {}
+  // The unit's full parameters must be in place (ZeRO-3 gathers them here); in the backward pass its gradient
+  // buffer must exist too.
+  virtual void acquire(Unit&, Pass) {}
   // The unit is not needed until the next acquire (ZeRO-3 frees the gathered copy).
   virtual void release(Unit&) {}
   // The unit's gradient buffer holds its final contribution from this micro-batch.
@@ -96,7 +99,8 @@ class Decoder {
   // Training: forward and backward of one micro-batch; returns the loss sum. dropout: LoRA dropout's generator
   // (nullptr: no dropout).
   double forward_backward(const Batch& batch, ParamProvider* provider = nullptr, at::Generator* dropout = nullptr);
-  double forward_loss(const Batch& batch, ParamProvider* provider = nullptr);  // loss sum, no gradients
+  // Loss sum, no gradients; *correct receives how many targets are the model's top prediction.
+  double forward_loss(const Batch& batch, ParamProvider* provider = nullptr, int64_t* correct = nullptr);
   at::Tensor forward_logits(const Batch& batch);                              // (N, V) fp32
   void zero_grad();
   // After the optimizer updated the fp32 master weights: refresh the compute-dtype copies.
@@ -129,6 +133,7 @@ class Decoder {
   DecoderOptions options_;
   std::vector<Unit> units_;  // embed, layers.0 .. layers.L-1, head
   Rope rope_;
+  at::Tensor logits_workspace_;  // the loss's (chunk, V) buffer, kept between micro-batches
 };
 
 }  // namespace llmft::model

@@ -72,23 +72,42 @@ at::Tensor rope_backward(const at::Tensor& dy, const at::Tensor& cos, const at::
 
 // ---- Linear + LoRA ----
 
+namespace {
+
+// The LoRA branch s * (drop(x) A^T) B^T added into y (N, out).
+void lora_forward_into(at::Tensor& y, const at::Tensor& x, const LinearWeights& p, at::Generator* gen, LinearCache* cache) {
+  at::Tensor xd = x, keep;
+  if (gen && p.dropout > 0) {
+    keep = at::empty_like(x).bernoulli_(1.0 - p.dropout, *gen).div_(1.0 - p.dropout);
+    xd = x * keep;
+  }
+  at::Tensor z = at::mm(xd, p.lora_a.t());  // (N, R)
+  y.add_(at::mm(z, p.lora_b.t()) * p.scaling);
+  if (cache) {
+    cache->xd = xd;
+    cache->keep = keep;
+    cache->z = z;
+  }
+}
+
+// Gradients of the LoRA branch for dy (N, out); adds its input gradient into *dx when dx is given.
+void lora_backward(const at::Tensor& dy, LinearWeights& p, const LinearCache& cache, at::Tensor* dx) {
+  at::Tensor dyl = dy * p.scaling;                  // (N, out)
+  if (p.dlora_b.defined()) add_mm(p.dlora_b, dyl.t(), cache.z);
+  at::Tensor dz = at::mm(dyl, p.lora_b);            // (N, R)
+  if (p.dlora_a.defined()) add_mm(p.dlora_a, dz.t(), cache.xd);
+  if (dx) {
+    at::Tensor dxd = at::mm(dz, p.lora_a);          // (N, in)
+    dx->add_(cache.keep.defined() ? dxd * cache.keep : dxd);
+  }
+}
+
+}  // namespace
+
 at::Tensor linear_forward(const at::Tensor& x, const LinearWeights& p, at::Generator* gen, LinearCache* cache) {
   at::Tensor y = p.b.defined() ? at::addmm(p.b, x, p.w.t()) : at::mm(x, p.w.t());  // (N, out)
   if (cache) cache->x = x;
-  if (p.lora_a.defined()) {
-    at::Tensor xd = x, keep;
-    if (gen && p.dropout > 0) {
-      keep = at::empty_like(x).bernoulli_(1.0 - p.dropout, *gen).div_(1.0 - p.dropout);
-      xd = x * keep;
-    }
-    at::Tensor z = at::mm(xd, p.lora_a.t());  // (N, R)
-    y.add_(at::mm(z, p.lora_b.t()) * p.scaling);
-    if (cache) {
-      cache->xd = xd;
-      cache->keep = keep;
-      cache->z = z;
-    }
-  }
+  if (p.lora_a.defined()) lora_forward_into(y, x, p, gen, cache);
   return y;
 }
 
@@ -96,15 +115,37 @@ at::Tensor linear_backward(const at::Tensor& dy, LinearWeights& p, const LinearC
   at::Tensor dx = need_dx ? at::mm(dy, p.w) : at::Tensor();  // (N, in)
   if (p.dw.defined()) add_mm(p.dw, dy.t(), cache.x);
   if (p.db.defined()) p.db.add_(dy.sum(0).to(p.db.scalar_type()));
-  if (p.lora_a.defined()) {
-    at::Tensor dyl = dy * p.scaling;                  // (N, out)
-    if (p.dlora_b.defined()) add_mm(p.dlora_b, dyl.t(), cache.z);
-    at::Tensor dz = at::mm(dyl, p.lora_b);            // (N, R)
-    if (p.dlora_a.defined()) add_mm(p.dlora_a, dz.t(), cache.xd);
-    if (need_dx) {
-      at::Tensor dxd = at::mm(dz, p.lora_a);          // (N, in)
-      dx.add_(cache.keep.defined() ? dxd * cache.keep : dxd);
-    }
+  if (p.lora_a.defined()) lora_backward(dy, p, cache, need_dx ? &dx : nullptr);
+  return dx;
+}
+
+std::vector<at::Tensor> fused_linear_forward(const at::Tensor& x, const at::Tensor& w_fused,
+                                             const std::vector<LinearWeights*>& parts, at::Generator* gen,
+                                             const std::vector<LinearCache*>& caches) {
+  at::Tensor y = at::mm(x, w_fused.t());  // (N, sum out)
+  std::vector<at::Tensor> out;
+  int64_t at_ = 0;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const LinearWeights& p = *parts[i];
+    at::Tensor yi = y.narrow(1, at_, p.w.size(0));  // (N, out_i)
+    at_ += p.w.size(0);
+    if (p.b.defined()) yi.add_(p.b);
+    if (caches[i]) caches[i]->x = x;
+    if (p.lora_a.defined()) lora_forward_into(yi, x, p, gen, caches[i]);
+    out.push_back(yi);
+  }
+  return out;
+}
+
+at::Tensor fused_linear_backward(const std::vector<at::Tensor>& dys, const at::Tensor& w_fused, at::Tensor& dw_fused,
+                                 const std::vector<LinearWeights*>& parts, const std::vector<LinearCache*>& caches) {
+  at::Tensor dy = at::cat(dys, 1);  // (N, sum out)
+  at::Tensor dx = at::mm(dy, w_fused);
+  if (dw_fused.defined()) add_mm(dw_fused, dy.t(), caches[0]->x);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    LinearWeights& p = *parts[i];
+    if (p.db.defined()) p.db.add_(dys[i].sum(0).to(p.db.scalar_type()));
+    if (p.lora_a.defined()) lora_backward(dys[i], p, *caches[i], &dx);
   }
   return dx;
 }
@@ -211,30 +252,56 @@ void attention_backward(const at::Tensor& dout, const AttentionCache& c, const s
 // ---- Cross-entropy ----
 
 double cross_entropy_forward_backward(const at::Tensor& h, const at::Tensor& targets, const at::Tensor& w,
-                                      at::Tensor* dh, at::Tensor* dw, int64_t chunk_rows) {
+                                      at::Tensor* dh, at::Tensor* dw, int64_t chunk_rows, at::Tensor* workspace) {
   const int64_t M = h.size(0);
+  const at::ScalarType acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
   double total = 0;
   if (dh) *dh = at::empty_like(h);
+  if (M == 0) return 0;
+  // One logits buffer for every chunk (and, with a workspace, every call): mapping (chunk, V) afresh each time cost
+  // more in page faults than the matrix products themselves on a 128k vocabulary.
+  const int64_t rows = std::min(chunk_rows, M), need = rows * w.size(0);
+  at::Tensor local;
+  at::Tensor& ws = workspace ? *workspace : local;
+  if (!ws.defined() || ws.numel() < need || ws.scalar_type() != acc) ws = at::empty({need}, h.options().dtype(acc));
+  at::Tensor buf = ws.narrow(0, 0, need).view({rows, w.size(0)});
   for (int64_t i = 0; i < M; i += chunk_rows) {
     int64_t n = std::min(chunk_rows, M - i);
     at::Tensor hc = h.narrow(0, i, n);                                   // (n, C)
     at::Tensor tc = targets.narrow(0, i, n);                             // (n)
-    at::Tensor logits = at::mm(hc, w.t()).to(h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat);  // (n, V)
+    at::Tensor logits = buf.narrow(0, 0, n);                             // (n, V)
+    if (h.scalar_type() == acc) {
+      at::mm_out(logits, hc, w.t());
+    } else {
+      logits.copy_(at::mm(hc, w.t()));
+    }
     at::Tensor lse = at::logsumexp(logits, -1);                          // (n)
     at::Tensor picked = logits.gather(1, tc.unsqueeze(1)).squeeze(1);   // (n)
     total += (lse - picked).sum().to(at::kDouble).item<double>();
     if (!dh) continue;
-    at::Tensor g = at::exp(logits.sub_(lse.unsqueeze(1)));               // softmax (n, V), in place of logits
+    at::Tensor g = logits.sub_(lse.unsqueeze(1)).exp_();                 // softmax (n, V), in place
     g.scatter_add_(1, tc.unsqueeze(1), at::full({n, 1}, -1.0, g.options()));
-    at::Tensor gc = g.to(h.scalar_type());
-    dh->narrow(0, i, n).copy_(at::mm(gc, w));
+    at::Tensor gc = g.scalar_type() == h.scalar_type() ? g : g.to(h.scalar_type());
+    at::Tensor dh_rows = dh->narrow(0, i, n);
+    at::mm_out(dh_rows, gc, w);
     if (dw && dw->defined()) add_mm(*dw, gc.t(), hc);
   }
   return total;
 }
 
-double cross_entropy_forward(const at::Tensor& h, const at::Tensor& targets, const at::Tensor& w, int64_t chunk_rows) {
-  return cross_entropy_forward_backward(h, targets, w, nullptr, nullptr, chunk_rows);
+double cross_entropy_forward(const at::Tensor& h, const at::Tensor& targets, const at::Tensor& w, int64_t chunk_rows,
+                             at::Tensor* workspace, int64_t* correct) {
+  if (!correct) return cross_entropy_forward_backward(h, targets, w, nullptr, nullptr, chunk_rows, workspace);
+  double total = 0;
+  *correct = 0;
+  for (int64_t i = 0; i < h.size(0); i += chunk_rows) {
+    int64_t n = std::min(chunk_rows, h.size(0) - i);
+    at::Tensor hc = h.narrow(0, i, n), tc = targets.narrow(0, i, n);
+    total += cross_entropy_forward_backward(hc, tc, w, nullptr, nullptr, chunk_rows, workspace);
+    at::Tensor logits = at::mm(hc, w.t());
+    *correct += (logits.argmax(-1) == tc).sum().item<int64_t>();
+  }
+  return total;
 }
 
 }  // namespace llmft::model

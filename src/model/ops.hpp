@@ -53,6 +53,15 @@ struct LinearCache {
 at::Tensor linear_forward(const at::Tensor& x, const LinearWeights& p, at::Generator* gen, LinearCache* cache);
 at::Tensor linear_backward(const at::Tensor& dy, LinearWeights& p, const LinearCache& cache, bool need_dx = true);
 
+// Linears that share their input and whose weights sit back to back (w_fused = [W_0; W_1; ...], (sum out, in)):
+// one matrix product for all base outputs, one for the input gradient, one for the weight gradient (dw_fused,
+// when the base is trained); biases and LoRA branches per part. Outputs are column slices of one (N, sum out) tensor.
+std::vector<at::Tensor> fused_linear_forward(const at::Tensor& x, const at::Tensor& w_fused,
+                                             const std::vector<LinearWeights*>& parts, at::Generator* gen,
+                                             const std::vector<LinearCache*>& caches);
+at::Tensor fused_linear_backward(const std::vector<at::Tensor>& dys, const at::Tensor& w_fused, at::Tensor& dw_fused,
+                                 const std::vector<LinearWeights*>& parts, const std::vector<LinearCache*>& caches);
+
 // ---- SwiGLU: a = silu(g) * u ----
 at::Tensor swiglu_forward(const at::Tensor& g, const at::Tensor& u);
 void swiglu_backward(const at::Tensor& da, const at::Tensor& g, const at::Tensor& u, at::Tensor* dg, at::Tensor* du);
@@ -74,10 +83,12 @@ void attention_backward(const at::Tensor& dout, const AttentionCache& cache, con
 // h (M, C): final hidden states of the M positions that have a target; targets (M) int64; w (V, C) the output
 // embedding. Returns the SUM of the M token losses (fp64); fills dh (M, C) with d(sum)/dh, and adds d(sum)/dw into
 // *dw (fp32) when it is defined.
+// `workspace`, when given, holds the (chunk, V) logits buffer between calls (grown as needed).
 double cross_entropy_forward_backward(const at::Tensor& h, const at::Tensor& targets, const at::Tensor& w,
-                                      at::Tensor* dh, at::Tensor* dw, int64_t chunk_rows = 1024);
-// Loss sum only (evaluation).
+                                      at::Tensor* dh, at::Tensor* dw, int64_t chunk_rows = 1024,
+                                      at::Tensor* workspace = nullptr);
+// Loss sum only (evaluation); *correct, when given, receives how many targets are the argmax of their logits.
 double cross_entropy_forward(const at::Tensor& h, const at::Tensor& targets, const at::Tensor& w,
-                             int64_t chunk_rows = 1024);
+                             int64_t chunk_rows = 1024, at::Tensor* workspace = nullptr, int64_t* correct = nullptr);
 
 }  // namespace llmft::model

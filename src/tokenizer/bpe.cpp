@@ -88,16 +88,25 @@ BpeModel::BpeModel(simdjson::dom::element model, bool byte_level, const std::str
   }
   tokens_.resize(static_cast<size_t>(max_id + 1));
   raw_.reserve(entries.size());
-  std::string raw;
-  for (const auto& [key, id] : entries) {
-    tokens_[static_cast<size_t>(id)] = std::string(key);
-    if (byte_level_) {
-      raw.clear();
-      // Tokens outside the byte alphabet can never come out of a byte-level pipeline; they stay decodable.
-      if (!byte_level_decode(key, raw)) continue;
-      raw_.insert(raw, static_cast<int32_t>(id));
-    } else {
-      raw_.insert(key, static_cast<int32_t>(id));
+  {
+    // Batches: spell and hash, prefetch the table slots, then insert (the table is far larger than the caches).
+    constexpr size_t kBatch = 64;
+    std::string spelled[kBatch];
+    uint64_t hashes[kBatch];
+    bool ok[kBatch];
+    for (size_t at = 0; at < entries.size(); at += kBatch) {
+      size_t n = std::min(kBatch, entries.size() - at);
+      for (size_t k = 0; k < n; ++k) {
+        const auto& [key, id] = entries[at + k];
+        tokens_[static_cast<size_t>(id)] = std::string(key);
+        spelled[k].clear();
+        // Tokens outside the byte alphabet can never come out of a byte-level pipeline; they stay decodable.
+        ok[k] = byte_level_ ? byte_level_decode(key, spelled[k]) : (spelled[k].assign(key), true);
+        hashes[k] = hash_bytes(spelled[k].data(), spelled[k].size());
+        raw_.prefetch(hashes[k]);
+      }
+      for (size_t k = 0; k < n; ++k)
+        if (ok[k]) raw_.insert(spelled[k], static_cast<int32_t>(entries[at + k].second), hashes[k]);
     }
   }
 
@@ -124,6 +133,7 @@ BpeModel::BpeModel(simdjson::dom::element model, bool byte_level, const std::str
       std::string_view a, b;
       std::string ra, rb, rm;  // lookup spellings of a, b and a+b
       uint64_t ha, hb, hm;
+      int32_t ia, ib, im;
     };
     constexpr size_t kBatch = 64;
     std::vector<Pending> batch(kBatch);
@@ -163,7 +173,14 @@ BpeModel::BpeModel(simdjson::dom::element model, bool byte_level, const std::str
         if (ia < 0) fail_at(r, fmt::format("token {:?} is not in the vocabulary", std::string(p.a)));
         if (ib < 0) fail_at(r, fmt::format("token {:?} is not in the vocabulary", std::string(p.b)));
         if (im < 0) fail_at(r, fmt::format("merged token {:?} is not in the vocabulary", std::string(p.a) + std::string(p.b)));
-        merges_.insert(ia, ib, r, im);
+        p.ia = ia;
+        p.ib = ib;
+        p.im = im;
+        merges_.prefetch(ia, ib);
+      }
+      for (size_t k = 0; k < fill; ++k) {
+        const Pending& p = batch[k];
+        merges_.insert(p.ia, p.ib, rank - static_cast<int32_t>(fill) + static_cast<int32_t>(k), p.im);
       }
       fill = 0;
     };

@@ -28,9 +28,12 @@ void StringIdMap::reserve(size_t n) {
 void StringIdMap::grow() { reserve(std::max<size_t>(16, size_ * 2)); }
 
 bool StringIdMap::insert(std::string_view key, int32_t value) {
+  return insert(key, value, hash_bytes(key.data(), key.size()));
+}
+
+bool StringIdMap::insert(std::string_view key, int32_t value, uint64_t h) {
   LLMFT_ASSERT(value >= 0);
   if ((size_ + 1) * 2 > slots_.size()) grow();
-  uint64_t h = hash_bytes(key.data(), key.size());
   for (size_t i = h & mask_;; i = (i + 1) & mask_) {
     Slot& s = slots_[i];
     if (s.value < 0) {

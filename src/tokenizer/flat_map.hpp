@@ -57,6 +57,8 @@ class StringIdMap {
   void prefetch(uint64_t h) const {
     if (!slots_.empty()) __builtin_prefetch(&slots_[h & mask_]);
   }
+  // Inserts with a precomputed hash (batched loaders prefetch first).
+  bool insert(std::string_view key, int32_t value, uint64_t h);
 
  private:
   struct Slot {
@@ -76,6 +78,9 @@ class PairMap {
  public:
   void reserve(size_t n);
   void insert(int32_t a, int32_t b, int32_t rank, int32_t merged);
+  void prefetch(int32_t a, int32_t b) const {
+    if (!slots_.empty()) __builtin_prefetch(&slots_[mix64(pack(a, b)) & mask_], 1);
+  }
   bool find(int32_t a, int32_t b, int32_t* rank, int32_t* merged) const {
     if (slots_.empty()) return false;
     uint64_t key = pack(a, b);

@@ -9,6 +9,10 @@ Packed documents are one sequence with a block-diagonal causal mask and position
 Usage: reference.py CASE_DIR
   reads  CASE_DIR/case.json, CASE_DIR/config.json, CASE_DIR/model.safetensors, CASE_DIR/adapter.safetensors (LoRA)
   writes CASE_DIR/reference.safetensors: "logits", "loss" (sum over targets) and "grad.<name>" per trained tensor
+When case.json has "steps" (a list of optimizer steps, each a list of micro-batches of document indices), it instead
+trains with torch.optim.AdamW (weight decay on everything but norms and biases, as transformers' Trainer groups
+them), clip_grad_norm_, linear warmup + cosine decay (transformers' schedule) and the token-weighted mean loss of
+each step, and writes "losses" and "final.<name>" for every trained tensor.
 """
 import json
 import math
@@ -141,6 +145,56 @@ class Reference:
         return (h @ head.T).to(torch.float64 if dtype == torch.float64 else torch.float32)
 
 
+def batch_tensors(case, doc_indices):
+    ids, positions, docs, targets = [], [], [], []
+    for di in doc_indices:
+        doc, mask = case["docs"][di], case["trained"][di]
+        for t, tok in enumerate(doc):
+            ids.append(tok)
+            positions.append(t)
+            docs.append(di)
+            targets.append(doc[t + 1] if t + 1 < len(doc) and mask[t + 1] else -100)
+    return tuple(map(torch.tensor, (ids, positions, docs, targets)))
+
+
+def train(case_dir, case, ref, trained):
+    opt = case["optim"]
+    decay = [t for n, t in trained.items() if not (n.endswith(".bias") or "norm" in n)]
+    no_decay = [t for n, t in trained.items() if n.endswith(".bias") or "norm" in n]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": opt["weight_decay"]},
+                                   {"params": no_decay, "weight_decay": 0.0}],
+                                  lr=opt["lr"], betas=(opt["beta1"], opt["beta2"]), eps=opt["eps"])
+    warmup, total = opt["warmup_steps"], len(case["steps"])
+
+    def lr_lambda(step):  # transformers' get_cosine_schedule_with_warmup
+        if step < warmup:
+            return float(step) / float(max(1, warmup))
+        progress = float(step - warmup) / float(max(1, total - warmup))
+        return max(0.0, 0.5 * (1.0 + math.cos(math.pi * 0.5 * 2.0 * progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda)
+    losses = []
+    for micro_batches in case["steps"]:
+        optimizer.zero_grad()
+        n_targets = sum(int((batch_tensors(case, mb)[3] >= 0).sum()) for mb in micro_batches)
+        total_loss = 0.0
+        for mb in micro_batches:
+            ids, positions, docs, targets = batch_tensors(case, mb)
+            logits = ref.forward(ids, positions, docs)
+            sel = targets >= 0
+            loss = torch.nn.functional.cross_entropy(logits[sel], targets[sel], reduction="sum") / n_targets
+            loss.backward()
+            total_loss += float(loss)
+        torch.nn.utils.clip_grad_norm_(list(trained.values()), opt["max_grad_norm"])
+        optimizer.step()
+        scheduler.step()
+        losses.append(total_loss)
+    out = {"losses": torch.tensor(losses, dtype=torch.float64)}
+    for name, t in trained.items():
+        out["final." + name] = t.detach()
+    write_safetensors(os.path.join(case_dir, "reference.safetensors"), out)
+
+
 def main(case_dir):
     torch.manual_seed(0)
     torch.set_num_threads(1)
@@ -153,6 +207,8 @@ def main(case_dir):
     for t in trained.values():
         t.requires_grad_(True)
     ref = Reference(cfg, weights, adapter, case)
+    if "steps" in case:
+        return train(case_dir, case, ref, trained)
     ids, positions, docs, targets = [], [], [], []
     for di, (doc, mask) in enumerate(zip(case["docs"], case["trained"])):
         for t, tok in enumerate(doc):

@@ -1,0 +1,113 @@
+// llmft train | generate | export | config: a YAML file (--config) plus key.sub=value overrides, handed to the
+// library's jobs (llmft/train.hpp).
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "commands.hpp"
+#include "llmft/config.hpp"
+#include "llmft/error.hpp"
+#include "llmft/log.hpp"
+#include "llmft/train.hpp"
+
+namespace llmft_cli {
+
+namespace {
+
+struct Parsed {
+  llmft::Config config;
+  std::vector<std::string> prompts;
+};
+
+Parsed parse(const std::vector<std::string>& args, const char* help, bool accept_prompts) {
+  std::string file;
+  std::vector<std::string> overrides, prompts;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--help" || a == "-h") {
+      std::fputs(help, stdout);
+      std::exit(0);
+    } else if (a == "--config" || a == "-c") {
+      if (i + 1 >= args.size()) throw llmft::Error(llmft::Status::kInvalidArgument, "--config needs a file");
+      file = args[++i];
+    } else if (accept_prompts && a == "--prompt") {
+      if (i + 1 >= args.size()) throw llmft::Error(llmft::Status::kInvalidArgument, "--prompt needs a text");
+      prompts.push_back(args[++i]);
+    } else if (a.find('=') != std::string::npos && a[0] != '-') {
+      overrides.push_back(a);
+    } else {
+      throw llmft::Error(llmft::Status::kInvalidArgument, "unexpected argument \"" + a + "\"\n" + help);
+    }
+  }
+  return {llmft::load_config(file, overrides), prompts};
+}
+
+// Info lines (training records, samples) to stdout as they are; warnings and errors to stderr.
+void install_log_sink() {
+  llmft::set_log_sink([](llmft::LogLevel level, const std::string& msg) {
+    if (level == llmft::LogLevel::kInfo) {
+      std::fprintf(stdout, "%s\n", msg.c_str());
+      std::fflush(stdout);
+    } else {
+      std::fprintf(stderr, "llmft: %s: %s\n", level == llmft::LogLevel::kWarn ? "warning" : "error", msg.c_str());
+    }
+  });
+}
+
+const char* kTrainHelp =
+    "usage: llmft train [--config FILE] [key.sub=value ...]\n"
+    "  Fine-tunes as the configuration says (see 'llmft config' for every key). With no model.path it trains the\n"
+    "  embedded job: a seeded Llama-3-architecture model, the Llama 3.1 tokenizer and a generated instruction set.\n";
+const char* kGenerateHelp =
+    "usage: llmft generate [--config FILE] [key.sub=value ...] [--prompt TEXT ...]\n"
+    "  Answers instructions (--prompt, or generate.prompts) with model.path and generate.adapter.\n";
+const char* kExportHelp =
+    "usage: llmft export [--config FILE] [key.sub=value ...]\n"
+    "  Merges export.adapter (default <output.dir>/adapter) into its base model and writes a Hugging Face\n"
+    "  checkpoint to export.out (default <output.dir>/merged).\n";
+
+}  // namespace
+
+int cmd_train(const std::vector<std::string>& args) {
+  Parsed p = parse(args, kTrainHelp, false);
+  install_log_sink();
+  llmft::TrainSummary s = llmft::train(p.config);
+  std::printf("done: %lld steps, loss %.4f -> %.4f, held-out loss %.4f -> %.4f, held-out answer tokens predicted "
+              "%.1f%% -> %.1f%%, sample answers exactly right %lld/%lld -> %lld/%lld, %.0f tokens/s\n",
+              static_cast<long long>(s.steps), s.first_loss, s.last_loss, s.eval_loss_before, s.eval_loss_after,
+              100 * s.eval_accuracy_before, 100 * s.eval_accuracy_after,
+              static_cast<long long>(s.samples_right_before), static_cast<long long>(s.samples),
+              static_cast<long long>(s.samples_right_after), static_cast<long long>(s.samples), s.tokens_per_second);
+  std::printf("output: %s (%s)\n", s.output_dir.c_str(), s.adapter_dir.empty() ? s.model_dir.c_str() : s.adapter_dir.c_str());
+  return 0;
+}
+
+int cmd_generate(const std::vector<std::string>& args) {
+  Parsed p = parse(args, kGenerateHelp, true);
+  install_log_sink();
+  std::vector<std::string> prompts = p.prompts.empty() ? p.config.generate.prompts : p.prompts;
+  if (prompts.empty()) throw llmft::Error(llmft::Status::kInvalidArgument, std::string("no prompts\n") + kGenerateHelp);
+  for (const auto& g : llmft::generate(p.config, prompts)) std::printf("### %s\n%s\n\n", g.prompt.c_str(), g.output.c_str());
+  return 0;
+}
+
+int cmd_export(const std::vector<std::string>& args) {
+  Parsed p = parse(args, kExportHelp, false);
+  install_log_sink();
+  std::printf("%s\n", llmft::export_merged(p.config).c_str());
+  return 0;
+}
+
+int cmd_config(const std::vector<std::string>& args) {
+  if (!args.empty() && (args[0] == "--markdown")) {
+    std::printf("| key | type | default | meaning |\n|---|---|---|---|\n");
+    for (const auto& k : llmft::config_keys())
+      std::printf("| `%s` | %s | `%s` | %s |\n", k.key.c_str(), k.type.c_str(), k.default_value.c_str(), k.help.c_str());
+    return 0;
+  }
+  for (const auto& k : llmft::config_keys())
+    std::printf("%-26s %-16s %-22s %s\n", k.key.c_str(), k.type.c_str(), k.default_value.c_str(), k.help.c_str());
+  return 0;
+}
+
+}  // namespace llmft_cli

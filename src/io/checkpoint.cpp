@@ -1,0 +1,182 @@
+#include "io/checkpoint.hpp"
+
+#include "util/check.hpp"
+#include "util/file.hpp"
+
+namespace llmft::io {
+
+namespace {
+nlohmann::json read_json(const std::string& path) {
+  std::string text = read_file(path);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const std::exception& e) {
+    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, e.what());
+  }
+}
+}  // namespace
+
+ModelDir::ModelDir(const std::string& path) : path_(path) {
+  LLMFT_CHECK(is_directory(path), Status::kNotFound, "model directory {} does not exist", path);
+  std::string cfg = path_join(path, "config.json");
+  LLMFT_CHECK(file_exists(cfg), Status::kNotFound, "{} has no config.json", path);
+  config_json_ = read_json(cfg);
+  config_ = ModelConfig::from_json(config_json_, cfg);
+  std::vector<std::string> files;
+  std::string single = path_join(path, "model.safetensors"), index = path_join(path, "model.safetensors.index.json");
+  if (file_exists(index)) {
+    nlohmann::json j = read_json(index);
+    LLMFT_CHECK(j.contains("weight_map") && j["weight_map"].is_object(), Status::kFormat,
+                "{}: missing \"weight_map\" object", index);
+    for (auto it = j["weight_map"].begin(); it != j["weight_map"].end(); ++it) {
+      LLMFT_CHECK(it.value().is_string(), Status::kFormat, "{}: weight_map[\"{}\"] is not a file name", index, it.key());
+      std::string f = it.value().get<std::string>();
+      LLMFT_CHECK(f.find('/') == std::string::npos, Status::kFormat, "{}: shard name \"{}\" must be a plain file name",
+                  index, f);
+      if (std::find(files.begin(), files.end(), f) == files.end()) files.push_back(f);
+    }
+  } else if (file_exists(single)) {
+    files.push_back("model.safetensors");
+  } else {
+    LLMFT_CHECK(!file_exists(path_join(path, "pytorch_model.bin")), Status::kUnsupported,
+                "{} holds pytorch_model.bin: llmft reads safetensors only (pickle files can run code); convert it first",
+                path);
+    LLMFT_FAIL(Status::kNotFound, "{} has neither model.safetensors nor model.safetensors.index.json", path);
+  }
+  for (const auto& f : files) {
+    std::string p = path_join(path, f);
+    LLMFT_CHECK(file_exists(p), Status::kNotFound, "{}: shard {} is listed in the index but missing", path, f);
+    files_.push_back(std::make_unique<SafetensorsFile>(p));
+    const auto& ts = files_.back()->tensors();
+    for (size_t t = 0; t < ts.size(); ++t) index_[ts[t].name] = {files_.size() - 1, t};
+  }
+}
+
+const TensorView* ModelDir::find(const std::string& name) const {
+  auto it = index_.find(name);
+  return it == index_.end() ? nullptr : &files_[it->second.first]->tensors()[it->second.second];
+}
+
+std::vector<std::string> ModelDir::tensor_names() const {
+  std::vector<std::string> out;
+  for (const auto& [n, _] : index_) out.push_back(n);
+  return out;
+}
+
+void write_model_weights(const std::string& dir, const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
+                         const std::map<std::string, std::string>& metadata) {
+  make_dirs(dir);
+  std::vector<std::vector<TensorView>> shards(1);
+  uint64_t in_shard = 0, total = 0;
+  for (const auto& t : tensors) {
+    if (in_shard > 0 && in_shard + t.nbytes > max_shard_bytes) {
+      shards.emplace_back();
+      in_shard = 0;
+    }
+    shards.back().push_back(t);
+    in_shard += t.nbytes;
+    total += t.nbytes;
+  }
+  if (shards.size() == 1) {
+    write_safetensors(path_join(dir, "model.safetensors"), shards[0], metadata);
+    return;
+  }
+  nlohmann::ordered_json index;
+  index["metadata"] = {{"total_size", total}};
+  index["weight_map"] = nlohmann::ordered_json::object();
+  for (size_t i = 0; i < shards.size(); ++i) {
+    std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
+    write_safetensors(path_join(dir, name), shards[i], metadata);
+    for (const auto& t : shards[i]) index["weight_map"][t.name] = name;
+  }
+  write_file_atomic(path_join(dir, "model.safetensors.index.json"), index.dump(2) + "\n");
+}
+
+nlohmann::json peft_adapter_config(const lora::LoraSpec& spec, const std::string& base_model) {
+  nlohmann::ordered_json j;
+  j["alpha_pattern"] = nlohmann::json::object();
+  j["auto_mapping"] = nullptr;
+  j["base_model_name_or_path"] = base_model;
+  j["bias"] = "none";
+  j["fan_in_fan_out"] = false;
+  j["inference_mode"] = true;
+  j["init_lora_weights"] = true;
+  j["layers_pattern"] = nullptr;
+  j["layers_to_transform"] = nullptr;
+  j["lora_alpha"] = spec.alpha;
+  j["lora_dropout"] = spec.dropout;
+  j["modules_to_save"] = nullptr;
+  j["peft_type"] = "LORA";
+  j["r"] = spec.r;
+  j["rank_pattern"] = nlohmann::json::object();
+  j["revision"] = nullptr;
+  j["target_modules"] = spec.resolved_targets();
+  j["task_type"] = "CAUSAL_LM";
+  j["use_dora"] = false;
+  j["use_rslora"] = spec.use_rslora;
+  return j;
+}
+
+void write_peft_adapter(const std::string& dir, const lora::LoraSpec& spec, const std::string& base_model,
+                        const std::vector<TensorView>& tensors) {
+  make_dirs(dir);
+  std::vector<TensorView> named;
+  for (auto t : tensors) {
+    t.name = kPeftPrefix + t.name;
+    named.push_back(t);
+  }
+  write_safetensors(path_join(dir, "adapter_model.safetensors"), named, {{"format", "pt"}});
+  write_file_atomic(path_join(dir, "adapter_config.json"), peft_adapter_config(spec, base_model).dump(2) + "\n");
+}
+
+const TensorView* PeftAdapter::find(const std::string& name) const {
+  std::string peft = kPeftPrefix + name;
+  if (weights->contains(peft)) return &weights->get(peft);
+  // Some writers keep the adapter name: ...lora_A.default.weight
+  size_t at = peft.rfind(".weight");
+  if (at != std::string::npos) {
+    std::string with_name = peft.substr(0, at) + ".default.weight";
+    if (weights->contains(with_name)) return &weights->get(with_name);
+  }
+  return nullptr;
+}
+
+PeftAdapter read_peft_adapter(const std::string& dir) {
+  std::string cfg_path = path_join(dir, "adapter_config.json");
+  LLMFT_CHECK(file_exists(cfg_path), Status::kNotFound, "{} has no adapter_config.json", dir);
+  nlohmann::json j = read_json(cfg_path);
+  auto str = [&](const char* k, const std::string& d) { return j.contains(k) && j[k].is_string() ? j[k].get<std::string>() : d; };
+  LLMFT_CHECK(str("peft_type", "") == "LORA", Status::kUnsupported, "{}: peft_type \"{}\" is not supported (LORA)",
+              cfg_path, str("peft_type", ""));
+  LLMFT_CHECK(str("bias", "none") == "none", Status::kUnsupported, "{}: bias \"{}\" is not supported (none)", cfg_path,
+              str("bias", ""));
+  for (const char* k : {"use_dora", "fan_in_fan_out"})
+    LLMFT_CHECK(!j.value(k, false), Status::kUnsupported, "{}: {} = true is not supported", cfg_path, k);
+  for (const char* k : {"modules_to_save", "layers_to_transform"})
+    LLMFT_CHECK(!j.contains(k) || j[k].is_null() || (j[k].is_array() && j[k].empty()), Status::kUnsupported,
+                "{}: {} is not supported", cfg_path, k);
+  for (const char* k : {"rank_pattern", "alpha_pattern"})
+    LLMFT_CHECK(!j.contains(k) || j[k].is_null() || j[k].empty(), Status::kUnsupported,
+                "{}: a non-empty {} is not supported", cfg_path, k);
+  PeftAdapter a;
+  LLMFT_CHECK(j.contains("r") && j["r"].is_number_integer(), Status::kFormat, "{}: \"r\" must be an integer", cfg_path);
+  a.spec.r = j["r"].get<int64_t>();
+  LLMFT_CHECK(j.contains("lora_alpha") && j["lora_alpha"].is_number(), Status::kFormat, "{}: \"lora_alpha\" must be a number",
+              cfg_path);
+  a.spec.alpha = j["lora_alpha"].get<double>();
+  a.spec.dropout = j.value("lora_dropout", 0.0);
+  a.spec.use_rslora = j.value("use_rslora", false);
+  const auto& tm = j["target_modules"];
+  a.spec.target_modules.clear();
+  if (tm.is_string()) a.spec.target_modules.push_back(tm.get<std::string>());
+  else if (tm.is_array())
+    for (const auto& t : tm) a.spec.target_modules.push_back(t.get<std::string>());
+  a.spec.resolved_targets();  // validates names
+  a.base_model_name_or_path = str("base_model_name_or_path", "");
+  std::string w = path_join(dir, "adapter_model.safetensors");
+  LLMFT_CHECK(file_exists(w), Status::kNotFound, "{} has no adapter_model.safetensors", dir);
+  a.weights = std::make_unique<SafetensorsFile>(w);
+  return a;
+}
+
+}  // namespace llmft::io

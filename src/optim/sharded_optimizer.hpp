@@ -1,0 +1,94 @@
+// AdamW over the model's flat per-unit buffers, with ZeRO sharding across a data-parallel group.
+//
+// A ZeRO stage is a sharding plan over those buffers:
+//   stage 0  nothing sharded: gradients all-reduced, every rank updates every parameter;
+//   stage 1  optimizer states sharded: each rank updates its slice of every buffer, then parameters are all-gathered;
+//   stage 2  gradients sharded too: each unit's gradients are reduce-scattered right after its backward, so a rank
+//            keeps only its slice;
+//   stage 3  parameters sharded too: a unit's parameters are all-gathered just before its forward and its backward
+//            and freed after.
+// A rank's slice of a buffer is a contiguous (offset, numel) range; buffers are padded so slices are equal.
+//
+// The optimizer is the decoder's ParamProvider: it sees when each unit is used and when its gradients are final,
+// and starts the unit's gradient communication then (asynchronously, overlapping the rest of the backward pass).
+// Gradients are of the SUM of token losses; finish_step divides by the global number of target tokens, so the loss
+// is a token-weighted mean over every micro-batch of every rank, whatever the split.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "comm/communicator.hpp"
+#include "model/decoder.hpp"
+
+namespace llmft::optim {
+
+struct ShardingPlan {
+  bool shard_optimizer = false, shard_grads = false, shard_params = false;
+  static ShardingPlan for_stage(int stage);  // throws Error(kInvalidArgument) for a stage outside 0..3
+};
+
+struct AdamWOptions {
+  double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+};
+
+struct StepResult {
+  double grad_norm = 0;  // global L2 norm of the mean-loss gradient, before clipping
+  bool clipped = false;
+};
+
+struct MemoryReport {
+  int64_t optimizer_state_bytes = 0;  // Adam moments held by this rank
+  int64_t parameter_bytes = 0;        // parameter storage held by this rank between steps (master + compute + frozen)
+  int64_t gradient_bytes = 0;         // gradient storage held between steps
+};
+
+class ShardedOptimizer : public model::ParamProvider {
+ public:
+  ShardedOptimizer(model::Decoder& model, comm::Communicator& comm, int zero_stage, AdamWOptions options);
+  ~ShardedOptimizer() override;
+
+  // Call before the first micro-batch of an optimizer step; `last` marks the last micro-batch (its gradients are
+  // communicated; earlier ones only accumulate, unless gradients are sharded).
+  void begin_step();
+  void set_last_micro_batch(bool last) { last_micro_ = last; }
+
+  // Synchronizes gradients, divides them by `global_targets`, clips to max_grad_norm (<= 0: no clipping), applies
+  // AdamW with `lr` and gathers parameters as the plan requires.
+  StepResult finish_step(double lr, double max_grad_norm, double global_targets);
+
+  // ParamProvider
+  void acquire(model::Unit& u, model::Pass pass) override;
+  void release(model::Unit& u) override;
+  void grads_ready(model::Unit& u) override;
+
+  MemoryReport memory() const;
+  const ShardingPlan& plan() const { return plan_; }
+  int64_t steps() const { return step_; }
+
+  // Optimizer state of this rank (checkpoints): per unit, the moments of its slice (or whole buffer).
+  struct UnitState {
+    int64_t offset = 0, numel = 0;  // the slice this rank updates
+    at::Tensor m, v;                // fp32 moments of that slice
+    at::Tensor grad_shard;          // accumulated gradient slice (gradients sharded)
+    at::Tensor master_shard;        // fp32 master slice (parameters sharded)
+    at::Tensor frozen_shard;        // frozen-weight slice (parameters sharded)
+    std::vector<std::shared_ptr<comm::Work>> pending;
+  };
+  std::vector<UnitState>& state() { return states_; }
+
+ private:
+  size_t index_of(const model::Unit& u) const;
+  void adamw(model::Unit& u, UnitState& s, const at::Tensor& param, const at::Tensor& grad, double lr);
+
+  model::Decoder& model_;
+  comm::Communicator& comm_;
+  ShardingPlan plan_;
+  AdamWOptions opt_;
+  std::vector<UnitState> states_;
+  bool last_micro_ = true;
+  int64_t step_ = 0;
+};
+
+}  // namespace llmft::optim

@@ -1,0 +1,253 @@
+// The configuration schema: one table binds every YAML key to a field of llmft::Config with its type, default and
+// help text. Loading walks the YAML tree against it, so unknown keys and wrongly typed values are errors naming the
+// key, the file and the line.
+#include <yaml-cpp/yaml.h>
+
+#include <functional>
+#include <sstream>
+
+#include "llmft/config.hpp"
+#include "util/check.hpp"
+#include "util/file.hpp"
+
+namespace llmft {
+
+namespace {
+
+struct Field {
+  std::string key, type, help;
+  std::function<void(Config&, const YAML::Node&, const std::string& where)> set;
+  std::function<YAML::Node(const Config&)> get;
+};
+
+template <typename T>
+T convert(const YAML::Node& n, const std::string& key, const char* type, const std::string& where) {
+  LLMFT_CHECK(n.IsScalar(), Status::kInvalidArgument, "config key {}{}: expected {}, got a {}", key, where, type,
+              n.IsSequence() ? "list" : "mapping");
+  try {
+    return n.as<T>();
+  } catch (const YAML::Exception&) {
+    LLMFT_FAIL(Status::kInvalidArgument, "config key {}{}: expected {}, got \"{}\"", key, where, type, n.Scalar());
+  }
+}
+
+// Builders for the four value types.
+template <typename Ref>
+Field str_field(const std::string& key, const std::string& help, Ref ref) {
+  return {key, "string", help,
+          [key, ref](Config& c, const YAML::Node& n, const std::string& w) {
+            ref(c) = n.IsNull() ? std::string() : convert<std::string>(n, key, "a string", w);
+          },
+          [ref](const Config& c) { return YAML::Node(ref(const_cast<Config&>(c))); }};
+}
+template <typename Ref>
+Field int_field(const std::string& key, const std::string& help, Ref ref) {
+  return {key, "int", help,
+          [key, ref](Config& c, const YAML::Node& n, const std::string& w) { ref(c) = convert<int64_t>(n, key, "an integer", w); },
+          [ref](const Config& c) { return YAML::Node(ref(const_cast<Config&>(c))); }};
+}
+template <typename Ref>
+Field float_field(const std::string& key, const std::string& help, Ref ref) {
+  return {key, "float", help,
+          [key, ref](Config& c, const YAML::Node& n, const std::string& w) { ref(c) = convert<double>(n, key, "a number", w); },
+          [ref](const Config& c) { return YAML::Node(ref(const_cast<Config&>(c))); }};
+}
+template <typename Ref>
+Field bool_field(const std::string& key, const std::string& help, Ref ref) {
+  return {key, "bool", help,
+          [key, ref](Config& c, const YAML::Node& n, const std::string& w) { ref(c) = convert<bool>(n, key, "true or false", w); },
+          [ref](const Config& c) { return YAML::Node(ref(const_cast<Config&>(c))); }};
+}
+template <typename Ref>
+Field list_field(const std::string& key, const std::string& help, Ref ref) {
+  return {key, "list of strings", help,
+          [key, ref](Config& c, const YAML::Node& n, const std::string& w) {
+            auto& v = ref(c);
+            v.clear();
+            if (n.IsNull()) return;
+            if (n.IsScalar()) {  // a single value or a comma-separated list
+              std::stringstream ss(n.Scalar());
+              for (std::string item; std::getline(ss, item, ',');)
+                if (!item.empty()) v.push_back(item);
+              return;
+            }
+            LLMFT_CHECK(n.IsSequence(), Status::kInvalidArgument, "config key {}{}: expected a list of strings", key, w);
+            for (const auto& e : n) v.push_back(convert<std::string>(e, key, "a string", w));
+          },
+          [ref](const Config& c) {
+            YAML::Node n(YAML::NodeType::Sequence);
+            for (const auto& s : ref(const_cast<Config&>(c))) n.push_back(s);
+            return n;
+          }};
+}
+
+#define REF(member) [](Config& c) -> auto& { return c.member; }
+
+const std::vector<Field>& schema() {
+  static const std::vector<Field> fields = {
+      str_field("model.path", "Hugging Face model directory (config.json + safetensors); empty: the embedded model", REF(model.path)),
+      str_field("model.dtype", "compute dtype: float32 or bfloat16", REF(model.dtype)),
+      int_field("model.hidden_size", "embedded model: hidden size", REF(model.hidden_size)),
+      int_field("model.intermediate_size", "embedded model: MLP size", REF(model.intermediate_size)),
+      int_field("model.num_layers", "embedded model: decoder layers", REF(model.num_layers)),
+      int_field("model.num_heads", "embedded model: attention heads", REF(model.num_heads)),
+      int_field("model.num_kv_heads", "embedded model: key/value heads", REF(model.num_kv_heads)),
+      str_field("tokenizer.path", "tokenizer.json, tokenizer.model or a folder; empty: model.path, else the npm Llama 3.1 tokenizer", REF(tokenizer.path)),
+      str_field("data.path", "dataset file (JSON array or JSON lines); empty: the generated instruction dataset", REF(data.path)),
+      str_field("data.format", "record format: alpaca", REF(data.format)),
+      str_field("data.template", "prompt template: alpaca, dolly, or chat (the model's chat template)", REF(data.template_name)),
+      int_field("data.seq_len", "tokens per packed row", REF(data.seq_len)),
+      int_field("data.synthetic_records", "records in the generated dataset", REF(data.synthetic_records)),
+      float_field("data.eval_fraction", "held-out share of the records", REF(data.eval_fraction)),
+      int_field("data.eval_count", "held-out records (> 0 overrides eval_fraction)", REF(data.eval_count)),
+      bool_field("data.train_on_inputs", "also train on prompt tokens", REF(data.train_on_inputs)),
+      int_field("lora.r", "LoRA rank", REF(lora.r)),
+      float_field("lora.alpha", "LoRA alpha (scaling alpha / r)", REF(lora.alpha)),
+      float_field("lora.dropout", "dropout on the LoRA branch's input", REF(lora.dropout)),
+      list_field("lora.target_modules", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear", REF(lora.target_modules)),
+      bool_field("lora.use_rslora", "scale by alpha / sqrt(r) (rsLoRA)", REF(lora.use_rslora)),
+      str_field("train.mode", "lora, full, or auto: full for the embedded (random) model, lora for model.path", REF(train.mode)),
+      int_field("train.max_steps", "optimizer steps (> 0 overrides train.epochs)", REF(train.max_steps)),
+      float_field("train.epochs", "passes over the training split", REF(train.epochs)),
+      float_field("train.lr", "peak learning rate; 0: auto (3e-3 embedded model, 2e-4 LoRA, 2e-5 full fine-tuning)", REF(train.lr)),
+      str_field("train.lr_scheduler", "cosine, linear or constant (after linear warmup)", REF(train.lr_scheduler)),
+      int_field("train.warmup_steps", "linear warmup steps", REF(train.warmup_steps)),
+      int_field("train.micro_batch_size", "rows per micro-batch (per rank)", REF(train.micro_batch_size)),
+      int_field("train.grad_accum", "micro-batches per optimizer step", REF(train.grad_accum)),
+      int_field("train.seed", "seed of initialisation, shuffling and dropout", REF(train.seed)),
+      float_field("train.weight_decay", "AdamW decoupled weight decay (not on norms and biases)", REF(train.weight_decay)),
+      float_field("train.max_grad_norm", "global gradient-norm clipping (<= 0: off)", REF(train.max_grad_norm)),
+      float_field("train.adam_beta1", "AdamW beta1", REF(train.adam_beta1)),
+      float_field("train.adam_beta2", "AdamW beta2", REF(train.adam_beta2)),
+      float_field("train.adam_eps", "AdamW epsilon", REF(train.adam_eps)),
+      int_field("train.eval_every", "optimizer steps between evaluations (0: before and after only)", REF(train.eval_every)),
+      int_field("train.threads", "threads of element-wise CPU tensor math; 0: one (matrix products use the BLAS's own threads: OpenMP workers spinning beside them made training 16x slower on 2 cores)", REF(train.threads)),
+      int_field("dist.zero_stage", "ZeRO stage 0-3 for data parallelism", REF(dist.zero_stage)),
+      str_field("output.dir", "output directory (adapter/, metrics.jsonl, samples.txt, ...)", REF(output.dir)),
+      int_field("log.every", "optimizer steps between log lines", REF(log.every)),
+      list_field("generate.prompts", "instructions to answer before and after training (default: held-out records)", REF(generate.prompts)),
+      int_field("generate.num_samples", "held-out records sampled when generate.prompts is empty", REF(generate.num_samples)),
+      int_field("generate.max_new_tokens", "tokens to generate per prompt", REF(generate.max_new_tokens)),
+      float_field("generate.temperature", "sampling temperature (0: greedy)", REF(generate.temperature)),
+      float_field("generate.top_p", "nucleus sampling mass", REF(generate.top_p)),
+      str_field("generate.adapter", "llmft generate: PEFT adapter to apply", REF(generate.adapter)),
+      str_field("export.adapter", "llmft export: PEFT adapter to merge (default <output.dir>/adapter)", REF(export_.adapter)),
+      str_field("export.out", "llmft export: merged checkpoint directory (default <output.dir>/merged)", REF(export_.out)),
+      float_field("export.max_shard_mb", "shard size limit of the merged checkpoint, MB", REF(export_.max_shard_mb)),
+  };
+  return fields;
+}
+
+const Field* find_field(const std::string& key) {
+  for (const auto& f : schema())
+    if (f.key == key) return &f;
+  return nullptr;
+}
+
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t prev = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      size_t cur = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, prev + (a[i - 1] != b[j - 1])});
+      prev = cur;
+    }
+  }
+  return row[b.size()];
+}
+
+[[noreturn]] void unknown_key(const std::string& key, const std::string& where) {
+  std::string best;
+  size_t best_d = 4;
+  for (const auto& f : schema()) {
+    size_t d = edit_distance(key, f.key);
+    if (d < best_d) best_d = d, best = f.key;
+  }
+  LLMFT_FAIL(Status::kInvalidArgument, "unknown config key \"{}\"{}{}", key, where,
+             best.empty() ? std::string() : " (did you mean " + best + "?)");
+}
+
+void apply(Config& c, const std::string& key, const YAML::Node& value, const std::string& where) {
+  const Field* f = find_field(key);
+  if (!f) {
+    // A section name given a value, or a typo.
+    bool section = false;
+    for (const auto& fld : schema()) section = section || fld.key.compare(0, key.size() + 1, key + ".") == 0;
+    LLMFT_CHECK(!section, Status::kInvalidArgument, "config key \"{}\"{} is a section: give its keys ({}.*)", key, where, key);
+    unknown_key(key, where);
+  }
+  f->set(c, value, where);
+}
+
+void walk(Config& c, const YAML::Node& n, const std::string& prefix, const std::string& file) {
+  for (auto it = n.begin(); it != n.end(); ++it) {
+    std::string k = it->first.as<std::string>();
+    std::string key = prefix.empty() ? k : prefix + "." + k;
+    std::string where = fmt::format(" ({}:{})", file, it->first.Mark().line + 1);
+    if (it->second.IsMap() && !find_field(key)) {
+      walk(c, it->second, key, file);
+    } else {
+      apply(c, key, it->second, where);
+    }
+  }
+}
+
+}  // namespace
+
+Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
+  Config c;
+  if (!yaml_path.empty()) {
+    std::string text = read_file(yaml_path);
+    YAML::Node root;
+    try {
+      root = YAML::Load(text);
+    } catch (const YAML::Exception& e) {
+      LLMFT_FAIL(Status::kFormat, "{}:{}: not valid YAML: {}", yaml_path, e.mark.line + 1, e.msg);
+    }
+    if (!root.IsNull()) {
+      LLMFT_CHECK(root.IsMap(), Status::kFormat, "{}: the top level must be a mapping of sections", yaml_path);
+      walk(c, root, "", yaml_path);
+    }
+  }
+  for (const auto& o : overrides) {
+    size_t eq = o.find('=');
+    LLMFT_CHECK(eq != std::string::npos && eq > 0, Status::kInvalidArgument,
+                "override \"{}\" is not of the form key.sub=value", o);
+    std::string key = o.substr(0, eq), value = o.substr(eq + 1);
+    YAML::Node node;
+    try {
+      node = value.empty() ? YAML::Node(std::string()) : YAML::Load(value);
+    } catch (const YAML::Exception& e) {
+      LLMFT_FAIL(Status::kInvalidArgument, "override {}: value \"{}\" is not valid YAML: {}", key, value, e.msg);
+    }
+    apply(c, key, node, " (command line)");
+  }
+  return c;
+}
+
+std::vector<ConfigKey> config_keys() {
+  Config defaults;
+  std::vector<ConfigKey> out;
+  for (const auto& f : schema()) {
+    YAML::Emitter e;
+    e << YAML::Flow << f.get(defaults);
+    out.push_back({f.key, f.type, e.c_str(), f.help});
+  }
+  return out;
+}
+
+std::string config_to_yaml(const Config& c) {
+  YAML::Node root;
+  for (const auto& f : schema()) {
+    size_t dot = f.key.find('.');
+    root[f.key.substr(0, dot)][f.key.substr(dot + 1)] = f.get(c);
+  }
+  YAML::Emitter e;
+  e << root;
+  return std::string(e.c_str()) + "\n";
+}
+
+}  // namespace llmft

@@ -1,0 +1,115 @@
+// llmft::generate and llmft::export_merged: inference with an optional PEFT adapter, and merging an adapter into
+// its base checkpoint (W + s * B A per targeted weight, in fp32, stored back in the base tensor's dtype).
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <set>
+
+#include "data/dataset.hpp"
+#include "io/checkpoint.hpp"
+#include "io/dtype_convert.hpp"
+#include "llmft/train.hpp"
+#include "train/setup.hpp"
+#include "util/check.hpp"
+#include "util/file.hpp"
+#include "util/log.hpp"
+
+namespace llmft {
+
+std::vector<Generation> generate(const Config& c0, const std::vector<std::string>& instructions) {
+  c10::InferenceMode guard;
+  at::set_num_threads(c0.train.threads > 0 ? static_cast<int>(c0.train.threads) : 1);
+  Config c = c0;
+  std::unique_ptr<io::PeftAdapter> adapter;
+  if (!c.generate.adapter.empty()) {
+    adapter = std::make_unique<io::PeftAdapter>(io::read_peft_adapter(c.generate.adapter));
+    if (c.model.path.empty()) c.model.path = adapter->base_model_name_or_path;
+    c.lora.r = adapter->spec.r;
+    c.lora.alpha = adapter->spec.alpha;
+    c.lora.use_rslora = adapter->spec.use_rslora;
+    c.lora.target_modules = adapter->spec.target_modules;
+  }
+  LLMFT_CHECK(!c.model.path.empty(), Status::kInvalidArgument,
+              "generate needs model.path (a Hugging Face model directory) or generate.adapter");
+  Tokenizer tok = Tokenizer::from_file(job::resolve_tokenizer_path(c));
+  job::LoadedModel lm = job::load_model(c, tok, adapter ? "lora" : "none", 16);
+  if (adapter) {
+    const io::PeftAdapter* a = adapter.get();
+    lm.decoder->load_lora([a](const std::string& n) { return a->find(n); }, c.generate.adapter);
+  }
+  data::PromptFormatter fmt(tok, c.data.template_name);
+  model::GenerateOptions opt;
+  opt.max_new_tokens = c.generate.max_new_tokens;
+  opt.temperature = c.generate.temperature;
+  opt.top_p = c.generate.top_p;
+  opt.seed = static_cast<uint64_t>(c.train.seed);
+  opt.stop_ids = fmt.stop_ids();
+  std::vector<Generation> out;
+  for (const auto& q : instructions) {
+    auto ids = lm.decoder->generate(fmt.prompt_ids({q, "", ""}), opt);
+    out.push_back({q, tok.decode(ids, true)});
+  }
+  return out;
+}
+
+std::string export_merged(const Config& c) {
+  std::string adapter_dir = c.export_.adapter.empty() ? path_join(c.output.dir, "adapter") : c.export_.adapter;
+  io::PeftAdapter adapter = io::read_peft_adapter(adapter_dir);
+  std::string base_dir = c.model.path.empty() ? adapter.base_model_name_or_path : c.model.path;
+  LLMFT_CHECK(!base_dir.empty() && is_directory(base_dir), Status::kNotFound,
+              "the adapter's base model \"{}\" is not a local directory: give model.path", base_dir);
+  io::ModelDir base(base_dir);
+  std::string out_dir = c.export_.out.empty() ? path_join(c.output.dir, "merged") : c.export_.out;
+  LLMFT_CHECK(out_dir != base_dir, Status::kInvalidArgument, "export.out must differ from the base model directory");
+  const double scaling = adapter.spec.scaling();
+  const auto targets = adapter.spec.resolved_targets();
+
+  std::vector<std::string> names = base.tensor_names();
+  std::vector<std::vector<uint8_t>> merged_bytes;  // storage of merged tensors
+  merged_bytes.reserve(names.size());
+  std::vector<io::TensorView> views;
+  std::set<std::string> used;
+  int64_t merged = 0;
+  for (const auto& name : names) {
+    io::TensorView v = *base.find(name);
+    const std::string suffix = ".weight";
+    bool is_target = false;
+    for (const auto& t : targets)
+      is_target = is_target || (name.size() > t.size() + suffix.size() &&
+                                name.compare(name.size() - t.size() - suffix.size(), t.size() + suffix.size(), t + suffix) == 0);
+    if (is_target) {
+      std::string stem = name.substr(0, name.size() - suffix.size());
+      const io::TensorView* a = adapter.find(stem + ".lora_A.weight");
+      const io::TensorView* b = adapter.find(stem + ".lora_B.weight");
+      LLMFT_CHECK(a && b, Status::kNotFound, "{}: no lora_A/lora_B for {} (targeted by the adapter)", adapter_dir, name);
+      LLMFT_CHECK(v.shape.size() == 2 && a->shape == std::vector<int64_t>({adapter.spec.r, v.shape[1]}) &&
+                      b->shape == std::vector<int64_t>({v.shape[0], adapter.spec.r}),
+                  Status::kFormat, "{}: adapter shapes A {} / B {} do not fit {} [{}, {}]", adapter_dir,
+                  nlohmann::json(a->shape).dump(), nlohmann::json(b->shape).dump(), name, v.shape[0], v.shape[1]);
+      std::vector<float> w = io::to_f32(v), fa = io::to_f32(*a), fb = io::to_f32(*b);
+      lora::merge_into(w.data(), fa.data(), fb.data(), v.shape[0], v.shape[1], adapter.spec.r, scaling);
+      merged_bytes.push_back(io::from_f32(w, v.dtype));
+      v.data = merged_bytes.back().data();
+      used.insert(a->name);
+      used.insert(b->name);
+      ++merged;
+    }
+    views.push_back(v);
+  }
+  for (const auto& t : adapter.weights->tensors())
+    LLMFT_CHECK(used.count(t.name), Status::kFormat, "{}: tensor \"{}\" matches no weight of {}", adapter_dir, t.name,
+                base_dir);
+  make_dirs(out_dir);
+  LLMFT_CHECK(c.export_.max_shard_mb > 0, Status::kInvalidArgument, "export.max_shard_mb must be positive");
+  io::write_model_weights(out_dir, views, static_cast<uint64_t>(c.export_.max_shard_mb * 1048576.0));
+  write_file_atomic(path_join(out_dir, "config.json"), read_file(path_join(base_dir, "config.json")));
+  for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
+                        "generation_config.json"}) {
+    std::string p = path_join(base_dir, f);
+    if (file_exists(p)) write_file_atomic(path_join(out_dir, f), read_file(p));
+  }
+  log_info("merged {} weights of {} with {} into {}", merged, base_dir, adapter_dir, out_dir);
+  return out_dir;
+}
+
+}  // namespace llmft

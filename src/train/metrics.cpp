@@ -1,0 +1,55 @@
+#include "train/metrics.hpp"
+
+#include <cerrno>
+#include <cmath>
+#include <cstring>
+
+#include "util/check.hpp"
+#include "util/log.hpp"
+
+namespace llmft::job {
+
+MetricsSink::MetricsSink(const std::string& path) : path_(path) {
+  if (path.empty()) return;
+  file_ = std::fopen(path.c_str(), "a");
+  LLMFT_CHECK(file_ != nullptr, Status::kIo, "cannot open {}: {}", path, std::strerror(errno));
+}
+
+MetricsSink::~MetricsSink() {
+  if (file_) std::fclose(file_);
+}
+
+namespace {
+std::string py_float(const std::string& name, double v) {
+  // The Trainer rounds loss to 4 decimals and epoch to 2; the rest print as Python repr.
+  if (name == "loss" || name == "eval_loss") v = std::round(v * 1e4) / 1e4;
+  if (name == "epoch") v = std::round(v * 100) / 100;
+  if (std::isnan(v)) return "nan";
+  if (std::isinf(v)) return v > 0 ? "inf" : "-inf";
+  if (v == std::floor(v) && std::abs(v) < 1e15) return fmt::format("{:.1f}", v);
+  return fmt::format("{}", v);
+}
+}  // namespace
+
+void MetricsSink::record(const Fields& fields, const Fields& extra, const std::string& suffix) {
+  std::string line = "{", json = "{";
+  for (size_t i = 0; i < fields.size(); ++i) {
+    const auto& [name, v] = fields[i];
+    line += fmt::format("{}'{}': {}", i ? ", " : "", name, py_float(name, v));
+  }
+  Fields all = fields;
+  all.insert(all.end(), extra.begin(), extra.end());
+  for (size_t i = 0; i < all.size(); ++i) {
+    const auto& [name, v] = all[i];
+    json += fmt::format("{}\"{}\": {}", i ? ", " : "", name, std::isfinite(v) ? fmt::format("{}", v) : "null");
+  }
+  line += "}";
+  json += "}\n";
+  log_info("{}{}", line, suffix);
+  if (file_) {
+    LLMFT_CHECK(std::fputs(json.c_str(), file_) >= 0 && std::fflush(file_) == 0, Status::kIo, "cannot write {}: {}",
+                path_, std::strerror(errno));
+  }
+}
+
+}  // namespace llmft::job

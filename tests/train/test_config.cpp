@@ -1,0 +1,65 @@
+// Configuration: YAML and overrides bind to typed keys; unknown keys and wrong types are errors naming the key (and
+// the file and line); the reference lists every key.
+#include <gtest/gtest.h>
+
+#include "llmft/config.hpp"
+#include "llmft/error.hpp"
+#include "test_support.hpp"
+#include "util/file.hpp"
+
+using namespace llmft;
+
+namespace {
+void expect_error(const std::string& yaml, const std::vector<std::string>& overrides, std::initializer_list<const char*> fragments) {
+  std::string path = test::temp_dir("cfg") + "/c.yaml";
+  write_file_atomic(path, yaml);
+  try {
+    load_config(path, overrides);
+    ADD_FAILURE() << "accepted";
+  } catch (const Error& e) {
+    for (const char* f : fragments) EXPECT_NE(std::string(e.what()).find(f), std::string::npos) << f << " not in " << e.what();
+  }
+}
+}  // namespace
+
+TEST(Config, YamlAndOverrides) {
+  std::string path = test::temp_dir("cfg") + "/c.yaml";
+  write_file_atomic(path, "model:\n  path: /m\ntrain:\n  lr: 1.0e-4\n  grad_accum: 4\nlora:\n  target_modules: [q_proj, v_proj]\n");
+  Config c = load_config(path, {"train.lr=3e-5", "lora.target_modules=all-linear", "data.train_on_inputs=true"});
+  EXPECT_EQ(c.model.path, "/m");
+  EXPECT_DOUBLE_EQ(c.train.lr, 3e-5);
+  EXPECT_EQ(c.train.grad_accum, 4);
+  EXPECT_EQ(c.lora.target_modules, std::vector<std::string>{"all-linear"});
+  EXPECT_TRUE(c.data.train_on_inputs);
+  Config d = load_config("", {"lora.target_modules=q_proj,k_proj"});
+  EXPECT_EQ(d.lora.target_modules, (std::vector<std::string>{"q_proj", "k_proj"}));
+  // config_to_yaml round-trips.
+  std::string again = test::temp_dir("cfg") + "/again.yaml";
+  write_file_atomic(again, config_to_yaml(c));
+  Config e = load_config(again);
+  EXPECT_EQ(config_to_yaml(e), config_to_yaml(c));
+}
+
+TEST(Config, ErrorsNameTheKeyAndLine) {
+  expect_error("train:\n  lr: 1e-4\n  learning_rate: 2\n", {}, {"train.learning_rate", "c.yaml:3"});
+  expect_error("train:\n  grad_acum: 2\n", {}, {"train.grad_acum", "did you mean train.grad_accum"});
+  expect_error("train:\n  max_steps: ten\n", {}, {"train.max_steps", "an integer", "ten", "c.yaml:2"});
+  expect_error("lora:\n  r: [1, 2]\n", {}, {"lora.r", "an integer"});
+  expect_error("train: 5\n", {}, {"\"train\"", "is a section"});
+  expect_error("", {"train.nope=1"}, {"train.nope", "command line"});
+  expect_error("", {"train.lr"}, {"not of the form"});
+  expect_error("", {"data.train_on_inputs=maybe"}, {"data.train_on_inputs", "true or false"});
+  expect_error("a: [unclosed\n", {}, {"c.yaml", "not valid YAML"});
+}
+
+TEST(Config, ReferenceListsEveryKey) {
+  auto keys = config_keys();
+  EXPECT_GT(keys.size(), 40u);
+  for (const char* k : {"model.path", "data.path", "data.format", "data.seq_len", "lora.r", "lora.alpha", "lora.dropout",
+                        "lora.target_modules", "train.max_steps", "train.epochs", "train.lr", "train.micro_batch_size",
+                        "train.grad_accum", "train.seed", "train.warmup_steps", "output.dir", "log.every"}) {
+    bool found = false;
+    for (const auto& key : keys) found = found || key.key == k;
+    EXPECT_TRUE(found) << k;
+  }
+}
