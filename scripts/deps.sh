@@ -18,8 +18,13 @@ case $mode in
   *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 
+# Tools count as present when their command exists (Node.js from NodeSource, say, bundles npm and conflicts with
+# Debian's npm package); libraries when their package is installed.
+declare -A command_of=([nodejs]=node [npm]=npm [g++]=g++ [cmake]=cmake [ninja-build]=ninja [pkg-config]=pkg-config
+                       [ccache]=ccache [git]=git [clang]=clang++)
 missing=()
 for p in "${pkgs[@]}"; do
+  if [[ -n ${command_of[$p]:-} ]] && command -v "${command_of[$p]}" > /dev/null; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then

@@ -13,18 +13,28 @@
 
 namespace llmft::test {
 
-// ../shared/data, or $LLMFT_TEST_DATA.
-inline std::string data_dir() {
-  const char* env = std::getenv("LLMFT_TEST_DATA");
-  return env && *env ? std::string(env) : std::string("../shared/data");
+#ifndef LLMFT_TEST_DATA_DEFAULT
+#define LLMFT_TEST_DATA_DEFAULT "../shared/data"
+#endif
+#ifndef LLMFT_SOURCE_DIR_DEFAULT
+#define LLMFT_SOURCE_DIR_DEFAULT "."
+#endif
+#ifndef LLMFT_BUILD_DIR_DEFAULT
+#define LLMFT_BUILD_DIR_DEFAULT "build"
+#endif
+
+inline std::string env_or(const char* name, const char* fallback) {
+  const char* env = std::getenv(name);
+  return env && *env ? std::string(env) : std::string(fallback);
 }
+
+// ../shared/data (as configured), or $LLMFT_TEST_DATA.
+inline std::string data_dir() { return env_or("LLMFT_TEST_DATA", LLMFT_TEST_DATA_DEFAULT); }
 
 inline std::string data_path(const std::string& rel) { return path_join(data_dir(), rel); }
 
-inline std::string source_dir() {
-  const char* env = std::getenv("LLMFT_SOURCE_DIR");
-  return env && *env ? std::string(env) : std::string(".");
-}
+inline std::string source_dir() { return env_or("LLMFT_SOURCE_DIR", LLMFT_SOURCE_DIR_DEFAULT); }
+inline std::string build_dir() { return env_or("LLMFT_BUILD_DIR", LLMFT_BUILD_DIR_DEFAULT); }
 
 inline std::string oracle_dir() {
   const char* env = std::getenv("LLMFT_ORACLE_DIR");

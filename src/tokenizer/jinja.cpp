@@ -21,6 +21,7 @@ Template& Template::operator=(Template&&) noexcept = default;
 std::string Template::render(const Json& context) const { return render(context, RenderOptions{}); }
 
 std::string Template::render(const Json& context, const RenderOptions& options) const {
+  detail::RenderArena arena;  // breaks the reference cycles a template may make, when the render ends
   detail::Interpreter interpreter(options);
   return interpreter.run(*program_, context);
 }

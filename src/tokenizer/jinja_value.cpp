@@ -32,21 +32,46 @@ Value Value::string(std::string s) {
   return v;
 }
 
+namespace {
+thread_local RenderArena* g_arena = nullptr;
+}  // namespace
+
+RenderArena::RenderArena() : previous_(g_arena) { g_arena = this; }
+
+RenderArena::~RenderArena() {
+  g_arena = previous_;
+  // Empty every container still alive: whatever cycles they formed fall apart.
+  for (auto& [kind, weak] : made_) {
+    std::shared_ptr<void> p = weak.lock();
+    if (!p) continue;
+    if (kind == Kind::kFunction) static_cast<NativeFn*>(p.get())->operator=(nullptr);
+    else if (kind == Kind::kArray || kind == Kind::kTuple) static_cast<Array*>(p.get())->clear();
+    else static_cast<Object*>(p.get())->entries.clear();
+  }
+}
+
+void RenderArena::track(Kind kind, const std::shared_ptr<void>& p) {
+  if (g_arena) g_arena->made_.emplace_back(kind, p);
+}
+
 Value Value::array(Array items, Kind kind) {
   Value v(kind);
   v.ptr_ = std::make_shared<Array>(std::move(items));
+  RenderArena::track(kind, v.ptr_);
   return v;
 }
 
 Value Value::object(Object obj, Kind kind) {
   Value v(kind);
   v.ptr_ = std::make_shared<Object>(std::move(obj));
+  RenderArena::track(kind, v.ptr_);
   return v;
 }
 
 Value Value::function(NativeFn fn) {
   Value v(Kind::kFunction);
   v.ptr_ = std::make_shared<NativeFn>(std::move(fn));
+  RenderArena::track(Kind::kFunction, v.ptr_);
   return v;
 }
 

@@ -93,6 +93,23 @@ class Value {
   std::shared_ptr<void> ptr_;  // std::string / Array / Object / NativeFn, by kind
 };
 
+// Every container and function value made during one render, so that the render can break the reference cycles a
+// template may create ({% set ns.me = ns %}, a bound method stored in its own object) when it ends: values are
+// reference-counted, and without this such a cycle would leak on every render. Values made outside a render
+// (parse-time constants) are not tracked. One registry per render, on the rendering thread.
+class RenderArena {
+ public:
+  RenderArena();   // becomes the current thread's registry
+  ~RenderArena();  // empties every tracked value still alive, then restores the previous registry
+  RenderArena(const RenderArena&) = delete;
+  RenderArena& operator=(const RenderArena&) = delete;
+  static void track(Kind kind, const std::shared_ptr<void>& p);
+
+ private:
+  std::vector<std::pair<Kind, std::weak_ptr<void>>> made_;
+  RenderArena* previous_;
+};
+
 // The TypeError the reference raises when it reads a property of a bare `undefined` (a hole).
 [[noreturn]] void hole_error(std::string_view property);
 // A hole where a value is read, else the value itself.

@@ -50,7 +50,8 @@ template <typename Ref>
 Field float_field(const std::string& key, const std::string& help, Ref ref) {
   return {key, "float", help,
           [key, ref](Config& c, const YAML::Node& n, const std::string& w) { ref(c) = convert<double>(n, key, "a number", w); },
-          [ref](const Config& c) { return YAML::Node(ref(const_cast<Config&>(c))); }};
+          // The shortest text that reads back as the same double (0.05, not 0.050000000000000003).
+          [ref](const Config& c) { return YAML::Node(fmt::format("{}", ref(const_cast<Config&>(c)))); }};
 }
 template <typename Ref>
 Field bool_field(const std::string& key, const std::string& help, Ref ref) {

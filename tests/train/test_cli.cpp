@@ -16,10 +16,7 @@ using namespace llmft;
 
 namespace {
 
-std::string llmft_bin() {
-  const char* b = std::getenv("LLMFT_BUILD_DIR");
-  return path_join(b ? b : "build", "bin/llmft");
-}
+std::string llmft_bin() { return path_join(test::build_dir(), "bin/llmft"); }
 
 struct Result {
   int status;
