@@ -87,6 +87,7 @@ BpeModel::BpeModel(simdjson::dom::element model, bool byte_level, const std::str
     max_id = std::max(max_id, id);
   }
   tokens_.resize(static_cast<size_t>(max_id + 1));
+  vocab_count_ = entries.size();
   raw_.reserve(entries.size());
   {
     // Batches: spell and hash, prefetch the table slots, then insert (the table is far larger than the caches).

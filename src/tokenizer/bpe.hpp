@@ -40,6 +40,7 @@ class BpeModel {
   int32_t token_to_id(std::string_view token) const;
   const std::string& id_to_token(int32_t id) const;  // empty for ids without a token
   size_t size() const { return tokens_.size(); }     // max id + 1
+  size_t vocab_count() const { return vocab_count_; }  // entries of the vocabulary (Hugging Face's get_vocab_size)
   bool byte_level() const { return byte_level_; }
   uint64_t cache_id() const { return cache_id_; }
 
@@ -65,6 +66,7 @@ class BpeModel {
   int32_t single_byte_[256];        // byte-level: id of each one-byte token; char mode: id of each ASCII char
   int32_t fallback_byte_[256];      // id of "<0xXX>", or -1
   uint64_t cache_id_;
+  size_t vocab_count_ = 0;
 };
 
 }  // namespace llmft::tok

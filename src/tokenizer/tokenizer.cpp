@@ -81,32 +81,49 @@ TokenizerImpl::TokenizerImpl(std::string_view json, std::string_view config_json
   model_ = std::make_unique<BpeModel>(model, byte_level, origin + ": model");
   vocab_size_ = model_->size();
 
-  // Added tokens.
+  // Added tokens, numbered as Hugging Face numbers them: the ids written in the file are not used. A token the
+  // model's vocabulary has keeps that id; a new one takes the next id after the vocabulary (and after earlier added
+  // tokens), in file order. (For well-formed files the two agree.)
   nlohmann::json added = section(root, "added_tokens");
   std::vector<AddedToken> tokens;
   guarded(origin + ": added_tokens", [&] {
-  if (added.is_array()) {
+    if (!added.is_array()) return 0;
+    int64_t max_added = -1;
+    const auto vocab = static_cast<int64_t>(model_->vocab_count());
     for (size_t i = 0; i < added.size(); ++i) {
       const auto& a = added[i];
       std::string w = fmt::format("{}: added_tokens[{}]", origin, i);
-      LLMFT_CHECK(a.is_object() && a.contains("id") && a.contains("content"), Status::kFormat,
-                  "{}: expected an object with id and content", w);
+      LLMFT_CHECK(a.is_object() && a.contains("content"), Status::kFormat, "{}: expected an object with content", w);
       AddedToken t;
-      t.id = a["id"].get<int32_t>();
       t.content = a["content"].get<std::string>();
       t.single_word = a.value("single_word", false);
       t.lstrip = a.value("lstrip", false);
       t.rstrip = a.value("rstrip", false);
       t.special = a.value("special", false);
       t.normalized = a.value("normalized", !t.special);
-      LLMFT_CHECK(t.id >= 0, Status::kFormat, "{}: negative id", w);
+      if (t.content.empty()) continue;
+      auto known = added_by_content_.find(t.content);
+      if (known != added_by_content_.end()) {
+        t.id = known->second;  // the same content again: its flags replace the earlier ones
+        tokens[added_by_id_.at(t.id)] = t;
+        continue;
+      }
+      int32_t in_model = model_->token_to_id(t.content);
+      if (in_model >= 0) {
+        t.id = in_model;
+      } else {
+        t.id = static_cast<int32_t>(max_added < 0 ? vocab : (max_added >= vocab || vocab == 0 ? max_added + 1 : vocab));
+      }
+      if (a.contains("id") && a["id"].is_number_integer() && a["id"].get<int64_t>() != t.id)
+        log_warn("{}: token {:?} is given id {} but Hugging Face tokenizers assigns {}; llmft follows Hugging Face", w,
+                 t.content, a["id"].get<int64_t>(), t.id);
+      max_added = std::max<int64_t>(max_added, t.id);
       added_by_content_[t.content] = t.id;
       added_by_id_[t.id] = tokens.size();
       vocab_size_ = std::max(vocab_size_, static_cast<size_t>(t.id) + 1);
       tokens.push_back(std::move(t));
     }
-  }
-  return 0;
+    return 0;
   });
   added_.build(std::move(tokens), [this](const std::string& content) {
     std::string s = content;
