@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Installs llmft from BUILD_DIR into a scratch prefix, then configures, builds and runs tests/install/consumer
+# against it with find_package(llmft).   tests/install/find_package.sh BUILD_DIR
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+build=$1
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+cmake --install "$build" --prefix "$work/prefix" > "$work/install.log" || { cat "$work/install.log"; exit 1; }
+test -f "$work/prefix/lib/cmake/llmft/llmftConfig.cmake" || { echo "no llmftConfig.cmake installed"; exit 1; }
+test -f "$work/prefix/include/llmft/llmft.h" || test -f "$work/prefix/include/llmft/tokenizer.hpp"
+cmake -S "$here/consumer" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$work/prefix" > "$work/configure.log" 2>&1 \
+  || { cat "$work/configure.log"; exit 1; }
+cmake --build "$work/consumer" > "$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
+LD_LIBRARY_PATH="$work/prefix/lib:${LD_LIBRARY_PATH:-}" "$work/consumer/consumer"
