@@ -131,12 +131,18 @@ void append_value(std::string& out, const Value& v) {
   } else {
     out += to_display(v);
   }
+  LLMFT_CHECK(out.size() <= kMaxStringBytes, Status::kInvalidArgument,
+              "chat template: rendered output passed {} MiB", kMaxStringBytes >> 20);
 }
 }  // namespace
 
 void Interpreter::exec(const Node& node, Env* env, std::string& out) {
   switch (node.kind) {
-    case NodeKind::kString: out += as<StringLit>(node).value; return;
+    case NodeKind::kString:
+      out += as<StringLit>(node).value;
+      LLMFT_CHECK(out.size() <= kMaxStringBytes, Status::kInvalidArgument, "chat template: rendered output passed {} MiB",
+                  kMaxStringBytes >> 20);
+      return;
     case NodeKind::kSet: return exec_set(as<Set>(node), env);
     case NodeKind::kIf: {
       const auto& n = as<If>(node);

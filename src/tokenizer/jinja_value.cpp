@@ -27,6 +27,9 @@ void Object::set(std::string key, Value value) {
 }
 
 Value Value::string(std::string s) {
+  LLMFT_CHECK(s.size() <= kMaxStringBytes, Status::kInvalidArgument,
+              "chat template: RangeError: Invalid string length (a string of {} bytes; the limit is {} MiB)", s.size(),
+              kMaxStringBytes >> 20);
   Value v(Kind::kString);
   v.ptr_ = std::make_shared<std::string>(std::move(s));
   return v;
@@ -55,6 +58,9 @@ void RenderArena::track(Kind kind, const std::shared_ptr<void>& p) {
 }
 
 Value Value::array(Array items, Kind kind) {
+  LLMFT_CHECK(items.size() <= kMaxArrayItems, Status::kInvalidArgument,
+              "chat template: RangeError: Invalid array length (an array of {} items; the limit is {})", items.size(),
+              kMaxArrayItems);
   Value v(kind);
   v.ptr_ = std::make_shared<Array>(std::move(items));
   RenderArena::track(kind, v.ptr_);
@@ -204,7 +210,17 @@ void append_key(std::string& out, const std::string& key, bool ascii) {
 
 void json_into(std::string& out, const Value& v, const JsonOptions& o, size_t depth, bool undef_null);
 
+// A value may contain itself (`{% set _ = a.append(a) %}`): the reference recurses until the JS stack overflows and
+// throws a RangeError. We stop at a fixed nesting depth with the same message, and also refuse output that grows past
+// a bound (an array holding itself twice per level doubles the text at every level).
+constexpr size_t kMaxJsonDepth = 512;
+constexpr size_t kMaxJsonBytes = size_t{64} << 20;
+
 void json_container(std::string& out, const Value& v, const JsonOptions& o, size_t depth, bool undef_null) {
+  LLMFT_CHECK(depth < kMaxJsonDepth && out.size() < kMaxJsonBytes, Status::kInvalidArgument,
+              "chat template: RangeError: Maximum call stack size exceeded (value nested deeper than {} levels, "
+              "contains itself, or is larger than {} MiB as JSON)",
+              kMaxJsonDepth, kMaxJsonBytes >> 20);
   const bool indented = o.indent && *o.indent != 0 && !std::isnan(*o.indent);
   std::string unit;
   if (indented) {

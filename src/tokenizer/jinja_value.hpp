@@ -42,6 +42,12 @@ enum class Kind : uint8_t {
 
 class Value;
 struct Env;
+
+// Bounds on what one render may build, so that a hostile template (a string or list doubled in a loop) fails with
+// an error instead of exhausting memory. Real chat templates stay many orders of magnitude below them. The
+// reference fails too, later: V8 caps strings near 512 MiB and arrays by heap size.
+constexpr size_t kMaxStringBytes = size_t{64} << 20;  // one string value, and the whole rendered output
+constexpr size_t kMaxArrayItems = size_t{4} << 20;
 using Array = std::vector<Value>;
 // A callable: positional values (the last one a kKwargs object when keywords were passed) and the caller's scope.
 using NativeFn = std::function<Value(std::vector<Value>& args, Env* scope)>;

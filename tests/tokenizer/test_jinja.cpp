@@ -284,3 +284,24 @@ TEST(Jinja, SelfReferencesDoNotLeak) {
       "{% set ns = namespace(n=0) %}{% set ns.me = ns %}{% set ns.f = ns.items %}{{ ns.n }}");
   for (int i = 0; i < 3; ++i) EXPECT_EQ(t.render(llmft::jinja::Json::object()), "0");
 }
+
+// Templates that would build values without bound (found by fuzz_jinja): each fails with kInvalidArgument instead of
+// exhausting memory or the stack. The reference fails on them too (RangeError), only later.
+TEST(Jinja, RunawayValuesFailInsteadOfExhaustingMemory) {
+  const char* hostile[] = {
+      "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s + ns.s %}{% endfor %}",
+      "{% set ns = namespace(s='ab') %}{% for i in range(40) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}",
+      "{% set ns = namespace(l=[1, 2]) %}{% for i in range(40) %}{% set ns.l = ns.l + ns.l %}{% endfor %}",
+      "{% set ns = namespace(l=[]) %}{% for i in range(40) %}{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l }}",
+      "{% set ns = namespace(x=1) %}{% set ns.l = [ns, 2] %}{{ ns.l | tojson }}",
+      "{% for i in range(9000000) %}0123456789abcdef{% endfor %}",
+  };
+  for (const char* source : hostile) {
+    try {
+      (void)Template(source).render(Json::object());
+      ADD_FAILURE() << "rendered without error: " << source;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::kInvalidArgument) << source << ": " << e.what();
+    }
+  }
+}
