@@ -11,5 +11,6 @@ int cmd_train(const std::vector<std::string>& args);
 int cmd_generate(const std::vector<std::string>& args);
 int cmd_export(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
+int cmd_prep(const std::vector<std::string>& args);
 
 }  // namespace llmft_cli

@@ -17,6 +17,7 @@ void usage(FILE* out) {
                "commands:\n"
                "  train      fine-tune (LoRA or full) from a YAML config and key.sub=value overrides\n"
                "  generate   answer instructions with a model and an optional adapter\n"
+               "  prep       tokenize, template and pack a dataset into token shards for train\n"
                "  export     merge a LoRA adapter into its base model (Hugging Face checkpoint)\n"
                "  tokenize   encode JSON lines {\"text\": ...} into {\"ids\": [...]} (or measure encode speed)\n"
                "  config     list every configuration key with its default (--markdown for a table)\n"
@@ -37,6 +38,7 @@ int main(int argc, char** argv) {
     if (cmd == "train") return llmft_cli::cmd_train(args);
     if (cmd == "generate") return llmft_cli::cmd_generate(args);
     if (cmd == "export") return llmft_cli::cmd_export(args);
+    if (cmd == "prep") return llmft_cli::cmd_prep(args);
     if (cmd == "tokenize") return llmft_cli::cmd_tokenize(args);
     if (cmd == "config") return llmft_cli::cmd_config(args);
     std::fprintf(stderr, "llmft: unknown command '%s'\n\n", cmd.c_str());

@@ -24,9 +24,19 @@ struct TokenizerSection {
 };
 
 struct DataSection {
-  std::string path;                // dataset file; empty: the generated instruction dataset
-  std::string format = "alpaca";   // alpaca (more formats: see the data layer)
-  std::string template_name = "alpaca";  // alpaca | dolly | chat (the model's chat template)
+  std::string path;  // dataset file(s) or folder, or prepared shards (llmft prep); empty: the generated dataset
+  std::string format = "alpaca";  // alpaca | dolly | sharegpt | messages | prompt_completion | text
+  std::vector<std::string> columns;  // column renames, LLaMA-Factory style: "prompt=question", "response=answer"
+  std::vector<std::string> tags;     // role tag renames: "role_tag=from", "user_tag=human", ...
+  std::string dataset_info;          // a LLaMA-Factory dataset_info.json to take format/columns/tags from
+  std::string dataset;               // the entry of dataset_info to use
+  std::string template_name = "auto";  // auto | alpaca | dolly | chat (the model's chat template) | none
+  std::string assistant_turns = "all";  // chats: train all assistant turns, or only the last
+  std::string overlong = "truncate";  // examples longer than seq_len: truncate | drop
+  bool packing = true;                // pack examples into rows (false: one example per row)
+  bool strict = false;                // the first bad record is an error (else counted and reported)
+  std::string cache_dir;              // where train caches prepared data (default <output.dir>/data-cache)
+  int64_t threads = 0;                // tokenization threads (0: all cores)
   int64_t seq_len = 256;
   int64_t synthetic_records = 2400;  // size of the generated dataset
   double eval_fraction = 0.05;
@@ -63,8 +73,20 @@ struct TrainSection {
   int64_t threads = 0;        // intra-op threads (0: all cores)
 };
 
+// Data parallelism. The world (rank, size, master) comes from the launcher's environment: torchrun / Kubeflow
+// PyTorchJob (RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, MASTER_ADDR, MASTER_PORT, or their PET_ forms), or a
+// Kubernetes Indexed Job (JOB_COMPLETION_INDEX is the node rank; nnodes and nproc_per_node from here). Values set
+// here override the environment.
 struct DistSection {
   int64_t zero_stage = 0;
+  std::string backend = "auto";      // auto (nccl on GPU, gloo on CPU, single for a world of one) | gloo | nccl | single
+  double timeout_s = 300;            // every collective's deadline
+  double rendezvous_timeout_s = 600;  // how long to wait for the master and the other ranks at start
+  int64_t nnodes = 0;                // 0: from the environment
+  int64_t nproc_per_node = 0;        // 0: from the environment (LOCAL_WORLD_SIZE), else 1
+  int64_t node_rank = -1;            // -1: from the environment (GROUP_RANK / NODE_RANK / JOB_COMPLETION_INDEX)
+  std::string master_addr;           // empty: MASTER_ADDR, else 127.0.0.1
+  int64_t master_port = 0;           // 0: MASTER_PORT, else 29500
 };
 
 struct OutputSection {

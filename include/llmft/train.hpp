@@ -2,6 +2,8 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
+#include <utility>
 #include <string>
 #include <vector>
 
@@ -32,5 +34,20 @@ LLMFT_API std::vector<Generation> generate(const Config& config, const std::vect
 
 // Merges export.adapter into its base model and writes a Hugging Face checkpoint to export.out; returns that path.
 LLMFT_API std::string export_merged(const Config& config);
+
+struct PrepareSummary {
+  std::string dir;  // where the shards and manifest.json are
+  int64_t records = 0, used = 0, skipped = 0, truncated = 0, dropped = 0;
+  std::vector<std::pair<std::string, int64_t>> skipped_by_reason;
+  std::vector<std::string> problems;  // the first few, with file and line
+  int64_t tokens = 0, trained_tokens = 0, train_rows = 0, eval_rows = 0, padded_rows = 0;
+  double utilisation = 0, padded_utilisation = 0;  // non-padding tokens / row capacity
+  double seconds = 0, records_per_second = 0, megabytes_per_second = 0;
+};
+// Progress of a preparation: records done, input bytes done, total input bytes.
+using PrepareProgress = std::function<void(int64_t records, int64_t bytes, int64_t total_bytes)>;
+// Tokenizes, templates, splits and packs data.* into token shards under output.dir (tokenizer from tokenizer.path
+// or model.path).
+LLMFT_API PrepareSummary prepare(const Config& config, const PrepareProgress& progress = nullptr);
 
 }  // namespace llmft

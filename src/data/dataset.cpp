@@ -1,159 +1,336 @@
 #include "data/dataset.hpp"
 
 #include <algorithm>
+#include <chrono>
+#include <deque>
 #include <numeric>
 #include <random>
-
-#include <nlohmann/json.hpp>
 
 #include "tokenizer/chat.hpp"
 #include "tokenizer/flat_map.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
+#include "util/sha256.hpp"
+#include "util/thread_pool.hpp"
+#include "util/utf8.hpp"
 
 namespace llmft::data {
 
-std::vector<InstructionRecord> read_alpaca(const std::string& path, ReadReport* report) {
-  std::string text = read_file(path);
-  std::vector<nlohmann::json> items;
-  size_t first = text.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos && text[first] == '[') {
-    nlohmann::json j;
-    try {
-      j = nlohmann::json::parse(text);
-    } catch (const std::exception& e) {
-      LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, e.what());
-    }
-    for (auto& e : j) items.push_back(std::move(e));
-  } else {  // JSON lines
-    size_t line = 0;
-    for (size_t pos = 0; pos < text.size();) {
-      size_t nl = text.find('\n', pos);
-      std::string l = text.substr(pos, nl == std::string::npos ? std::string::npos : nl - pos);
-      pos = nl == std::string::npos ? text.size() : nl + 1;
-      ++line;
-      if (l.find_first_not_of(" \t\r") == std::string::npos) continue;
-      try {
-        items.push_back(nlohmann::json::parse(l));
-      } catch (const std::exception&) {
-        ++report->skipped;
-        if (report->problems.size() < 5) report->problems.push_back(fmt::format("{}:{}: not valid JSON", path, line));
-      }
-    }
-  }
-  std::vector<InstructionRecord> out;
-  for (size_t i = 0; i < items.size(); ++i) {
-    const auto& r = items[i];
-    ++report->records;
-    auto str = [&](const char* k) { return r.is_object() && r.contains(k) && r[k].is_string() ? r[k].get<std::string>() : std::string(); };
-    bool ok = r.is_object() && r.contains("instruction") && r["instruction"].is_string() && r.contains("output") &&
-              r["output"].is_string() && !str("output").empty();
-    if (!ok) {
-      ++report->skipped;
-      if (report->problems.size() < 5)
-        report->problems.push_back(fmt::format("{}: record {}: needs string \"instruction\" and non-empty \"output\"", path, i));
-      continue;
-    }
-    out.push_back({str("instruction"), str("input"), str("output")});
-  }
-  return out;
-}
+// ---- templating ----
 
-struct PromptFormatter::Impl {
+struct Templater::Impl {
   std::unique_ptr<tok::ChatFormatter> chat;
 };
 
-PromptFormatter::PromptFormatter(const Tokenizer& tok, const std::string& name) : tok_(tok), name_(name), impl_(new Impl) {
-  LLMFT_CHECK(name == "alpaca" || name == "dolly" || name == "chat", Status::kInvalidArgument,
-              "data.template \"{}\" is not one of alpaca, dolly, chat", name);
-  if (name == "chat") impl_->chat = std::make_unique<tok::ChatFormatter>(tok);
+Templater::Templater(const Tokenizer& tok, const DataSection& d, Format format)
+    : tok_(tok), train_on_inputs_(d.train_on_inputs), impl_(new Impl) {
+  LLMFT_CHECK(d.assistant_turns == "all" || d.assistant_turns == "last", Status::kInvalidArgument,
+              "data.assistant_turns \"{}\" is not all or last", d.assistant_turns);
+  last_turn_only_ = d.assistant_turns == "last";
+  name_ = d.template_name;
+  const bool chat_format = format == Format::kShareGpt || format == Format::kMessages;
+  if (name_ == "auto") {
+    name_ = chat_format ? "chat" : format == Format::kDolly ? "dolly" : format == Format::kAlpaca ? "alpaca" : "none";
+  }
+  LLMFT_CHECK(name_ == "alpaca" || name_ == "dolly" || name_ == "chat" || name_ == "none", Status::kInvalidArgument,
+              "data.template \"{}\" is not one of auto, alpaca, dolly, chat, none", name_);
+  LLMFT_CHECK(!chat_format || name_ == "chat", Status::kInvalidArgument,
+              "data.format {} holds conversations: they need data.template chat (the model's chat template)",
+              format_name(format));
+  LLMFT_CHECK(name_ != "none" || format == Format::kPromptCompletion || format == Format::kText, Status::kInvalidArgument,
+              "data.template none fits prompt_completion and text records only");
+  if (name_ == "chat") impl_->chat = std::make_unique<tok::ChatFormatter>(tok);
 }
 
-PromptFormatter::~PromptFormatter() = default;
+Templater::~Templater() = default;
 
 namespace {
-tok::Json chat_messages(const InstructionRecord& r, bool with_answer) {
+tok::Json instruction_messages(const Sample& s, bool with_answer) {
   tok::Json m = tok::Json::array();
+  if (!s.system.empty()) m.push_back({{"role", "system"}, {"content", s.system}});
+  const auto& r = s.instruction;
   m.push_back({{"role", "user"}, {"content", r.input.empty() ? r.instruction : r.instruction + "\n\n" + r.input}});
   if (with_answer) m.push_back({{"role", "assistant"}, {"content", r.output}});
   return m;
 }
+
+tok::Json context_of(const Sample& s) {
+  tok::Json extra = tok::Json::object();
+  if (!s.tools.is_null()) extra["tools"] = s.tools;
+  return extra;
+}
 }  // namespace
 
-Example PromptFormatter::encode(const InstructionRecord& r, bool train_on_inputs) const {
+bool Templater::encode(const Sample& s, Example* out, std::string* reason, std::string* detail) const {
   tok::Encoded e;
-  if (impl_->chat) {
-    e = impl_->chat->encode(chat_messages(r, true));
-    if (train_on_inputs)
-      for (size_t i = 0; i < e.ids.size(); ++i) e.trained[i] = !(i == 0 && e.ids[i] == tok_.bos_id());
-  } else if (name_ == "dolly") {
-    e = tok::encode_completion(tok_, tok::dolly_prompt(r.instruction, r.input), tok::dolly_response(r.output), true,
-                               train_on_inputs);
-  } else {
-    e = tok::encode_completion(tok_, tok::alpaca_prompt(r.instruction, r.input), r.output, true, train_on_inputs);
+  try {
+    switch (s.kind) {
+      case Sample::Kind::kText: {
+        e = tok::encode_with_spans(tok_, s.text, {{0, s.text.size()}}, tok_.eos_id());  // documents end with EOS
+        break;
+      }
+      case Sample::Kind::kCompletion:
+        e = tok::encode_completion(tok_, s.instruction.instruction, s.instruction.output, true, train_on_inputs_);
+        break;
+      case Sample::Kind::kInstruction:
+        if (impl_->chat) {
+          e = impl_->chat->encode(instruction_messages(s, true), true);
+        } else if (name_ == "dolly") {
+          e = tok::encode_completion(tok_, (s.system.empty() ? "" : s.system + "\n\n") + tok::dolly_prompt(s.instruction.instruction, s.instruction.input),
+                                     tok::dolly_response(s.instruction.output), true, train_on_inputs_);
+        } else {
+          e = tok::encode_completion(tok_, (s.system.empty() ? "" : s.system + "\n\n") + tok::alpaca_prompt(s.instruction.instruction, s.instruction.input),
+                                     s.instruction.output, true, train_on_inputs_);
+        }
+        break;
+      case Sample::Kind::kChat:
+        e = impl_->chat->encode(s.messages, last_turn_only_, context_of(s));
+        break;
+    }
+  } catch (const Error& err) {
+    *reason = "template error";
+    *detail = err.what();
+    return false;
   }
-  return {std::move(e.ids), std::move(e.trained)};
+  if (train_on_inputs_ && impl_->chat)  // everything but the BOS the tokenizer put in front
+    for (size_t i = 0; i < e.ids.size(); ++i) e.trained[i] = !(i == 0 && e.ids[i] == tok_.bos_id());
+  if (std::find(e.trained.begin(), e.trained.end(), 1) == e.trained.end()) {
+    *reason = "nothing to train";
+    *detail = "no token of the record is a training target";
+    return false;
+  }
+  out->ids = std::move(e.ids);
+  out->trained = std::move(e.trained);
+  return true;
 }
 
-std::vector<int32_t> PromptFormatter::prompt_ids(const InstructionRecord& r) const {
-  if (impl_->chat) return impl_->chat->encode_prompt(chat_messages(r, false));
-  std::string p = name_ == "dolly" ? tok::dolly_prompt(r.instruction, r.input) : tok::alpaca_prompt(r.instruction, r.input);
-  return tok::encode_with_spans(tok_, p, {}).ids;
+std::vector<int32_t> Templater::prompt_ids(const Sample& s) const {
+  switch (s.kind) {
+    case Sample::Kind::kChat: {
+      tok::Json msgs = s.messages;
+      while (!msgs.empty() && msgs.back().value("role", "") == "assistant") msgs.erase(msgs.size() - 1);
+      return impl_->chat->encode_prompt(msgs, context_of(s));
+    }
+    case Sample::Kind::kInstruction:
+      if (impl_->chat) return impl_->chat->encode_prompt(instruction_messages(s, false));
+      return tok::encode_with_spans(
+                 tok_, (s.system.empty() ? "" : s.system + "\n\n") +
+                           (name_ == "dolly" ? tok::dolly_prompt(s.instruction.instruction, s.instruction.input)
+                                             : tok::alpaca_prompt(s.instruction.instruction, s.instruction.input)),
+                 {})
+          .ids;
+    case Sample::Kind::kCompletion: return tok::encode_with_spans(tok_, s.instruction.instruction, {}).ids;
+    case Sample::Kind::kText: return tok::encode_with_spans(tok_, s.text.substr(0, std::min<size_t>(s.text.size(), 64)), {}).ids;
+  }
+  return {};
 }
 
-std::vector<int32_t> PromptFormatter::stop_ids() const {
+std::string Templater::reference(const Sample& s) {
+  if (s.kind == Sample::Kind::kChat) {
+    for (size_t i = s.messages.size(); i-- > 0;)
+      if (s.messages[i].value("role", "") == "assistant" && s.messages[i]["content"].is_string())
+        return s.messages[i]["content"].get<std::string>();
+    return {};
+  }
+  return s.kind == Sample::Kind::kText ? std::string() : s.instruction.output;
+}
+
+std::string Templater::question(const Sample& s) {
+  switch (s.kind) {
+    case Sample::Kind::kChat:
+      for (size_t i = s.messages.size(); i-- > 0;)
+        if (s.messages[i].value("role", "") == "user" && s.messages[i]["content"].is_string())
+          return s.messages[i]["content"].get<std::string>();
+      return {};
+    case Sample::Kind::kText: return s.text.substr(0, 64);
+    default: return s.instruction.input.empty() ? s.instruction.instruction : s.instruction.instruction + " [" + s.instruction.input + "]";
+  }
+}
+
+std::vector<int32_t> Templater::stop_ids() const {
   std::vector<int32_t> out;
   if (impl_->chat && impl_->chat->end_of_turn_id() >= 0) out.push_back(impl_->chat->end_of_turn_id());
-  if (tok_.eos_id() >= 0) out.push_back(tok_.eos_id());
+  if (tok_.eos_id() >= 0 && std::find(out.begin(), out.end(), tok_.eos_id()) == out.end()) out.push_back(tok_.eos_id());
   return out;
 }
 
-ExampleSet build_examples(const DataSection& cfg, const Tokenizer& tok, uint64_t seed) {
-  LLMFT_CHECK(cfg.format == "alpaca", Status::kInvalidArgument, "data.format \"{}\" is not supported here (alpaca)",
-              cfg.format);
-  LLMFT_CHECK(cfg.seq_len >= 8, Status::kInvalidArgument, "data.seq_len must be at least 8, got {}", cfg.seq_len);
-  ExampleSet set;
-  std::vector<InstructionRecord> records;
-  std::vector<bool> held_out;
-  if (cfg.path.empty()) {
-    records = synthetic_instructions(cfg.synthetic_records, seed);
-    set.report.records = static_cast<int64_t>(records.size());
-    // Hold out whole questions (one phrasing of one fact), so their facts are still trained under other wordings.
-    for (const auto& r : records) {
-      std::string q = r.instruction + "\n" + r.input;
-      held_out.push_back(tok::hash_bytes(q.data(), q.size()) % 20 == 0);
+std::string Templater::fingerprint() const {
+  std::string t = impl_->chat ? tok_.config().chat_template : std::string();
+  return sha256_hex(fmt::format("template={}\ntrain_on_inputs={}\nlast_turn_only={}\nchat={}", name_, train_on_inputs_,
+                                last_turn_only_, t));
+}
+
+// ---- building ----
+
+std::vector<std::string> dataset_files(const DataSection& d, FormatSpec* spec) {
+  if (!d.dataset_info.empty()) {
+    LLMFT_CHECK(!d.dataset.empty(), Status::kInvalidArgument, "data.dataset_info needs data.dataset (the entry to use)");
+    std::string file;
+    *spec = FormatSpec::from_dataset_info(d.dataset_info, d.dataset, &file);
+    std::string base = d.path.empty() ? path_dirname(d.dataset_info) : d.path;
+    return list_dataset_files(file.front() == '/' ? file : path_join(base, file));
+  }
+  *spec = FormatSpec::from_config(d);
+  return list_dataset_files(d.path);
+}
+
+namespace {
+
+struct Item {  // one record through the pipeline
+  RawRecord raw;
+  Sample sample;
+  Example example;
+  bool ok = false;
+  std::string reason, detail;
+};
+
+std::string where(const RawRecord& r) { return fmt::format("{}:{} (record {})", *r.file, r.line, r.index + 1); }
+
+// Parses and converts one record (no tokenization yet).
+void parse_item(Item& it, const FormatSpec& spec) {
+  if (!utf8::valid(it.raw.json)) {
+    it.reason = "invalid UTF-8";
+    it.detail = "the record holds bytes that are not UTF-8";
+    return;
+  }
+  OJson j = OJson::parse(it.raw.json, nullptr, false);
+  if (j.is_discarded()) {
+    it.reason = "malformed JSON";
+    it.detail = "the record is not valid JSON";
+    return;
+  }
+  it.ok = to_sample(j, spec, &it.sample, &it.reason, &it.detail);
+}
+
+}  // namespace
+
+Dataset build_dataset(const DataSection& d, const Tokenizer& tok, uint64_t seed, size_t threads, const Progress& progress) {
+  auto t0 = std::chrono::steady_clock::now();
+  LLMFT_CHECK(d.seq_len >= 8, Status::kInvalidArgument, "data.seq_len must be at least 8, got {}", d.seq_len);
+  LLMFT_CHECK(d.overlong == "truncate" || d.overlong == "drop", Status::kInvalidArgument,
+              "data.overlong \"{}\" is not truncate or drop", d.overlong);
+  Dataset set;
+  DatasetReport& rep = set.report;
+  Problems& problems = rep.problems;
+
+  // 1. Records (or the generated samples).
+  const bool synthetic = d.path.empty() && d.dataset_info.empty();
+  FormatSpec spec;
+  std::vector<std::string> files;  // records point at their file's name: keep it alive for the whole build
+  std::deque<std::string> texts;   // the records view into these
+  std::vector<Item> items;
+  int64_t total_bytes = 0;
+  if (synthetic) {
+    int64_t i = 0;
+    for (auto& r : synthetic_instructions(d.synthetic_records, seed)) {
+      Item it;
+      it.raw.line = ++i;
+      it.sample.instruction = std::move(r);
+      it.ok = true;
+      items.push_back(std::move(it));
     }
   } else {
-    records = read_alpaca(cfg.path, &set.report);
-    LLMFT_CHECK(!records.empty(), Status::kFormat, "{}: no usable records ({} read, {} skipped)", cfg.path,
-                set.report.records, set.report.skipped);
-    std::vector<size_t> order(records.size());
-    std::iota(order.begin(), order.end(), 0);
+    files = dataset_files(d, &spec);
+    for (size_t f = 0; f < files.size(); ++f) {
+      texts.emplace_back();
+      read_records(files[f], static_cast<int64_t>(f), texts.back(), problems,
+                   [&](const RawRecord& r) { items.push_back({r, {}, {}, false, {}, {}}); });
+      total_bytes += static_cast<int64_t>(texts.back().size());
+    }
+  }
+  rep.records = static_cast<int64_t>(items.size());
+  rep.bytes = total_bytes;
+  Templater templater(tok, d, synthetic ? Format::kAlpaca : spec.format);
+  set.template_name = templater.name();
+
+  // 2. Parse, template and tokenize, in parallel batches; problems are recorded in order after each batch, so with
+  // data.strict the error is the earliest problem of the dataset.
+  ThreadPool& pool = ThreadPool::shared(threads);
+  constexpr size_t kBatch = 2048;
+  int64_t bytes_done = 0;
+  for (size_t b = 0; b < items.size(); b += kBatch) {
+    const size_t e = std::min(items.size(), b + kBatch);
+    const size_t per = std::max<size_t>(1, (e - b) / (pool.size() * 4));
+    pool.parallel_for((e - b + per - 1) / per, [&](size_t c) {
+      for (size_t i = b + c * per; i < std::min(e, b + (c + 1) * per); ++i) {
+        Item& it = items[i];
+        if (!synthetic) parse_item(it, spec);
+        if (it.ok) it.ok = templater.encode(it.sample, &it.example, &it.reason, &it.detail);
+      }
+    });
+    for (size_t i = b; i < e; ++i) {
+      const Item& it = items[i];
+      bytes_done += static_cast<int64_t>(it.raw.json.size());
+      if (!it.ok)
+        problems.add(it.reason, {it.raw.file_index, it.raw.line},
+                     synthetic ? fmt::format("generated record {}", it.raw.line) : where(it.raw), it.detail);
+    }
+    const Item& last = items[e - 1];
+    if (d.strict && problems.total() > 0 && !(Position{last.raw.file_index, last.raw.line} < problems.first_position()))
+      LLMFT_FAIL(Status::kFormat, "{} (data.strict is on)", problems.first());
+    if (progress) progress(static_cast<int64_t>(e), bytes_done, total_bytes);
+  }
+  if (d.strict && problems.total() > 0) LLMFT_FAIL(Status::kFormat, "{} (data.strict is on)", problems.first());
+
+  // 3. Examples longer than a row: truncated or dropped, counted.
+  std::vector<size_t> usable;
+  for (size_t i = 0; i < items.size(); ++i) {
+    Item& it = items[i];
+    if (!it.ok) continue;
+    auto& ex = it.example;
+    if (static_cast<int64_t>(ex.ids.size()) > d.seq_len) {
+      bool keep = d.overlong == "truncate";
+      if (keep) {
+        ex.ids.resize(static_cast<size_t>(d.seq_len));
+        ex.trained.resize(static_cast<size_t>(d.seq_len));
+        keep = std::find(ex.trained.begin(), ex.trained.end(), 1) != ex.trained.end();
+      }
+      if (!keep) {
+        ++rep.dropped;
+        continue;
+      }
+      ++rep.truncated;
+    }
+    usable.push_back(i);
+  }
+  LLMFT_CHECK(!usable.empty(), Status::kFormat,
+              "{}: no usable records: {} read, {} unusable (first: {}), {} dropped as longer than data.seq_len",
+              d.path.empty() ? std::string("the generated dataset") : d.path, rep.records, problems.total(),
+              problems.first().empty() ? "-" : problems.first(), rep.dropped);
+
+  // 4. The held-out split, deterministic in the seed. The generated set holds out whole questions (one phrasing of
+  // one fact), so their facts are still trained under other wordings.
+  std::vector<bool> held(items.size(), false);
+  if (synthetic) {
+    for (size_t i : usable) {
+      const auto& r = items[i].sample.instruction;
+      std::string q = r.instruction + "\n" + r.input;
+      held[i] = tok::hash_bytes(q.data(), q.size()) % 20 == 0;
+    }
+  } else {
+    std::vector<size_t> order = usable;
     std::mt19937_64 rng(seed);
     std::shuffle(order.begin(), order.end(), rng);
-    int64_t n_eval = cfg.eval_count > 0 ? cfg.eval_count
-                                        : static_cast<int64_t>(static_cast<double>(records.size()) * cfg.eval_fraction + 0.5);
-    n_eval = std::min<int64_t>(n_eval, static_cast<int64_t>(records.size()) - 1);
-    held_out.assign(records.size(), false);
-    for (int64_t i = 0; i < n_eval; ++i) held_out[order[static_cast<size_t>(i)]] = true;
+    int64_t n_eval = d.eval_count > 0 ? d.eval_count
+                                      : static_cast<int64_t>(static_cast<double>(usable.size()) * d.eval_fraction + 0.5);
+    n_eval = std::min<int64_t>(n_eval, static_cast<int64_t>(usable.size()) - 1);
+    for (int64_t i = 0; i < n_eval; ++i) held[order[static_cast<size_t>(i)]] = true;
   }
-  PromptFormatter fmt(tok, cfg.template_name);
-  for (size_t i = 0; i < records.size(); ++i) {
-    Example e = fmt.encode(records[i], cfg.train_on_inputs);
-    if (static_cast<int64_t>(e.ids.size()) > cfg.seq_len) {
-      e.ids.resize(static_cast<size_t>(cfg.seq_len));
-      e.trained.resize(static_cast<size_t>(cfg.seq_len));
-      ++set.report.truncated;
-    }
-    if (held_out[i]) {
-      set.eval.push_back(std::move(e));
-      set.eval_records.push_back(records[i]);
+  for (size_t i : usable) {
+    Item& it = items[i];
+    rep.tokens += static_cast<int64_t>(it.example.ids.size());
+    rep.trained_tokens += std::count(it.example.trained.begin(), it.example.trained.end(), 1);
+    if (held[i]) {
+      set.eval.push_back(std::move(it.example));
+      set.eval_samples.push_back(std::move(it.sample));
     } else {
-      set.train.push_back(std::move(e));
+      set.train.push_back(std::move(it.example));
     }
   }
+  rep.used = static_cast<int64_t>(usable.size());
   LLMFT_CHECK(!set.train.empty(), Status::kInvalidArgument, "no training records left after holding out {} for evaluation",
               set.eval.size());
+  rep.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return set;
 }
 

@@ -1,14 +1,14 @@
-// Packs examples into rows of at most seq_len tokens and serves micro-batches to the ranks of a data-parallel
-// group. Each epoch shuffles the examples (seeded by seed and epoch) and packs them in that order. The row stream
-// is cut into global batches of micro_batch_size x world rows per micro-batch; rank r takes its own slice of each,
-// so the rows of an optimizer step are the same whatever the split across ranks and micro-batches.
-// Documents stay whole inside a row (the model attends within each document only).
+// Serves micro-batches of packed rows to the ranks of a data-parallel group. Each epoch visits every row once, in
+// an order shuffled by (seed, epoch). The row stream is cut into global micro-batches of micro_batch_size x world
+// rows and rank r takes its own contiguous slice of each, so an optimizer step covers the same rows whatever the
+// split across ranks and micro-batches, and two ranks never read the same row in an epoch. The position is one
+// counter, saved and restored exactly with checkpoints.
 #pragma once
 
 #include <cstdint>
 #include <vector>
 
-#include "data/dataset.hpp"
+#include "data/prepared.hpp"
 
 namespace llmft::data {
 
@@ -16,34 +16,35 @@ struct LoaderState {
   int64_t micro_batches = 0;  // micro-batches served to each rank so far
 };
 
-// One rank's micro-batch: the examples of its rows, in row order (borrowed from the loader's example list).
+// One rank's micro-batch: the documents of its rows.
 struct MicroBatch {
-  std::vector<const Example*> examples;
+  std::vector<std::vector<int32_t>> ids;
+  std::vector<std::vector<uint8_t>> trained;
   int64_t tokens() const;
 };
 
 class PackedLoader {
  public:
-  PackedLoader(const std::vector<Example>& examples, int64_t seq_len, int64_t rows_per_micro_batch, int rank, int world,
-               uint64_t seed);
+  PackedLoader(const RowSource& rows, int64_t rows_per_micro_batch, int rank, int world, uint64_t seed);
   MicroBatch next();
-  // Rows of one epoch (packing is deterministic, so every epoch has the same count).
-  int64_t rows_per_epoch() const { return static_cast<int64_t>(rows_.size()); }
-  // Epochs consumed (fractional), counting every rank's rows.
+  int64_t rows_per_epoch() const { return rows_.rows(); }
+  // Epochs consumed (fractional), counting every rank's rows; and the (epoch, row cursor) of the next read.
   double epoch() const;
+  std::pair<int64_t, int64_t> position() const;
   LoaderState state() const { return state_; }
   void restore(const LoaderState& s) { state_ = s; }
+  // The row index (into the source) of the global row stream position g.
+  int64_t row_at(int64_t g);
 
  private:
-  const std::vector<int32_t>& row(int64_t global_row);  // example indices of a row
   void plan_epoch(int64_t epoch);
 
-  const std::vector<Example>& examples_;
-  int64_t seq_len_, rows_per_micro_;
+  const RowSource& rows_;
+  int64_t rows_per_micro_;
   int rank_, world_;
   uint64_t seed_;
   int64_t planned_epoch_ = -1;
-  std::vector<std::vector<int32_t>> rows_;
+  std::vector<int64_t> order_;
   LoaderState state_;
 };
 

@@ -75,9 +75,17 @@ std::string ChatFormatter::render_with_spans(const Json& messages, bool last_tur
       span = {a.size(), rtrim_end(b, a.size(), b.size())};
       found = true;
     } else if (m.contains("content") && m["content"].is_string()) {
-      // What changes when only this message's content changes.
+      // What changes when only this message's content (and the names of its tool calls) change.
       Json changed = messages;
       changed[k]["content"] = "\x02llmft-turn-" + std::to_string(k) + "\x03";
+      const bool calls = m.contains("tool_calls") && m["tool_calls"].is_array() && !m["tool_calls"].empty();
+      if (calls) {
+        for (size_t j = 0; j < m["tool_calls"].size(); ++j) {
+          Json& call = changed[k]["tool_calls"][j];
+          Json& target = call.contains("function") && call["function"].is_object() ? call["function"] : call;
+          target["name"] = "\x02llmft-call-" + std::to_string(k) + "-" + std::to_string(j) + "\x03";
+        }
+      }
       std::string other = render(changed, false, extra);
       size_t p = 0;
       while (p < full.size() && p < other.size() && full[p] == other[p]) ++p;
@@ -85,10 +93,17 @@ std::string ChatFormatter::render_with_spans(const Json& messages, bool last_tur
       while (s < full.size() - p && s < other.size() - p && full[full.size() - 1 - s] == other[other.size() - 1 - s]) ++s;
       if (p >= cursor) {
         span = {p, full.size() - s};
-        // Extend over a special token right after the content: the end of the turn.
+        // Extend over a special token right after the content: the end of the turn. A turn with tool calls ends
+        // after the arguments of its last call, which the template writes out after the name: up to and including
+        // the next end-of-turn token.
         for (const auto& t : {tokenizer_.id_to_token(end_of_turn_id_), tokenizer_.config().eos_token}) {
-          if (!t.empty() && full.compare(span.end, t.size(), t) == 0) {
+          if (t.empty()) continue;
+          if (full.compare(span.end, t.size(), t) == 0) {
             span.end += t.size();
+            break;
+          }
+          if (const size_t at = full.find(t, span.end); calls && at != std::string::npos) {
+            span.end = at + t.size();
             break;
           }
         }

@@ -37,16 +37,22 @@ std::vector<Generation> generate(const Config& c0, const std::vector<std::string
     const io::PeftAdapter* a = adapter.get();
     lm.decoder->load_lora([a](const std::string& n) { return a->find(n); }, c.generate.adapter);
   }
-  data::PromptFormatter fmt(tok, c.data.template_name);
+  std::unique_ptr<data::Templater> fmt = job::templater_for(c, tok, c.data.template_name == "auto" ? "alpaca" : c.data.template_name);
   model::GenerateOptions opt;
   opt.max_new_tokens = c.generate.max_new_tokens;
   opt.temperature = c.generate.temperature;
   opt.top_p = c.generate.top_p;
   opt.seed = static_cast<uint64_t>(c.train.seed);
-  opt.stop_ids = fmt.stop_ids();
+  opt.stop_ids = fmt->stop_ids();
   std::vector<Generation> out;
   for (const auto& q : instructions) {
-    auto ids = lm.decoder->generate(fmt.prompt_ids({q, "", ""}), opt);
+    data::Sample s;
+    s.instruction.instruction = q;
+    if (fmt->name() == "chat") {
+      s.kind = data::Sample::Kind::kChat;
+      s.messages = data::OJson::array({{{"role", "user"}, {"content", q}}});
+    }
+    auto ids = lm.decoder->generate(fmt->prompt_ids(s), opt);
     out.push_back({q, tok.decode(ids, true)});
   }
   return out;
@@ -110,6 +116,43 @@ std::string export_merged(const Config& c) {
   }
   log_info("merged {} weights of {} with {} into {}", merged, base_dir, adapter_dir, out_dir);
   return out_dir;
+}
+
+}  // namespace llmft
+
+namespace llmft {
+
+PrepareSummary prepare(const Config& c, const PrepareProgress& progress) {
+  c10::InferenceMode guard;
+  Tokenizer tok = Tokenizer::from_file(job::resolve_tokenizer_path(c));
+  const auto seed = static_cast<uint64_t>(c.train.seed);
+  data::FormatSpec spec;
+  if (!c.data.path.empty() || !c.data.dataset_info.empty()) data::dataset_files(c.data, &spec);
+  data::Templater t(tok, c.data, c.data.path.empty() && c.data.dataset_info.empty() ? data::Format::kAlpaca : spec.format);
+  const std::string fp = data::preparation_fingerprint(c.data, tok, t, seed);
+  data::Dataset ds = data::build_dataset(c.data, tok, seed, static_cast<size_t>(c.data.threads), progress);
+  nlohmann::json m = data::write_prepared(ds, c.output.dir, tok, c.data, {tok.fingerprint(), fp});
+  PrepareSummary s;
+  s.dir = c.output.dir;
+  const auto& r = ds.report;
+  s.records = r.records;
+  s.used = r.used;
+  s.skipped = r.problems.total();
+  for (const auto& [reason, n] : r.problems.by_reason()) s.skipped_by_reason.emplace_back(reason, n);
+  s.problems = r.problems.examples();
+  s.truncated = r.truncated;
+  s.dropped = r.dropped;
+  s.tokens = r.tokens;
+  s.trained_tokens = r.trained_tokens;
+  s.train_rows = m["train"]["rows"].get<int64_t>();
+  s.eval_rows = m["eval"]["rows"].get<int64_t>();
+  s.padded_rows = m["train"]["padded_rows"].get<int64_t>();
+  s.utilisation = m["train"]["utilisation"].get<double>();
+  s.padded_utilisation = m["train"]["padded_utilisation"].get<double>();
+  s.seconds = r.seconds;
+  s.records_per_second = r.seconds > 0 ? static_cast<double>(r.records) / r.seconds : 0;
+  s.megabytes_per_second = r.seconds > 0 ? static_cast<double>(r.bytes) / 1e6 / r.seconds : 0;
+  return s;
 }
 
 }  // namespace llmft

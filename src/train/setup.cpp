@@ -4,6 +4,7 @@
 
 #include "util/build_info.hpp"
 #include "util/check.hpp"
+#include "util/log.hpp"
 #include "util/file.hpp"
 
 namespace llmft::job {
@@ -78,6 +79,65 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
   }
   if (opt.mode == model::TrainMode::kLora) out.decoder->init_lora(static_cast<uint64_t>(c.train.seed) + 1);
   return out;
+}
+
+TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed) {
+  TrainData out;
+  if (!c.data.path.empty() && data::is_prepared(c.data.path)) {
+    out.prepared = data::open_prepared(c.data.path, tok);
+    out.description = "prepared data in " + c.data.path;
+    return out;
+  }
+  if (c.data.path.empty() && c.data.dataset_info.empty()) {
+    out.in_memory = std::make_unique<data::Dataset>(data::build_dataset(c.data, tok, seed, static_cast<size_t>(c.data.threads)));
+    data::Dataset& ds = *out.in_memory;
+    out.prepared.train = data::rows_in_memory(ds.train, data::plan_rows(ds.train, c.data.seq_len, c.data.packing));
+    out.prepared.eval = ds.eval;
+    out.prepared.eval_samples = ds.eval_samples;
+    out.prepared.template_name = ds.template_name;
+    out.description = fmt::format("the generated dataset ({} records)", ds.report.records);
+    return out;
+  }
+  data::FormatSpec spec;
+  data::dataset_files(c.data, &spec);  // validates paths and format first
+  data::Templater t(tok, c.data, spec.format);
+  const std::string fp = data::preparation_fingerprint(c.data, tok, t, seed);
+  std::string cache = c.data.cache_dir.empty() ? path_join(c.output.dir, "data-cache") : c.data.cache_dir;
+  std::string dir = path_join(cache, fp.substr(0, 16));
+  if (!data::is_prepared(dir)) {
+    log_info("preparing {} into {}", c.data.path.empty() ? c.data.dataset : c.data.path, dir);
+    data::Dataset ds = data::build_dataset(c.data, tok, seed, static_cast<size_t>(c.data.threads));
+    log_preparation(data::write_prepared(ds, dir, tok, c.data, {tok.fingerprint(), fp}));
+  } else {
+    log_info("using the data prepared earlier in {}", dir);
+  }
+  out.prepared = data::open_prepared(dir, tok, fp);
+  out.description = "prepared data in " + dir;
+  return out;
+}
+
+std::unique_ptr<data::Templater> templater_for(const Config& c, const Tokenizer& tok, const std::string& name) {
+  DataSection d = c.data;
+  d.template_name = name.empty() ? c.data.template_name : name;
+  data::Format f = d.template_name == "chat" ? data::Format::kMessages
+                   : d.template_name == "dolly" ? data::Format::kDolly
+                   : d.template_name == "none" ? data::Format::kPromptCompletion
+                                               : data::Format::kAlpaca;
+  return std::make_unique<data::Templater>(tok, d, f);
+}
+
+void log_preparation(const nlohmann::json& m) {
+  const auto& r = m["report"];
+  const auto& t = m["train"];
+  log_info("data: {} records read, {} used, {} skipped, {} truncated, {} dropped; {} tokens ({} trained)",
+           r.value("records", 0), r.value("used", 0), r.value("skipped", 0), r.value("truncated", 0),
+           r.value("dropped", 0), r.value("tokens", 0), r.value("trained_tokens", 0));
+  for (auto it = r["skipped_by_reason"].begin(); it != r["skipped_by_reason"].end(); ++it)
+    log_info("data:   skipped, {}: {}", it.key(), it.value().get<int64_t>());
+  for (const auto& p : r["problems"]) log_warn("data: {}", p.get<std::string>());
+  log_info("data: {} train rows of {} tokens, packing utilisation {:.2f}% (one example per row: {:.2f}%), {} held-out "
+           "rows", t.value("rows", 0), m.value("seq_len", 0), 100 * t.value("utilisation", 0.0),
+           100 * t.value("padded_utilisation", 0.0), m["eval"].value("rows", 0));
 }
 
 std::string trainable_parameters_line(const model::Decoder& m) {

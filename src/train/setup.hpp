@@ -6,6 +6,7 @@
 #include <memory>
 #include <string>
 
+#include "data/prepared.hpp"
 #include "io/checkpoint.hpp"
 #include "llmft/config.hpp"
 #include "llmft/tokenizer.hpp"
@@ -31,5 +32,22 @@ struct LoadedModel {
 LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align);
 
 std::string trainable_parameters_line(const model::Decoder& m);
+
+// What a job trains and evaluates on: prepared shards (data.path names a folder from llmft prep), the generated
+// dataset (in memory), or a raw dataset prepared into the cache (data.cache_dir, keyed by the preparation's
+// fingerprint) the first time and reused after.
+struct TrainData {
+  std::unique_ptr<data::Dataset> in_memory;  // owns the examples of the generated dataset
+  data::PreparedData prepared;
+  std::string description;
+};
+TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed);
+
+// The templater that formats prompts the same way the training data was formatted.
+std::unique_ptr<data::Templater> templater_for(const Config& c, const Tokenizer& tok, const std::string& template_name);
+
+// Logs a preparation report: records, skipped by reason (with the first problems), truncated, dropped, tokens,
+// rows and packing utilisation.
+void log_preparation(const nlohmann::json& manifest);
 
 }  // namespace llmft::job

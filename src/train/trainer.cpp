@@ -10,6 +10,7 @@
 #include "comm/communicator.hpp"
 #include "data/dataset.hpp"
 #include "data/loader.hpp"
+#include "data/prepared.hpp"
 #include "io/checkpoint.hpp"
 #include "llmft/train.hpp"
 #include "optim/schedule.hpp"
@@ -26,15 +27,7 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-model::Batch to_batch(const data::MicroBatch& mb) {
-  std::vector<std::vector<int32_t>> docs;
-  std::vector<std::vector<uint8_t>> trained;
-  for (const data::Example* e : mb.examples) {
-    docs.push_back(e->ids);
-    trained.push_back(e->trained);
-  }
-  return model::make_batch(docs, trained);
-}
+model::Batch to_batch(const data::MicroBatch& mb) { return model::make_batch(mb.ids, mb.trained); }
 
 struct Eval {
   double loss = 0, accuracy = 0;  // token-weighted mean loss; share of target tokens that are the top prediction
@@ -47,9 +40,10 @@ Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t
   for (size_t i = 0; i < eval.size();) {
     data::MicroBatch mb;
     int64_t n = 0;
-    while (i < eval.size() && (mb.examples.empty() || n + static_cast<int64_t>(eval[i].ids.size()) <= tokens_per_batch)) {
+    while (i < eval.size() && (mb.ids.empty() || n + static_cast<int64_t>(eval[i].ids.size()) <= tokens_per_batch)) {
       n += static_cast<int64_t>(eval[i].ids.size());
-      mb.examples.push_back(&eval[i++]);
+      mb.ids.push_back(eval[i].ids);
+      mb.trained.push_back(eval[i++].trained);
     }
     model::Batch b = to_batch(mb);
     int64_t right = 0;
@@ -71,12 +65,12 @@ std::string trim(const std::string& s) {
 }
 
 struct Samples {
-  std::vector<data::InstructionRecord> records;
+  std::vector<data::Sample> records;
   std::vector<std::string> before, after;
 };
 
-std::vector<std::string> answer(model::Decoder& m, const Tokenizer& tok, const data::PromptFormatter& fmt,
-                                const std::vector<data::InstructionRecord>& records, const GenerateSection& g) {
+std::vector<std::string> answer(model::Decoder& m, const Tokenizer& tok, const data::Templater& fmt,
+                                const std::vector<data::Sample>& records, const GenerateSection& g) {
   model::GenerateOptions opt;
   opt.max_new_tokens = g.max_new_tokens;
   opt.temperature = g.temperature;
@@ -90,10 +84,9 @@ std::vector<std::string> answer(model::Decoder& m, const Tokenizer& tok, const d
 void write_samples(const std::string& path, const Samples& s) {
   std::string text;
   for (size_t i = 0; i < s.records.size(); ++i) {
-    const auto& r = s.records[i];
-    text += fmt::format("### Sample {}\ninstruction: {}\n", i + 1, r.instruction);
-    if (!r.input.empty()) text += fmt::format("input: {}\n", r.input);
-    if (!r.output.empty()) text += fmt::format("reference: {}\n", r.output);
+    text += fmt::format("### Sample {}\nquestion: {}\n", i + 1, data::Templater::question(s.records[i]));
+    std::string ref = data::Templater::reference(s.records[i]);
+    if (!ref.empty()) text += fmt::format("reference: {}\n", ref);
     text += fmt::format("before: {}\nafter: {}\n\n", s.before[i], s.after[i]);
   }
   write_file_atomic(path, text);
@@ -158,10 +151,10 @@ TrainSummary train(const Config& c) {
   std::unique_ptr<comm::Communicator> comm = comm::make_single_process();
   std::string tok_path = job::resolve_tokenizer_path(c);
   Tokenizer tok = Tokenizer::from_file(tok_path);
-  data::ExampleSet data = data::build_examples(c.data, tok, seed);
-  log_info("data: {} records ({} skipped, {} truncated), {} train / {} held out", data.report.records,
-           data.report.skipped, data.report.truncated, data.train.size(), data.eval.size());
-  for (const auto& p : data.report.problems) log_warn("data: {}", p);
+  job::TrainData td = job::load_training_data(c, tok, seed);
+  data::PreparedData& data = td.prepared;
+  log_info("data: {}: {} rows ({} tokens) to train on, {} held-out examples", td.description, data.train->rows(),
+           data.train->tokens(), data.eval.size());
   const std::string mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
   job::LoadedModel lm = job::load_model(c, tok, mode, 16 * comm->size());
   model::Decoder& m = *lm.decoder;
@@ -178,12 +171,12 @@ TrainSummary train(const Config& c) {
   }
   optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
   optim::ShardedOptimizer opt(m, *comm, static_cast<int>(c.dist.zero_stage), adam);
-  data::PackedLoader loader(data.train, c.data.seq_len, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
+  data::PackedLoader loader(*data.train, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
   LLMFT_CHECK(c.train.grad_accum >= 1, Status::kInvalidArgument, "train.grad_accum must be >= 1");
   const int64_t rows_per_step = c.train.micro_batch_size * c.train.grad_accum * comm->size();
   const int64_t steps = c.train.max_steps > 0
                             ? c.train.max_steps
-                            : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * loader.rows_per_epoch() /
+                            : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * static_cast<double>(loader.rows_per_epoch()) /
                                                                                  static_cast<double>(rows_per_step))));
   const double lr_peak = c.train.lr > 0 ? c.train.lr : !lm.dir ? 3e-3 : mode == "lora" ? 2e-4 : 2e-5;
   optim::Schedule sched{c.train.lr_scheduler, lr_peak, c.train.warmup_steps, steps};
@@ -193,16 +186,23 @@ TrainSummary train(const Config& c) {
            rows_per_step, c.data.seq_len, loader.rows_per_epoch(), c.dist.zero_stage, comm->size());
 
   // Held-out questions answered before training.
-  data::PromptFormatter fmt(tok, c.data.template_name);
+  std::unique_ptr<data::Templater> fmt = job::templater_for(c, tok, data.template_name);
   Samples samples;
-  for (const auto& p : c.generate.prompts) samples.records.push_back({p, "", ""});
+  for (const auto& p : c.generate.prompts) {
+    data::Sample s;
+    s.instruction.instruction = p;
+    if (fmt->name() == "chat") {
+      s.kind = data::Sample::Kind::kChat;
+      s.messages = data::OJson::array({{{"role", "user"}, {"content", p}}});
+    }
+    samples.records.push_back(s);
+  }
   if (c.generate.prompts.empty()) {  // distinct held-out questions
     std::set<std::string> seen;
-    for (size_t i = 0; i < data.eval_records.size() && static_cast<int64_t>(samples.records.size()) < c.generate.num_samples; ++i)
-      if (seen.insert(data.eval_records[i].instruction + "\n" + data.eval_records[i].input).second)
-        samples.records.push_back(data.eval_records[i]);
+    for (size_t i = 0; i < data.eval_samples.size() && static_cast<int64_t>(samples.records.size()) < c.generate.num_samples; ++i)
+      if (seen.insert(data::Templater::question(data.eval_samples[i])).second) samples.records.push_back(data.eval_samples[i]);
   }
-  samples.before = answer(m, tok, fmt, samples.records, c.generate);
+  samples.before = answer(m, tok, *fmt, samples.records, c.generate);
   if (!data.eval.empty()) {
     Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size);
     summary.eval_loss_before = e.loss;
@@ -265,10 +265,10 @@ TrainSummary train(const Config& c) {
     summary.eval_accuracy_after = e.accuracy;
     record_eval(metrics, e, loader.epoch());
   }
-  samples.after = answer(m, tok, fmt, samples.records, c.generate);
+  samples.after = answer(m, tok, *fmt, samples.records, c.generate);
   summary.samples = static_cast<int64_t>(samples.records.size());
   for (size_t i = 0; i < samples.records.size(); ++i) {
-    const std::string ref = trim(samples.records[i].output);
+    const std::string ref = trim(data::Templater::reference(samples.records[i]));
     summary.samples_right_before += !ref.empty() && samples.before[i] == ref;
     summary.samples_right_after += !ref.empty() && samples.after[i] == ref;
   }
@@ -285,8 +285,8 @@ TrainSummary train(const Config& c) {
     }
   }
   for (size_t i = 0; i < samples.records.size(); ++i)
-    log_info("sample {}: {}{}\n  before: {}\n  after:  {}", i + 1, samples.records[i].instruction,
-             samples.records[i].input.empty() ? "" : " [" + samples.records[i].input + "]", samples.before[i], samples.after[i]);
+    log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, data::Templater::question(samples.records[i]),
+             samples.before[i], samples.after[i]);
   return summary;
 }
 
