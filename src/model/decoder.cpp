@@ -271,8 +271,11 @@ void Decoder::refresh_compute() {
 void Decoder::for_each_parameter(
     const std::function<void(const ParamSlot&, const at::Tensor&, bool trainable)>& fn) const {
   for (const Unit& u : units_) {
-    for (size_t i = 0; i < u.frozen.slots().size(); ++i) fn(u.frozen.slots()[i], u.frozen.view(i), false);
-    for (size_t i = 0; i < u.trainable.slots().size(); ++i) fn(u.trainable.slots()[i], u.trainable.view(i), true);
+    // Groups not materialized on this rank (ZeRO-3 between gathers) are skipped.
+    if (u.frozen.flat.defined())
+      for (size_t i = 0; i < u.frozen.slots().size(); ++i) fn(u.frozen.slots()[i], u.frozen.view(i), false);
+    if (u.trainable.flat.defined())
+      for (size_t i = 0; i < u.trainable.slots().size(); ++i) fn(u.trainable.slots()[i], u.trainable.view(i), true);
   }
 }
 
@@ -281,7 +284,8 @@ void Decoder::for_each_parameter(
 at::Tensor Decoder::param(Unit& u, const std::string& name, at::Tensor* grad) {
   int i = u.trainable.find(name);
   if (i >= 0) {
-    if (grad) *grad = u.trainable.view(static_cast<size_t>(i), u.grad);
+    // No gradient buffer outside a backward pass when gradients are sharded (ZeRO-2/3): no gradient view either.
+    if (grad) *grad = u.grad.numel() > 0 ? u.trainable.view(static_cast<size_t>(i), u.grad) : at::Tensor();
     return u.trainable.view(static_cast<size_t>(i), u.compute);
   }
   if (grad) *grad = at::Tensor();
@@ -333,7 +337,7 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
       const int64_t cols = first.shape[1], n = rows * cols;
       const bool trained = g == &u.trainable;
       *wf = (trained ? u.compute : g->flat).narrow(0, first.offset, n).view({rows, cols});
-      if (trained) *dwf = u.grad.narrow(0, first.offset, n).view({rows, cols});
+      if (trained) *dwf = u.grad.numel() > 0 ? u.grad.narrow(0, first.offset, n).view({rows, cols}) : at::Tensor();
       return;
     }
   };

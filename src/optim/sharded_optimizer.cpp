@@ -73,6 +73,7 @@ void ShardedOptimizer::acquire(model::Unit& u, model::Pass pass) {
       comm_.all_gather(u.compute, shard)->wait();
     }
   }
+  if (pass == model::Pass::kBackward) finish_scatter(s);  // the previous micro-batch's reduce-scatter of this unit
   if (pass == model::Pass::kBackward && !u.trainable.empty() && !u.grad.defined())
     u.grad = at::zeros({u.trainable.padded_numel()}, at::TensorOptions().dtype(s.m.scalar_type()));
 }
@@ -80,6 +81,7 @@ void ShardedOptimizer::acquire(model::Unit& u, model::Pass pass) {
 void ShardedOptimizer::release(model::Unit& u) {
   if (!plan_.shard_params) return;
   u.frozen.flat = at::Tensor();
+  u.trainable.flat = at::Tensor();
   u.compute = at::Tensor();
 }
 
@@ -87,13 +89,51 @@ void ShardedOptimizer::grads_ready(model::Unit& u) {
   if (u.trainable.empty()) return;
   UnitState& s = states_[index_of(u)];
   if (plan_.shard_grads) {
-    // Reduce-scatter this micro-batch's gradient into the slice accumulator, then drop the full buffer.
-    at::Tensor part = at::empty({s.numel}, s.grad_shard.options());
-    comm_.reduce_scatter(part, u.grad)->wait();
-    s.grad_shard.add_(part);
+    // Reduce-scatter this micro-batch's gradient asynchronously (it overlaps the backward of the units before this
+    // one); its slice is added to the accumulator, and the full buffer freed, when it completes.
+    s.scatter_in = u.grad;
+    s.scatter_out = at::empty({s.numel}, s.grad_shard.options());
+    s.scatter = comm_.reduce_scatter(s.scatter_out, s.scatter_in);
     u.grad = at::Tensor();
   } else if (last_micro_) {
     s.pending.push_back(comm_.all_reduce(u.grad));
+  }
+}
+
+void ShardedOptimizer::finish_scatter(UnitState& s) {
+  if (!s.scatter) return;
+  s.scatter->wait();
+  s.grad_shard.add_(s.scatter_out);
+  s.scatter.reset();
+  s.scatter_out = at::Tensor();
+  s.scatter_in = at::Tensor();
+}
+
+void ShardedOptimizer::gather_parameters(bool trainable_only) {
+  if (!plan_.shard_params) return;
+  c10::InferenceMode guard;
+  const at::ScalarType dtype = model_.options().dtype;
+  for (size_t i = 0; i < states_.size(); ++i) {
+    model::Unit& u = model_.units()[i];
+    UnitState& s = states_[i];
+    if (!u.trainable.empty() && !u.trainable.flat.defined()) {
+      u.trainable.flat = at::empty({u.trainable.padded_numel()}, s.master_shard.options());
+      comm_.all_gather(u.trainable.flat, s.master_shard)->wait();
+      u.compute = dtype == u.trainable.flat.scalar_type() ? u.trainable.flat : u.trainable.flat.to(dtype);
+    }
+    if (!trainable_only && !u.frozen.empty() && !u.frozen.flat.defined()) {
+      u.frozen.flat = at::empty({u.frozen.padded_numel()}, s.frozen_shard.options());
+      comm_.all_gather(u.frozen.flat, s.frozen_shard)->wait();
+    }
+  }
+}
+
+void ShardedOptimizer::release_parameters() {
+  if (!plan_.shard_params) return;
+  for (model::Unit& u : model_.units()) {
+    u.trainable.flat = at::Tensor();
+    u.frozen.flat = at::Tensor();
+    u.compute = at::Tensor();
   }
 }
 
@@ -139,6 +179,7 @@ StepResult ShardedOptimizer::finish_step(double lr, double max_grad_norm, double
   for (auto& s : states_) {
     for (auto& w : s.pending) w->wait();
     s.pending.clear();
+    finish_scatter(s);
   }
   // The gradient this rank holds for each unit: its slice (gradients sharded) or the whole buffer.
   std::vector<at::Tensor> grads(units.size());

@@ -63,6 +63,12 @@ class ShardedOptimizer : public model::ParamProvider {
   void release(model::Unit& u) override;
   void grads_ready(model::Unit& u) override;
 
+  // ZeRO-3: all-gathers the full parameters of every unit (only the trainable ones when trainable_only: a LoRA
+  // adapter's save gathers adapter tensors and nothing else) into place, for evaluation outside the training pass,
+  // generation and saving; release_parameters() frees them again. Collective; no-ops at stages 0-2.
+  void gather_parameters(bool trainable_only);
+  void release_parameters();
+
   MemoryReport memory() const;
   const ShardingPlan& plan() const { return plan_; }
   int64_t steps() const { return step_; }
@@ -75,11 +81,15 @@ class ShardedOptimizer : public model::ParamProvider {
     at::Tensor master_shard;        // fp32 master slice (parameters sharded)
     at::Tensor frozen_shard;        // frozen-weight slice (parameters sharded)
     std::vector<std::shared_ptr<comm::Work>> pending;
+    // Gradients sharded: a reduce-scatter in flight, its output and the full gradient it reads (freed when done).
+    std::shared_ptr<comm::Work> scatter;
+    at::Tensor scatter_out, scatter_in;
   };
   std::vector<UnitState>& state() { return states_; }
 
  private:
   size_t index_of(const model::Unit& u) const;
+  void finish_scatter(UnitState& s);
   void adamw(model::Unit& u, UnitState& s, const at::Tensor& param, const at::Tensor& grad, double lr);
 
   model::Decoder& model_;

@@ -81,7 +81,8 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
   return out;
 }
 
-TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed) {
+TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed, bool leader,
+                             const std::function<void()>& barrier) {
   TrainData out;
   if (!c.data.path.empty() && data::is_prepared(c.data.path)) {
     out.prepared = data::open_prepared(c.data.path, tok);
@@ -104,13 +105,14 @@ TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t see
   const std::string fp = data::preparation_fingerprint(c.data, tok, t, seed);
   std::string cache = c.data.cache_dir.empty() ? path_join(c.output.dir, "data-cache") : c.data.cache_dir;
   std::string dir = path_join(cache, fp.substr(0, 16));
-  if (!data::is_prepared(dir)) {
+  if (leader && !data::is_prepared(dir)) {
     log_info("preparing {} into {}", c.data.path.empty() ? c.data.dataset : c.data.path, dir);
     data::Dataset ds = data::build_dataset(c.data, tok, seed, static_cast<size_t>(c.data.threads));
     log_preparation(data::write_prepared(ds, dir, tok, c.data, {tok.fingerprint(), fp}));
-  } else {
+  } else if (leader) {
     log_info("using the data prepared earlier in {}", dir);
   }
+  if (barrier) barrier();  // the leader has written the manifest (or failed, and the others time out naming it)
   out.prepared = data::open_prepared(dir, tok, fp);
   out.description = "prepared data in " + dir;
   return out;

@@ -3,6 +3,7 @@
 // trainable-parameter line.
 #pragma once
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -41,7 +42,10 @@ struct TrainData {
   data::PreparedData prepared;
   std::string description;
 };
-TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed);
+// In a data-parallel job only the leader (rank 0) prepares a raw dataset into the cache; `barrier` holds the
+// others until it has, then every rank opens the same shards.
+TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed, bool leader = true,
+                             const std::function<void()>& barrier = nullptr);
 
 // The templater that formats prompts the same way the training data was formatted.
 std::unique_ptr<data::Templater> templater_for(const Config& c, const Tokenizer& tok, const std::string& template_name);

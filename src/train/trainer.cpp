@@ -8,6 +8,7 @@
 #include <set>
 
 #include "comm/communicator.hpp"
+#include "comm/factory.hpp"
 #include "data/dataset.hpp"
 #include "data/loader.hpp"
 #include "data/prepared.hpp"
@@ -34,7 +35,8 @@ struct Eval {
 };
 
 // Held-out examples, in batches of about `tokens_per_batch` tokens.
-Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t tokens_per_batch) {
+Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t tokens_per_batch,
+              model::ParamProvider* provider) {
   double loss = 0;
   int64_t targets = 0, correct = 0;
   for (size_t i = 0; i < eval.size();) {
@@ -47,7 +49,7 @@ Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t
     }
     model::Batch b = to_batch(mb);
     int64_t right = 0;
-    loss += m.forward_loss(b, nullptr, &right);
+    loss += m.forward_loss(b, provider, &right);
     targets += b.num_targets;
     correct += right;
   }
@@ -148,10 +150,20 @@ TrainSummary train(const Config& c) {
   const auto seed = static_cast<uint64_t>(c.train.seed);
 
   // Parts: communicator, tokenizer, examples, model, optimizer, loader.
-  std::unique_ptr<comm::Communicator> comm = comm::make_single_process();
+  const comm::World world = comm::resolve_world(c.dist);
+  std::unique_ptr<comm::Communicator> comm = comm::make_communicator(c.dist, world);
+  const bool leader = comm->rank() == 0;
+  // Rank 0 speaks for the job; the others log warnings and errors only (prefixed with their rank).
+  struct QuietRanks {
+    LogLevel saved = log_level();
+    explicit QuietRanks(bool quiet) {
+      if (quiet && saved < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
+    }
+    ~QuietRanks() { set_log_level(saved); }
+  } quiet(!leader);
   std::string tok_path = job::resolve_tokenizer_path(c);
   Tokenizer tok = Tokenizer::from_file(tok_path);
-  job::TrainData td = job::load_training_data(c, tok, seed);
+  job::TrainData td = job::load_training_data(c, tok, seed, leader, [&] { comm->barrier(); });
   data::PreparedData& data = td.prepared;
   log_info("data: {}: {} rows ({} tokens) to train on, {} held-out examples", td.description, data.train->rows(),
            data.train->tokens(), data.eval.size());
@@ -162,9 +174,11 @@ TrainSummary train(const Config& c) {
 
   TrainSummary summary;
   summary.output_dir = c.output.dir;
+  summary.rank = comm->rank();
+  summary.world_size = comm->size();
   make_dirs(c.output.dir);
-  write_file_atomic(path_join(c.output.dir, "config.yaml"), config_to_yaml(c));
-  if (!lm.dir && mode == "lora") {  // the embedded model is the adapter's base: keep it beside the adapter
+  if (leader) write_file_atomic(path_join(c.output.dir, "config.yaml"), config_to_yaml(c));
+  if (leader && !lm.dir && mode == "lora") {  // the embedded model is the adapter's base: keep it beside the adapter
     std::string base = path_join(c.output.dir, "base");
     save_model_dir(m, m.config().to_json(), tok_path, base);
     lm.base_name = base;
@@ -202,9 +216,17 @@ TrainSummary train(const Config& c) {
     for (size_t i = 0; i < data.eval_samples.size() && static_cast<int64_t>(samples.records.size()) < c.generate.num_samples; ++i)
       if (seen.insert(data::Templater::question(data.eval_samples[i])).second) samples.records.push_back(data.eval_samples[i]);
   }
-  samples.before = answer(m, tok, *fmt, samples.records, c.generate);
+  // Generation runs on rank 0 (ZeRO-3 gathers the parameters on every rank first, a collective).
+  auto generate_samples = [&] {
+    opt.gather_parameters(false);
+    std::vector<std::string> out = leader ? answer(m, tok, *fmt, samples.records, c.generate)
+                                          : std::vector<std::string>(samples.records.size());
+    opt.release_parameters();
+    return out;
+  };
+  samples.before = generate_samples();
   if (!data.eval.empty()) {
-    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size);
+    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size, &opt);
     summary.eval_loss_before = e.loss;
     summary.eval_accuracy_before = e.accuracy;
     record_eval(metrics, e, 0.0);
@@ -233,6 +255,17 @@ TrainSummary train(const Config& c) {
     LLMFT_CHECK(std::isfinite(loss) && std::isfinite(r.grad_norm), Status::kInternal,
                 "step {}: loss {} / grad norm {} is not finite (lower train.lr?)", step + 1, loss, r.grad_norm);
 
+    if (step == 0) {
+      const optim::MemoryReport mem = opt.memory();
+      log_message(LogLevel::kInfo,
+                  fmt::format("[llmft] rank {}: ZeRO stage {} holds {:.2f} MB of optimizer state, {:.2f} MB of parameters "
+                              "and {:.2f} MB of gradients between steps",
+                              comm->rank(), c.dist.zero_stage, mem.optimizer_state_bytes / 1e6, mem.parameter_bytes / 1e6,
+                              mem.gradient_bytes / 1e6));
+      summary.optimizer_state_bytes = mem.optimizer_state_bytes;
+      summary.parameter_bytes = mem.parameter_bytes;
+      summary.gradient_bytes = mem.gradient_bytes;
+    }
     interval_loss += loss;
     ++interval_steps;
     interval_tokens += static_cast<int64_t>(global[2].item<double>());
@@ -251,7 +284,7 @@ TrainSummary train(const Config& c) {
       interval_start = Clock::now();
     }
     if (c.train.eval_every > 0 && (step + 1) % c.train.eval_every == 0 && step + 1 < steps && !data.eval.empty()) {
-      record_eval(metrics, evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size), loader.epoch());
+      record_eval(metrics, evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size, &opt), loader.epoch());
     }
   }
   summary.steps = steps;
@@ -260,19 +293,21 @@ TrainSummary train(const Config& c) {
 
   // After: held-out loss, the same questions again, the trained weights.
   if (!data.eval.empty()) {
-    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size);
+    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size, &opt);
     summary.eval_loss_after = e.loss;
     summary.eval_accuracy_after = e.accuracy;
     record_eval(metrics, e, loader.epoch());
   }
-  samples.after = answer(m, tok, *fmt, samples.records, c.generate);
+  samples.after = generate_samples();
   summary.samples = static_cast<int64_t>(samples.records.size());
   for (size_t i = 0; i < samples.records.size(); ++i) {
     const std::string ref = trim(data::Templater::reference(samples.records[i]));
     summary.samples_right_before += !ref.empty() && samples.before[i] == ref;
     summary.samples_right_after += !ref.empty() && samples.after[i] == ref;
   }
-  if (comm->rank() == 0) {
+  // Saving: ZeRO-3 gathers what is saved (a LoRA adapter: the adapter tensors only); rank 0 writes.
+  opt.gather_parameters(mode == "lora");
+  if (leader) {
     write_samples(path_join(c.output.dir, "samples.txt"), samples);
     if (mode == "lora") {
       summary.adapter_dir = path_join(c.output.dir, "adapter");
@@ -284,6 +319,8 @@ TrainSummary train(const Config& c) {
       save_model_dir(m, lm.dir ? lm.dir->config_json() : m.config().to_json(), tok_path, summary.model_dir);
     }
   }
+  opt.release_parameters();
+  comm->barrier();  // every rank leaves once the files are written (rank 0 may serve the store the others use)
   for (size_t i = 0; i < samples.records.size(); ++i)
     log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, data::Templater::question(samples.records[i]),
              samples.before[i], samples.after[i]);

@@ -1,0 +1,28 @@
+// Choosing the backend, once per job: make_communicator resolves the world from the launcher's environment
+// (comm/world.hpp) and dist.*, and builds the single-process, Gloo or NCCL communicator the rest of llmft is handed.
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "comm/communicator.hpp"
+#include "comm/world.hpp"
+#include "llmft/config.hpp"
+
+namespace llmft::comm {
+
+struct CommOptions {
+  std::chrono::milliseconds timeout{300000};              // every collective's default deadline
+  std::chrono::milliseconds rendezvous_timeout{600000};  // reaching the store and forming the group
+};
+
+CommOptions comm_options(const DistSection& d);
+
+// "auto": single for a world of one, NCCL when dist.backend says so or CUDA is in use (device != "cpu"), else Gloo.
+std::unique_ptr<Communicator> make_communicator(const DistSection& d, const World& w, bool gpu = false);
+
+std::unique_ptr<Communicator> make_gloo(const World& w, const CommOptions& o);
+std::unique_ptr<Communicator> make_nccl(const World& w, const CommOptions& o);
+bool nccl_available();
+
+}  // namespace llmft::comm

@@ -1,0 +1,101 @@
+// Helpers for the distributed tests: free TCP ports, and running a world of `llmft` processes the way a launcher
+// does (one process per rank, RANK / WORLD_SIZE / MASTER_ADDR / MASTER_PORT in each environment).
+#pragma once
+
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <map>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "test_support.hpp"
+#include "util/file.hpp"
+
+namespace llmft::test {
+
+// A port the kernel just handed out (free at that moment).
+inline int free_port() {
+  int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in a{};
+  a.sin_family = AF_INET;
+  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  a.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a);
+  socklen_t len = sizeof a;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
+  close(fd);
+  return ntohs(a.sin_port);
+}
+
+inline std::string llmft_bin() { return path_join(build_dir(), "bin/llmft"); }
+
+struct Proc {
+  pid_t pid = -1;
+  std::string log;
+};
+
+// Starts `argv` with extra environment variables; stdout and stderr go to `log`.
+inline Proc spawn(const std::vector<std::string>& argv, const std::map<std::string, std::string>& env,
+                  const std::string& log) {
+  Proc p;
+  p.log = log;
+  std::fflush(nullptr);  // or the child would inherit, and print again, what is buffered
+  p.pid = fork();
+  if (p.pid == 0) {
+    for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
+    FILE* f = freopen(log.c_str(), "w", stdout);
+    (void)f;
+    dup2(fileno(stdout), fileno(stderr));
+    std::vector<char*> args;
+    for (const auto& a : argv) args.push_back(const_cast<char*>(a.c_str()));
+    args.push_back(nullptr);
+    execv(args[0], args.data());
+    _exit(127);
+  }
+  return p;
+}
+
+// Waits for the process up to `timeout`; returns its exit status (128 + signal when killed), or -1 on timeout
+// (then it is killed).
+inline int wait_for(Proc& p, std::chrono::seconds timeout) {
+  const auto end = std::chrono::steady_clock::now() + timeout;
+  for (;;) {
+    int status = 0;
+    const pid_t r = waitpid(p.pid, &status, WNOHANG);
+    if (r == p.pid) return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+    if (std::chrono::steady_clock::now() > end) {
+      kill(p.pid, SIGKILL);
+      waitpid(p.pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+}
+
+// Runs `llmft train` as a world of `n` ranks on this machine; returns each rank's exit status.
+inline std::vector<int> run_world(int n, const std::vector<std::string>& args, const std::string& log_prefix,
+                                  std::chrono::seconds timeout = std::chrono::seconds(600)) {
+  const int port = free_port();
+  std::vector<Proc> procs;
+  for (int r = 0; r < n; ++r) {
+    std::vector<std::string> argv = {llmft_bin(), "train"};
+    argv.insert(argv.end(), args.begin(), args.end());
+    procs.push_back(spawn(argv,
+                          {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(n)},
+                           {"LOCAL_RANK", std::to_string(r)}, {"LOCAL_WORLD_SIZE", std::to_string(n)},
+                           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)}},
+                          log_prefix + ".rank" + std::to_string(r) + ".log"));
+  }
+  std::vector<int> codes;
+  for (auto& p : procs) codes.push_back(wait_for(p, timeout));
+  return codes;
+}
+
+}  // namespace llmft::test

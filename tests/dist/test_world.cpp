@@ -1,0 +1,106 @@
+// Where a process stands, from the variables each launcher sets: torchrun, Kubeflow PyTorchJob (including the PET_
+// forms), a Kubernetes Indexed Job, plain variables; dist.* overrides; inconsistent values are errors naming them.
+#include <gtest/gtest.h>
+
+#include <map>
+
+#include "comm/world.hpp"
+#include "llmft/error.hpp"
+
+using namespace llmft;
+
+namespace {
+
+comm::World world(const std::map<std::string, std::string>& env, DistSection d = {}) {
+  return comm::resolve_world(d, [&](const char* name) -> const char* {
+    auto it = env.find(name);
+    return it == env.end() ? nullptr : it->second.c_str();
+  });
+}
+
+std::string error_of(const std::map<std::string, std::string>& env, DistSection d = {}) {
+  try {
+    world(env, d);
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+}  // namespace
+
+TEST(World, NothingSetIsASingleProcess) {
+  const auto w = world({});
+  EXPECT_EQ(w.rank, 0);
+  EXPECT_EQ(w.size, 1);
+  EXPECT_EQ(w.master_addr, "127.0.0.1");
+  EXPECT_EQ(w.master_port, 29500);
+}
+
+TEST(World, Torchrun) {
+  // What torchrun --nnodes=2 --nproc_per_node=4 sets for the second process of the second node.
+  const auto w = world({{"RANK", "5"}, {"WORLD_SIZE", "8"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "4"},
+                        {"GROUP_RANK", "1"}, {"MASTER_ADDR", "10.0.0.7"}, {"MASTER_PORT", "29400"},
+                        {"TORCHELASTIC_RUN_ID", "job"}, {"TORCHELASTIC_USE_AGENT_STORE", "True"},
+                        {"TORCHELASTIC_RESTART_COUNT", "2"}});
+  EXPECT_EQ(w.rank, 5);
+  EXPECT_EQ(w.size, 8);
+  EXPECT_EQ(w.local_rank, 1);
+  EXPECT_EQ(w.local_size, 4);
+  EXPECT_EQ(w.node_rank, 1);
+  EXPECT_EQ(w.nodes, 2);
+  EXPECT_EQ(w.master_addr, "10.0.0.7");
+  EXPECT_EQ(w.master_port, 29400);
+  EXPECT_TRUE(w.agent_store);
+  EXPECT_EQ(w.store_prefix, "/worker/attempt_2");
+  EXPECT_EQ(w.source, "torchrun");
+}
+
+TEST(World, PyTorchJobWithPetVariables) {
+  // A PyTorchJob pod running llmft directly: RANK / WORLD_SIZE / MASTER_* plus PET_ forms for torchrun.
+  const auto w = world({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"PET_NNODES", "4"}, {"PET_NPROC_PER_NODE", "1"},
+                        {"PET_MASTER_ADDR", "job-master-0"}, {"PET_MASTER_PORT", "23456"}});
+  EXPECT_EQ(w.rank, 3);
+  EXPECT_EQ(w.size, 4);
+  EXPECT_EQ(w.nodes, 4);
+  EXPECT_EQ(w.node_rank, 3);
+  EXPECT_EQ(w.master_addr, "job-master-0");
+  EXPECT_EQ(w.master_port, 23456);
+  EXPECT_FALSE(w.agent_store);
+  EXPECT_EQ(w.source, "PyTorchJob");
+}
+
+TEST(World, IndexedJob) {
+  DistSection d;
+  d.nnodes = 3;
+  d.nproc_per_node = 2;
+  const auto w = world({{"JOB_COMPLETION_INDEX", "2"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "train-0.train"}}, d);
+  EXPECT_EQ(w.node_rank, 2);
+  EXPECT_EQ(w.nodes, 3);
+  EXPECT_EQ(w.local_rank, 1);
+  EXPECT_EQ(w.rank, 5);
+  EXPECT_EQ(w.size, 6);
+  EXPECT_EQ(w.master_addr, "train-0.train");
+  EXPECT_EQ(w.source, "Indexed Job");
+}
+
+TEST(World, ConfigurationOverridesTheEnvironment) {
+  DistSection d;
+  d.master_addr = "10.1.1.1";
+  d.master_port = 1234;
+  const auto w = world({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "elsewhere"}, {"MASTER_PORT", "9"}}, d);
+  EXPECT_EQ(w.master_addr, "10.1.1.1");
+  EXPECT_EQ(w.master_port, 1234);
+}
+
+TEST(World, InconsistentValuesAreErrorsNamingThem) {
+  EXPECT_NE(error_of({{"RANK", "2"}, {"WORLD_SIZE", "2"}}).find("RANK=2 is not below WORLD_SIZE=2"), std::string::npos);
+  EXPECT_NE(error_of({{"RANK", "1"}}).find("RANK and WORLD_SIZE"), std::string::npos);
+  EXPECT_NE(error_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}}).find("RANK=\"x\""), std::string::npos);
+  EXPECT_NE(error_of({{"JOB_COMPLETION_INDEX", "1"}}).find("dist.nnodes"), std::string::npos);
+  DistSection d;
+  d.nnodes = 2;
+  EXPECT_NE(error_of({{"JOB_COMPLETION_INDEX", "2"}}, d).find("JOB_COMPLETION_INDEX"), std::string::npos);
+  EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}}).find("not a TCP port"),
+            std::string::npos);
+}
