@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <stdexcept>
 #include <string>
+#include <vector>
 
+#include "llmft/tokenizer.hpp"
 #include "util/file.hpp"
 
 namespace llmft::test {
@@ -47,6 +49,25 @@ inline std::string temp_dir(const std::string& name) {
   std::string templ = path_join(base && *base ? base : "/tmp", "llmft-" + name + "-XXXXXX");
   if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed for " + templ);
   return templ;
+}
+
+// The trained tokens of an encoded example (anything with `ids` and `trained`), decoded one contiguous run at a
+// time, runs joined with '|'.
+template <typename Encoded>
+std::string trained_text(const Tokenizer& tok, const Encoded& e) {
+  std::string out;
+  std::vector<int32_t> run;
+  for (size_t i = 0; i <= e.ids.size(); ++i) {
+    if (i < e.ids.size() && e.trained[i]) {
+      run.push_back(e.ids[i]);
+      continue;
+    }
+    if (!run.empty()) {
+      out += (out.empty() ? "" : "|") + tok.decode(run, false);
+      run.clear();
+    }
+  }
+  return out;
 }
 
 }  // namespace llmft::test

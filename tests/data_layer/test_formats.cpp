@@ -11,6 +11,7 @@
 #include "util/file.hpp"
 
 using namespace llmft;
+using test::trained_text;
 
 namespace {
 
@@ -18,20 +19,6 @@ Tokenizer shared(const std::string& name) {
   return Tokenizer::from_file(test::data_path("tokenizers/" + name + "/tokenizer.json"));
 }
 
-// The decoded text of the trained tokens of an example, runs joined with '|'.
-std::string trained_text(const Tokenizer& tok, const data::Example& e) {
-  std::string out;
-  std::vector<int32_t> run;
-  for (size_t i = 0; i <= e.ids.size(); ++i) {
-    if (i < e.ids.size() && e.trained[i]) {
-      run.push_back(e.ids[i]);
-      continue;
-    }
-    if (!run.empty()) out += (out.empty() ? "" : "|") + tok.decode(run, false);
-    run.clear();
-  }
-  return out;
-}
 
 data::Example encode(const Tokenizer& tok, const DataSection& d, const std::string& record_json) {
   data::FormatSpec spec = data::FormatSpec::from_config(d);

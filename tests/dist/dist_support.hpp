@@ -10,10 +10,13 @@
 
 #include <chrono>
 #include <cstdlib>
+#include <fstream>
 #include <map>
 #include <string>
 #include <thread>
 #include <vector>
+
+#include <nlohmann/json.hpp>
 
 #include "test_support.hpp"
 #include "util/file.hpp"
@@ -96,6 +99,17 @@ inline std::vector<int> run_world(int n, const std::vector<std::string>& args, c
   std::vector<int> codes;
   for (auto& p : procs) codes.push_back(wait_for(p, timeout));
   return codes;
+}
+
+// The training losses a run logged to <out>/metrics.jsonl, in order.
+inline std::vector<double> logged_losses(const std::string& out) {
+  std::vector<double> v;
+  std::ifstream f(out + "/metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    auto j = nlohmann::json::parse(line);
+    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
+  }
+  return v;
 }
 
 }  // namespace llmft::test

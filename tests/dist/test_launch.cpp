@@ -7,9 +7,6 @@
 #include <unistd.h>
 
 #include <cmath>
-#include <fstream>
-
-#include <nlohmann/json.hpp>
 
 #include "dist_support.hpp"
 
@@ -25,15 +22,7 @@ std::vector<std::string> job_args(const std::string& out, int world) {
           "dist.zero_stage=2", "output.dir=" + out};
 }
 
-std::vector<double> losses(const std::string& out) {
-  std::vector<double> v;
-  std::ifstream f(out + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
-  }
-  return v;
-}
+std::vector<double> losses(const std::string& out) { return test::logged_losses(out); }
 
 void expect_same_losses(const std::vector<double>& got, const std::vector<double>& want) {
   ASSERT_EQ(got.size(), want.size());

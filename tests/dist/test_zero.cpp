@@ -8,7 +8,6 @@
 #include <signal.h>
 
 #include <cmath>
-#include <fstream>
 
 #include <nlohmann/json.hpp>
 
@@ -35,15 +34,7 @@ std::vector<std::string> job_args(const std::string& out, const std::string& mod
           "dist.timeout_s=120", "dist.zero_stage=" + std::to_string(stage), "output.dir=" + out};
 }
 
-std::vector<double> losses(const std::string& out) {
-  std::vector<double> v;
-  std::ifstream f(out + "/metrics.jsonl");
-  for (std::string line; std::getline(f, line);) {
-    auto j = nlohmann::json::parse(line);
-    if (j.contains("loss")) v.push_back(j["loss"].get<double>());
-  }
-  return v;
-}
+std::vector<double> losses(const std::string& out) { return test::logged_losses(out); }
 
 std::string weights_file(const std::string& out, const std::string& mode) {
   return mode == "full" ? out + "/model/model.safetensors" : out + "/adapter/adapter_model.safetensors";

@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <string>
 
+#include "../data_layer/data_support.hpp"  // tiny_tokenizer: one token per byte
 #include "data/dataset.hpp"
 #include "data/formats.hpp"
 #include "data/packing.hpp"
@@ -16,33 +17,13 @@
 
 namespace {
 
-llmft::Tokenizer byte_tokenizer() {
-  nlohmann::json j = nlohmann::json::parse(R"({"added_tokens": [{"id": 256, "content": "<eos>", "special": true}],
-    "pre_tokenizer": {"type": "ByteLevel", "add_prefix_space": false, "use_regex": false},
-    "decoder": {"type": "ByteLevel"}, "model": {"type": "BPE", "vocab": {}, "merges": []}})");
-  uint32_t next = 256;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255);
-    const uint32_t cp = printable ? static_cast<uint32_t>(b) : next++;
-    std::string s;
-    if (cp < 0x80) {
-      s += static_cast<char>(cp);
-    } else {
-      s += static_cast<char>(0xC0 | (cp >> 6));
-      s += static_cast<char>(0x80 | (cp & 0x3F));
-    }
-    j["model"]["vocab"][s] = b;
-  }
-  return llmft::Tokenizer::from_json(j.dump(), R"({"eos_token": "<eos>"})", "fuzz/tokenizer.json");
-}
-
 const char* kFormats[] = {"alpaca", "dolly", "prompt_completion", "text", "sharegpt", "messages"};
 const char* kSuffixes[] = {".json", ".jsonl", ".json.gz", ".jsonl.gz"};
 
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  static const llmft::Tokenizer tok = byte_tokenizer();
+  static const llmft::Tokenizer tok = llmft::test::tiny_tokenizer();
   static const std::string dir = [] {
     std::string d = "/tmp/llmft-fuzz-data-" + std::to_string(getpid());
     llmft::make_dirs(d);

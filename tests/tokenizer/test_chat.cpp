@@ -10,25 +10,9 @@
 
 using llmft::tok::ChatFormatter;
 using llmft::tok::Json;
+using llmft::test::trained_text;
 
 namespace {
-
-// Text of the trained tokens, decoded as one sequence per contiguous run, runs joined with '|'.
-std::string trained_text(const llmft::Tokenizer& tok, const llmft::tok::Encoded& e) {
-  std::string out;
-  std::vector<int32_t> run;
-  for (size_t i = 0; i <= e.ids.size(); ++i) {
-    if (i < e.ids.size() && e.trained[i]) {
-      run.push_back(e.ids[i]);
-      continue;
-    }
-    if (!run.empty()) {
-      out += (out.empty() ? "" : "|") + tok.decode(run, false);
-      run.clear();
-    }
-  }
-  return out;
-}
 
 llmft::Tokenizer shared_tokenizer(const std::string& name) {
   return llmft::Tokenizer::from_file(llmft::test::data_path("tokenizers/" + name + "/tokenizer.json"));
