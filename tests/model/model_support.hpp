@@ -44,6 +44,18 @@ inline void save_tensors(const std::string& path, const std::map<std::string, at
   io::write_safetensors(path, views);
 }
 
+// What tests/model/reference.py reads: config.json, the base weights (model.safetensors) and the LoRA tensors
+// (adapter.safetensors) of a decoder, by Hugging Face / PEFT name.
+inline void save_for_reference(const model::Decoder& m, const std::string& dir) {
+  std::map<std::string, at::Tensor> base, adapter;
+  m.for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool) {
+    (s.name.find(".lora_") != std::string::npos ? adapter : base)[s.name] = t;
+  });
+  save_tensors(dir + "/model.safetensors", base);
+  if (!adapter.empty()) save_tensors(dir + "/adapter.safetensors", adapter);
+  write_file_atomic(dir + "/config.json", m.config().to_json().dump());
+}
+
 inline at::Tensor to_tensor(const io::TensorView& v) {
   at::ScalarType t = v.dtype == io::DType::kF64 ? at::kDouble : v.dtype == io::DType::kI64 ? at::kLong : at::kFloat;
   return at::from_blob(const_cast<uint8_t*>(v.data), v.shape, at::TensorOptions().dtype(t)).clone();

@@ -93,13 +93,7 @@ TEST_P(Numerics, LogitsLossAndGradientsMatchPyTorch) {
   std::string dir = test::temp_dir(std::string("num-") + c.name);
 
   // The case for the reference: config, weights, adapter, documents.
-  std::map<std::string, at::Tensor> base, adapter;
-  m->for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool) {
-    (s.name.find(".lora_") != std::string::npos ? adapter : base)[s.name] = t;
-  });
-  test::save_tensors(dir + "/model.safetensors", base);
-  if (!adapter.empty()) test::save_tensors(dir + "/adapter.safetensors", adapter);
-  write_file_atomic(dir + "/config.json", m->config().to_json().dump());
+  test::save_for_reference(*m, dir);
   nlohmann::json cj = {{"mode", c.mode == model::TrainMode::kLora ? "lora" : "full"}, {"docs", docs.ids},
                        {"trained", docs.trained},
                        {"lora", {{"r", 4}, {"alpha", 12}, {"use_rslora", c.rslora}}}};

@@ -103,13 +103,7 @@ void compare_with_pytorch(model::TrainMode mode, at::ScalarType dtype, double to
   auto m = make_model(mode, dtype);
   Plan p = make_plan(17);
   std::string dir = test::temp_dir("step");
-  std::map<std::string, at::Tensor> base, adapter;
-  m->for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool) {
-    (s.name.find(".lora_") != std::string::npos ? adapter : base)[s.name] = t;
-  });
-  test::save_tensors(dir + "/model.safetensors", base);
-  if (!adapter.empty()) test::save_tensors(dir + "/adapter.safetensors", adapter);
-  write_file_atomic(dir + "/config.json", m->config().to_json().dump());
+  test::save_for_reference(*m, dir);
   nlohmann::json cj = {{"mode", mode == model::TrainMode::kLora ? "lora" : "full"},
                        {"docs", p.docs}, {"trained", p.trained}, {"steps", p.steps},
                        {"lora", {{"r", 4}, {"alpha", 8}}},
