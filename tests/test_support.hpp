@@ -21,6 +21,9 @@ namespace llmft::test {
 #ifndef LLMFT_SOURCE_DIR_DEFAULT
 #define LLMFT_SOURCE_DIR_DEFAULT "."
 #endif
+#ifndef LLMFT_PYTHON_DEFAULT
+#define LLMFT_PYTHON_DEFAULT "python3"
+#endif
 #ifndef LLMFT_BUILD_DIR_DEFAULT
 #define LLMFT_BUILD_DIR_DEFAULT "build"
 #endif
@@ -37,6 +40,9 @@ inline std::string data_path(const std::string& rel) { return path_join(data_dir
 
 inline std::string source_dir() { return env_or("LLMFT_SOURCE_DIR", LLMFT_SOURCE_DIR_DEFAULT); }
 inline std::string build_dir() { return env_or("LLMFT_BUILD_DIR", LLMFT_BUILD_DIR_DEFAULT); }
+
+// The Python of the project's environment (scripts/deps.sh test): torch, transformers, PEFT, vLLM, jinja2.
+inline std::string python() { return env_or("LLMFT_PYTHON", LLMFT_PYTHON_DEFAULT); }
 
 inline std::string oracle_dir() {
   const char* env = std::getenv("LLMFT_ORACLE_DIR");

@@ -1,4 +1,4 @@
-// Launchers: torchrun (Debian's python3-torch) starting llmft with --no_python, and a job of 2 "nodes" x 2 processes
+// Launchers: torchrun (the project environment's torch) starting llmft with --no_python, and a job of 2 "nodes" x 2 processes
 // in two network namespaces joined by a veth pair, started as a Kubernetes Indexed Job starts pods
 // (JOB_COMPLETION_INDEX, dist.nnodes, dist.nproc_per_node) and meeting at node 0's address. Both must train to the
 // same losses as one process with the same global batch.
@@ -36,13 +36,13 @@ int sh(const std::string& cmd) { return std::system(cmd.c_str()); }
 }  // namespace
 
 TEST(Launch, TorchrunNoPython) {
-  if (sh("test -x /usr/bin/torchrun") != 0) GTEST_FAIL() << "no /usr/bin/torchrun: run scripts/deps.sh test (python3-torch)";
+  // torchrun from the project's Python environment (torch 2.11, the launcher our users run).
+  const std::string torchrun = path_join(path_dirname(test::python()), "torchrun");
+  if (!file_exists(torchrun)) GTEST_FAIL() << "no " << torchrun << ": run scripts/deps.sh test";
   const std::string dir = test::temp_dir("torchrun");
   ASSERT_EQ(test::run_world(1, job_args(dir + "/one", 1), dir + "/one"), std::vector<int>{0});
-  // Debian's torchrun (torch 1.13) on Python 3.11 cannot parse its own defaults of --redirects / --tee ("0"): pass 1.
-  std::vector<std::string> argv = {"/usr/bin/torchrun", "--nproc_per_node=2",
-                                   "--master_port=" + std::to_string(test::free_port()), "--redirects", "1", "--tee",
-                                   "1", "--no_python", test::llmft_bin(), "train"};
+  std::vector<std::string> argv = {torchrun, "--nproc_per_node=2", "--master_port=" + std::to_string(test::free_port()),
+                                   "--no_python", test::llmft_bin(), "train"};
   for (const auto& a : job_args(dir + "/two", 2)) argv.push_back(a);
   test::Proc p = test::spawn(argv, {}, dir + "/torchrun.log");
   const int code = test::wait_for(p, std::chrono::seconds(600));

@@ -1,5 +1,6 @@
 // Helpers for model tests: small random configurations, saving a Decoder's tensors as safetensors, running the
-// PyTorch reference (tests/model/reference.py, Debian's python3-torch).
+// Hugging Face reference (tests/model/hf_reference.py: transformers' model classes and PEFT, in the project's
+// Python environment).
 #pragma once
 
 #include <gtest/gtest.h>
@@ -44,7 +45,7 @@ inline void save_tensors(const std::string& path, const std::map<std::string, at
   io::write_safetensors(path, views);
 }
 
-// What tests/model/reference.py reads: config.json, the base weights (model.safetensors) and the LoRA tensors
+// What tests/model/hf_reference.py reads: config.json, the base weights (model.safetensors) and the LoRA tensors
 // (adapter.safetensors) of a decoder, by Hugging Face / PEFT name.
 inline void save_for_reference(const model::Decoder& m, const std::string& dir) {
   std::map<std::string, at::Tensor> base, adapter;
@@ -57,7 +58,10 @@ inline void save_for_reference(const model::Decoder& m, const std::string& dir) 
 }
 
 inline at::Tensor to_tensor(const io::TensorView& v) {
-  at::ScalarType t = v.dtype == io::DType::kF64 ? at::kDouble : v.dtype == io::DType::kI64 ? at::kLong : at::kFloat;
+  at::ScalarType t = v.dtype == io::DType::kF64    ? at::kDouble
+                     : v.dtype == io::DType::kI64  ? at::kLong
+                     : v.dtype == io::DType::kBF16 ? at::kBFloat16
+                                                   : at::kFloat;
   return at::from_blob(const_cast<uint8_t*>(v.data), v.shape, at::TensorOptions().dtype(t)).clone();
 }
 
@@ -69,25 +73,14 @@ inline double rel_err(const at::Tensor& a, const at::Tensor& b) {
   return denom == 0 ? num : num / denom;
 }
 
-// The Python with torch: Debian's /usr/bin/python3 (python3-torch), else python3 on PATH.
-inline std::string torch_python() {
-  for (const char* p : {"/usr/bin/python3", "python3"}) {
-    std::string cmd = std::string(p) + " -c 'import torch' > /dev/null 2>&1";
-    if (std::system(cmd.c_str()) == 0) return p;
-  }
-  return "";
-}
-
-inline bool run_reference(const std::string& dir) {
-  std::string py = torch_python();
-  if (py.empty()) {
-    ADD_FAILURE() << "no python3 with torch: run scripts/deps.sh test (Debian's python3-torch)";
-    return false;
-  }
-  std::string cmd = "OMP_NUM_THREADS=1 " + py + " '" + path_join(source_dir(), "tests/model/reference.py") + "' '" + dir + "'";
+// Runs a Python script of the repository (in the project's environment) on a case folder.
+inline bool run_python_script(const std::string& script, const std::string& dir) {
+  std::string cmd = "OMP_NUM_THREADS=1 '" + python() + "' '" + path_join(source_dir(), script) + "' '" + dir + "'";
   int rc = std::system(cmd.c_str());
-  if (rc != 0) ADD_FAILURE() << "reference failed: " << cmd;
+  if (rc != 0) ADD_FAILURE() << "the reference failed (scripts/deps.sh test installs it): " << cmd;
   return rc == 0;
 }
+
+inline bool run_reference(const std::string& dir) { return run_python_script("tests/model/hf_reference.py", dir); }
 
 }  // namespace llmft::test

@@ -1,7 +1,10 @@
-// The decoder's forward and backward against PyTorch (tests/model/reference.py: transformers' modeling math and
-// PEFT's LoRA, gradients from autograd), for every supported architecture on small random configurations, LoRA and
-// full fine-tuning: logits, loss and every trained gradient within 1e-5 relative (max-norm) in fp32. Plus a
-// finite-difference check of the LoRA backward in float64 that needs no reference at all.
+// The decoder's forward and backward against Hugging Face (tests/model/hf_reference.py: transformers' own
+// LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM / Qwen3ForCausalLM and PEFT's LoRA, gradients from
+// autograd), for every supported architecture on small random configurations (GQA, tied embeddings, llama3 rope
+// scaling, sliding window, qkv and MLP bias, q/k norm), LoRA and full fine-tuning: logits, loss and every trained
+// gradient within 1e-5 relative (max-norm) in fp32; in bf16 within the tolerances below, where both sides round
+// every op's output to 8 mantissa bits in different orders. Plus a finite-difference check of the LoRA backward in
+// float64 that needs no reference at all (transformers computes norms and RoPE in fp32, so it is no float64 judge).
 #include <gtest/gtest.h>
 
 #include "io/safetensors.hpp"
@@ -19,8 +22,16 @@ struct NumCase {
   std::vector<std::string> targets;
   bool rslora;
   at::ScalarType dtype;
-  double tol;
+  double tol;  // logits and loss; gradients: kGradTol[dtype]
 };
+
+// bf16: both sides round every op's output to 8 mantissa bits, in different places (transformers rounds after each
+// module, llmft inside its fused ops); measured worst over the cases below: logits 2.7e-2, loss 1.9e-3, gradients
+// 9.1e-2 (a lora_A, whose gradient sums many rounded products).
+double grad_tol(const NumCase& c) { return c.dtype == at::kBFloat16 ? 1.5e-1 : c.tol; }
+
+// Test names in CTest come from the case name, not from GetParam()'s bytes.
+void PrintTo(const NumCase& c, std::ostream* os) { *os << c.name; }
 
 io::ModelConfig config_of(const char* json) { return io::ModelConfig::from_json(nlohmann::json::parse(json), "test config"); }
 
@@ -62,6 +73,7 @@ std::unique_ptr<model::Decoder> make_model(const NumCase& c) {
     for (auto& u : m->units())
       for (size_t i = 0; i < u.trainable.slots().size(); ++i)
         if (u.trainable.slots()[i].name.find("lora_B") != std::string::npos) u.trainable.view(i).normal_(0, 0.2, gen);
+    m->refresh_compute();  // bf16: the compute copies follow the fp32 master weights
   }
   return m;
 }
@@ -96,7 +108,7 @@ TEST_P(Numerics, LogitsLossAndGradientsMatchPyTorch) {
   test::save_for_reference(*m, dir);
   nlohmann::json cj = {{"mode", c.mode == model::TrainMode::kLora ? "lora" : "full"}, {"docs", docs.ids},
                        {"trained", docs.trained},
-                       {"lora", {{"r", 4}, {"alpha", 12}, {"use_rslora", c.rslora}}}};
+                       {"lora", {{"r", 4}, {"alpha", 12}, {"use_rslora", c.rslora}, {"targets", c.targets}}}};
   write_file_atomic(dir + "/case.json", cj.dump());
   ASSERT_TRUE(test::run_reference(dir));
   io::SafetensorsFile ref(dir + "/reference.safetensors");
@@ -116,7 +128,7 @@ TEST_P(Numerics, LogitsLossAndGradientsMatchPyTorch) {
       const auto& s = u.trainable.slots()[i];
       at::Tensor g = u.trainable.view(i, u.grad);
       double e = test::rel_err(g, test::to_tensor(ref.get("grad." + s.name)));
-      EXPECT_LE(e, c.tol) << "gradient of " << s.name;
+      EXPECT_LE(e, grad_tol(c)) << "gradient of " << s.name;
       if (e > worst) worst = e, worst_name = s.name;
       ++compared;
     }
@@ -140,7 +152,10 @@ INSTANTIATE_TEST_SUITE_P(
         NumCase{"qwen2_bias_lora", kQwen2, TrainMode::kLora, {"all-linear"}, false, at::kFloat, 1e-5},
         NumCase{"qwen3_qknorm_lora", kQwen3, TrainMode::kLora, {"all-linear"}, false, at::kFloat, 1e-5},
         NumCase{"qwen3_qknorm_full", kQwen3, TrainMode::kFull, {}, false, at::kFloat, 1e-5},
-        NumCase{"qwen3_full_float64", kQwen3, TrainMode::kFull, {}, false, at::kDouble, 1e-10}),
+        NumCase{"llama3_tied_lora_bf16", kLlama, TrainMode::kLora, {"all-linear"}, false, at::kBFloat16, 5e-2},
+        NumCase{"qwen3_qknorm_full_bf16", kQwen3, TrainMode::kFull, {}, false, at::kBFloat16, 5e-2},
+        NumCase{"llama3_tied_full_bf16", kLlama, TrainMode::kFull, {}, false, at::kBFloat16, 5e-2},
+        NumCase{"qwen3_qknorm_lora_bf16", kQwen3, TrainMode::kLora, {"all-linear"}, false, at::kBFloat16, 5e-2}),
     [](const auto& info) { return std::string(info.param.name); });
 
 // d(loss)/d(theta) . v against (loss(theta + eps v) - loss(theta - eps v)) / (2 eps), in float64, over every LoRA
