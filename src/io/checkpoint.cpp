@@ -1,5 +1,9 @@
 #include "io/checkpoint.hpp"
 
+#include <algorithm>
+#include <regex>
+#include <set>
+
 #include "util/check.hpp"
 #include "util/file.hpp"
 
@@ -166,16 +170,50 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   a.spec.alpha = j["lora_alpha"].get<double>();
   a.spec.dropout = j.value("lora_dropout", 0.0);
   a.spec.use_rslora = j.value("use_rslora", false);
+  for (const char* k : {"target_parameters", "trainable_token_indices"})
+    LLMFT_CHECK(!j.contains(k) || j[k].is_null() || j[k].empty(), Status::kUnsupported, "{}: {} is not supported",
+                cfg_path, k);
+  LLMFT_CHECK(!j.value("lora_bias", false), Status::kUnsupported, "{}: lora_bias = true is not supported", cfg_path);
+  // target_modules as PEFT writes it: short names (q_proj), "all-linear", full module names
+  // (model.layers.3.self_attn.q_proj: what PEFT saves after expanding all-linear), or one regular expression over
+  // full names. Each named module must be one of the decoder's linear modules.
+  LLMFT_CHECK(j.contains("target_modules"), Status::kFormat, "{}: \"target_modules\" is missing", cfg_path);
   const auto& tm = j["target_modules"];
-  a.spec.target_modules.clear();
-  if (tm.is_string()) a.spec.target_modules.push_back(tm.get<std::string>());
-  else if (tm.is_array())
-    for (const auto& t : tm) a.spec.target_modules.push_back(t.get<std::string>());
-  a.spec.resolved_targets();  // validates names
+  LLMFT_CHECK(tm.is_string() || tm.is_array(), Status::kFormat, "{}: \"target_modules\" must be a list or a string",
+              cfg_path);
+  if (tm.is_array()) {
+    for (const auto& t : tm) {
+      LLMFT_CHECK(t.is_string(), Status::kFormat, "{}: target_modules entries must be strings, got {}", cfg_path, t.dump());
+      std::string name = t.get<std::string>();
+      const std::string leaf = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
+      const auto& ours = lora::all_linear_modules();
+      LLMFT_CHECK(name == "all-linear" || std::find(ours.begin(), ours.end(), leaf) != ours.end(), Status::kUnsupported,
+                  "{}: target module \"{}\" is not supported (the decoder's linear modules: q_proj, k_proj, v_proj, "
+                  "o_proj, gate_proj, up_proj, down_proj)", cfg_path, name);
+    }
+  }
   a.base_model_name_or_path = str("base_model_name_or_path", "");
   std::string w = path_join(dir, "adapter_model.safetensors");
   LLMFT_CHECK(file_exists(w), Status::kNotFound, "{} has no adapter_model.safetensors", dir);
   a.weights = std::make_unique<SafetensorsFile>(w);
+  // What the adapter applies is what its tensors name, as for PEFT's loader: the module types of its lora_A / lora_B
+  // tensors (load_lora then requires them in every layer).
+  std::set<std::string> types;
+  for (const auto& t : a.weights->tensors()) {
+    static const std::regex kLora(R"(base_model\.model\.model\.layers\.\d+\.(self_attn|mlp)\.(\w+)\.lora_[AB](\.\w+)?\.weight)");
+    std::smatch m;
+    LLMFT_CHECK(std::regex_match(t.name, m, kLora), Status::kUnsupported,
+                "{}: tensor \"{}\" is not a LoRA matrix of a decoder layer's linear module", w, t.name);
+    const auto& ours = lora::all_linear_modules();
+    LLMFT_CHECK(std::find(ours.begin(), ours.end(), m[2].str()) != ours.end(), Status::kUnsupported,
+                "{}: tensor \"{}\" adapts \"{}\", which is not one of the decoder's linear modules", w, t.name,
+                m[2].str());
+    types.insert(m[2].str());
+  }
+  LLMFT_CHECK(!types.empty(), Status::kFormat, "{} holds no LoRA tensors", w);
+  a.spec.target_modules.clear();
+  for (const auto& m : lora::all_linear_modules())
+    if (types.count(m)) a.spec.target_modules.push_back(m);
   return a;
 }
 

@@ -34,6 +34,26 @@ bool get_bool(const nlohmann::json& j, const char* key, const std::string& origi
   return it->get<bool>();
 }
 
+// The scaling fields of a rope_scaling / rope_parameters object (rope_type or type: default, llama3, linear).
+void parse_rope(const nlohmann::json& r, const std::string& where, ModelConfig& c) {
+  std::string type = r.value("rope_type", r.value("type", std::string()));
+  if (type == "llama3") {
+    c.rope_scaling.type = type;
+    c.rope_scaling.factor = get_double(r, "factor", where, 8.0);
+    c.rope_scaling.low_freq_factor = get_double(r, "low_freq_factor", where, 1.0);
+    c.rope_scaling.high_freq_factor = get_double(r, "high_freq_factor", where, 4.0);
+    c.rope_scaling.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", where, 8192);
+    LLMFT_CHECK(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor, Status::kFormat,
+                "{}: high_freq_factor must exceed low_freq_factor", where);
+  } else if (type == "linear") {
+    c.rope_scaling.type = type;
+    c.rope_scaling.factor = get_double(r, "factor", where, 1.0);
+  } else if (type != "default" && !type.empty()) {
+    LLMFT_FAIL(Status::kUnsupported, "{}: rope type \"{}\" is not supported (supported: default, llama3, linear)",
+               where, type);
+  }
+}
+
 }  // namespace
 
 const char* arch_name(Arch a) {
@@ -125,27 +145,26 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   if (c.arch == Arch::kMistral && j.contains("sliding_window") && !j["sliding_window"].is_null())
     c.sliding_window = get_int(j, "sliding_window", origin);
 
-  // Rotary scaling.
+  // Rotary embedding: transformers 4's rope_theta + rope_scaling, or transformers 5's rope_parameters (what its
+  // save_pretrained writes: {"rope_type", "rope_theta", ...scaling fields}); the latter wins where both are present.
   if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    const auto& r = j["rope_scaling"];
-    LLMFT_CHECK(r.is_object(), Status::kFormat, "{}: rope_scaling must be an object or null", origin);
-    std::string type = r.value("rope_type", r.value("type", std::string()));
-    std::string where = origin + ": rope_scaling";
-    if (type == "llama3") {
-      c.rope_scaling.type = type;
-      c.rope_scaling.factor = get_double(r, "factor", where, 8.0);
-      c.rope_scaling.low_freq_factor = get_double(r, "low_freq_factor", where, 1.0);
-      c.rope_scaling.high_freq_factor = get_double(r, "high_freq_factor", where, 4.0);
-      c.rope_scaling.original_max_position_embeddings = get_int(r, "original_max_position_embeddings", where, 8192);
-      LLMFT_CHECK(c.rope_scaling.high_freq_factor > c.rope_scaling.low_freq_factor, Status::kFormat,
-                  "{}: high_freq_factor must exceed low_freq_factor", where);
-    } else if (type == "linear") {
-      c.rope_scaling.type = type;
-      c.rope_scaling.factor = get_double(r, "factor", where, 1.0);
-    } else if (type != "default" && !type.empty()) {
-      LLMFT_FAIL(Status::kUnsupported, "{}: rope_scaling type \"{}\" is not supported (supported: llama3, linear)", origin,
-                 type);
+    LLMFT_CHECK(j["rope_scaling"].is_object(), Status::kFormat, "{}: rope_scaling must be an object or null", origin);
+    parse_rope(j["rope_scaling"], origin + ": rope_scaling", c);
+  }
+  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
+    const nlohmann::json* r = &j["rope_parameters"];
+    const std::string where = origin + ": rope_parameters";
+    LLMFT_CHECK(r->is_object(), Status::kFormat, "{} must be an object or null", where);
+    // Per layer type ({"full_attention": {...}, ...}): one rotary embedding for all layers is what these families use.
+    if (!r->contains("rope_type") && !r->contains("rope_theta") && !r->empty() && r->begin()->is_object()) {
+      for (const auto& [type, params] : r->items())
+        LLMFT_CHECK(params == *r->begin(), Status::kUnsupported,
+                    "{}: different rotary parameters per layer type (\"{}\") are not supported", where, type);
+      r = &*r->begin();
     }
+    c.rope_theta = get_double(*r, "rope_theta", where, c.rope_theta);
+    c.rope_scaling = {};
+    parse_rope(*r, where, c);
   }
   c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string("float32")));
   LLMFT_CHECK(c.torch_dtype == "float32" || c.torch_dtype == "bfloat16" || c.torch_dtype == "float16", Status::kUnsupported,

@@ -16,6 +16,35 @@ size_t rtrim_end(const std::string& s, size_t begin, size_t end) {
 
 }  // namespace
 
+Json chat_context(const Json& messages, bool add_generation_prompt, const Json& extra) {
+  LLMFT_CHECK(messages.is_array(), Status::kInvalidArgument, "chat messages must be a list of {{role, content}}");
+  Json ctx = Json::object();
+  for (auto it = extra.begin(); it != extra.end(); ++it) ctx[it.key()] = it.value();
+  Json prepared = Json::array();
+  for (const Json& m : messages) {
+    LLMFT_CHECK(m.is_object(), Status::kInvalidArgument, "chat messages must be objects, got {}", m.dump());
+    Json kept = Json::object();
+    for (auto it = m.begin(); it != m.end(); ++it)
+      if (!it.value().is_null()) kept[it.key()] = it.value();
+    const Json* reasoning = nullptr;
+    for (const char* key : {"reasoning_content", "thinking", "reasoning"})
+      if (!reasoning && kept.contains(key)) reasoning = &kept.at(key);
+    if (!reasoning) {
+      prepared.push_back(std::move(kept));
+      continue;
+    }
+    Json aliased = Json::object();
+    aliased["thinking"] = kept.contains("thinking") ? kept.at("thinking") : *reasoning;
+    for (auto it = kept.begin(); it != kept.end(); ++it)
+      if (it.key() != "thinking") aliased[it.key()] = it.value();
+    aliased["reasoning_content"] = *reasoning;
+    prepared.push_back(std::move(aliased));
+  }
+  ctx["messages"] = std::move(prepared);
+  ctx["add_generation_prompt"] = add_generation_prompt;
+  return ctx;
+}
+
 ChatFormatter::ChatFormatter(Tokenizer tokenizer, const std::string& template_source) : tokenizer_(std::move(tokenizer)) {
   std::string src = template_source.empty() ? tokenizer_.config().chat_template : template_source;
   LLMFT_CHECK(!src.empty(), Status::kInvalidArgument,
@@ -36,16 +65,16 @@ ChatFormatter::~ChatFormatter() = default;
 ChatFormatter::ChatFormatter(ChatFormatter&&) noexcept = default;
 
 Json ChatFormatter::context(const Json& messages, bool add_generation_prompt, const Json& extra) const {
-  LLMFT_CHECK(messages.is_array(), Status::kInvalidArgument, "chat messages must be a list of {{role, content}}");
-  Json ctx = Json::object();
-  for (auto it = extra.begin(); it != extra.end(); ++it) ctx[it.key()] = it.value();
-  ctx["messages"] = messages;
-  ctx["add_generation_prompt"] = add_generation_prompt;
+  Json ctx = chat_context(messages, add_generation_prompt, extra);
   const auto& cfg = tokenizer_.config();
-  ctx["bos_token"] = cfg.bos_token;
-  ctx["eos_token"] = cfg.eos_token;
-  if (!cfg.pad_token.empty()) ctx["pad_token"] = cfg.pad_token;
-  if (!cfg.unk_token.empty()) ctx["unk_token"] = cfg.unk_token;
+  // The tokenizer's special tokens, unless `extra` names them (transformers: {**special_tokens_map, **kwargs}).
+  auto set_default = [&](const char* key, const std::string& value) {
+    if (!value.empty() && !ctx.contains(key)) ctx[key] = value;
+  };
+  if (!ctx.contains("bos_token")) ctx["bos_token"] = cfg.bos_token;
+  if (!ctx.contains("eos_token")) ctx["eos_token"] = cfg.eos_token;
+  set_default("pad_token", cfg.pad_token);
+  set_default("unk_token", cfg.unk_token);
   return ctx;
 }
 
@@ -56,6 +85,14 @@ std::string ChatFormatter::render(const Json& messages, bool add_generation_prom
 std::string ChatFormatter::render_with_spans(const Json& messages, bool last_turn_only, std::vector<Span>& spans,
                                              const Json& extra) const {
   spans.clear();
+  if (template_->has_generation_spans()) {
+    // The template marks the assistant's text itself: its {% generation %} spans, as transformers masks them.
+    std::vector<std::pair<size_t, size_t>> marked;
+    std::string text = template_->render(context(messages, false, extra), jinja::RenderOptions{}, &marked);
+    for (size_t i = last_turn_only && !marked.empty() ? marked.size() - 1 : 0; i < marked.size(); ++i)
+      spans.push_back({marked[i].first, marked[i].second});
+    return text;
+  }
   const std::string full = render(messages, false, extra);
   size_t cursor = 0;
   size_t last = messages.size();

@@ -7,7 +7,9 @@
 // separately encoded pieces. BOS is added by the tokenizer's post-processor only when the rendered text does not
 // already start with it (templates like Llama 3.1's write it themselves): no doubled BOS.
 //
-// Which part of a chat is an assistant turn: for turn k, if the template is prefix-stable there
+// Which part of a chat is an assistant turn: where the template marks it with transformers' {% generation %} tags,
+// exactly those spans (what apply_chat_template(return_assistant_tokens_mask=True) masks). Otherwise, for turn k, if
+// the template is prefix-stable there
 // (render(messages[:k], add_generation_prompt) is a prefix of render(messages[:k+1]), itself a prefix of the whole
 // rendering), the turn is everything between the two, less trailing white space: the reasoning block and the
 // end-of-turn token included. Otherwise (Qwen3 drops earlier turns' reasoning, DeepSeek-R1's generation prompt adds
@@ -40,6 +42,13 @@ struct Encoded {
 struct Span {
   size_t begin, end;  // bytes of the rendered text
 };
+
+// The context a chat template renders with, prepared as transformers' apply_chat_template prepares it (the
+// renderer of record for Hugging Face templates): `extra`'s keys (tools, enable_thinking, bos_token, ...), then
+// `messages` with keys whose value is null dropped and each message's reasoning (the first non-null of
+// reasoning_content, thinking, reasoning) under both `thinking` (first key) and `reasoning_content` (the names
+// templates read it by), then add_generation_prompt.
+Json chat_context(const Json& messages, bool add_generation_prompt, const Json& extra = Json::object());
 
 class ChatFormatter {
  public:

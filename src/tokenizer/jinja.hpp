@@ -3,7 +3,7 @@
 // Promise: render() returns byte-for-byte what @huggingface/jinja 0.5.11 (the engine transformers.js and the HF
 // Hub use; our test oracle) returns for the same template and context, and fails where it fails. That includes
 // its environment (trim_blocks and lstrip_blocks on, one trailing newline dropped, `{% generation %}` tags
-// ignored) and its quirks: booleans print as `true`/`false`, floats keep one decimal (`2.0`), `strip(chars)`
+// rendering nothing, their spans available) and its quirks: booleans print as `true`/`false`, floats keep one decimal (`2.0`), `strip(chars)`
 // ignores its argument, only the filters and tests it implements exist (no `dict`, `round`, `loop.cycle`).
 // Conformance suite: tests/tokenizer/test_jinja.cpp against the reference itself (tests/oracle/jinja_render.js).
 // Known gaps, none of which chat templates exercise: printing a function value (the reference prints its JS source;
@@ -24,6 +24,8 @@
 #include <optional>
 #include <string>
 #include <string_view>
+#include <utility>
+#include <vector>
 
 namespace llmft::jinja {
 
@@ -53,6 +55,14 @@ class Template {
   // true, ...) is an error, as in the reference.
   std::string render(const Json& context) const;
   std::string render(const Json& context, const RenderOptions& options) const;
+
+  // Whether the template marks the assistant's text with transformers' {% generation %} ... {% endgeneration %}.
+  bool has_generation_spans() const;
+  // render(), and the byte ranges [begin, end) of the output that {% generation %} blocks produced, in order: what
+  // transformers' apply_chat_template(return_assistant_tokens_mask=True) masks. The context must not contain
+  // U+FDD0 / U+FDD1 (the markers); Error(kInvalidArgument) if it does.
+  std::string render(const Json& context, const RenderOptions& options,
+                     std::vector<std::pair<size_t, size_t>>* generation_spans) const;
 
   const std::string& source() const;
 

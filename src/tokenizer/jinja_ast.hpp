@@ -17,9 +17,15 @@ namespace llmft::jinja::detail {
 
 // The preprocessed template text and, for each of its bytes, the offset of that byte in the original source, so
 // errors name the line and column the author wrote.
+// Where a {% generation %} / {% endgeneration %} tag stood, in the preprocessed text and so in the rendering:
+// U+FDD0 and U+FDD1, noncharacters that no template text or chat content carries.
+inline constexpr std::string_view kGenerationStart = "\xEF\xB7\x90";
+inline constexpr std::string_view kGenerationEnd = "\xEF\xB7\x91";
+
 struct Source {
   std::string original;
   std::string text;              // after the reference's preprocessing (trim_blocks, lstrip_blocks, generation tags)
+  bool has_generation = false;   // the template marks {% generation %} spans (text holds their markers)
   std::vector<uint32_t> origin;  // origin[i] = offset in `original` of text[i]; origin[text.size()] = original size
 
   // "line L col C" (1-based; columns count code points) of an offset in `text`.

@@ -10,6 +10,7 @@
 #include "tokenizer/jinja_interp.hpp"
 #include "tokenizer/jinja_js.hpp"
 #include "util/check.hpp"
+#include "util/utf8.hpp"
 
 namespace llmft::jinja::detail {
 
@@ -70,6 +71,47 @@ bool Interpreter::run_test(std::string_view name, const Value& v, const Value* o
 namespace {
 
 using Method = Value (*)(const std::string& self, std::vector<Value>& args);
+
+// str.strip / lstrip / rstrip. Without an argument (or with none), white space as String.prototype.trim sees it;
+// with a string, Python's meaning, which transformers' jinja2 gives templates: remove any of those characters
+// (code points) from the end(s). Qwen3's template relies on it (content.lstrip('\n') keeps a leading space).
+Value strip_method(const std::string& self, std::vector<Value>& args, bool left, bool right) {
+  const Value* chars = arg(args, 0);
+  if (chars == nullptr || chars->is(Kind::kNull) || chars->is(Kind::kUndefined)) {
+    std::string_view v = self;
+    if (left && right) v = js::trim(v);
+    else if (left) v = js::trim_start(v);
+    else v = js::trim_end(v);
+    return Value::string(std::string(v));
+  }
+  if (!chars->is(Kind::kString)) JINJA_FAIL("strip arg must be None or str");
+  // Code points of the string, as (begin, end) byte ranges, and the set to remove.
+  auto points = [](const std::string& str) {
+    std::vector<std::pair<size_t, size_t>> out;
+    for (size_t i = 0; i < str.size();) {
+      int bad = 0;
+      int len = utf8::sequence_length(reinterpret_cast<const unsigned char*>(str.data()) + i, str.size() - i, &bad);
+      size_t n = static_cast<size_t>(len > 0 ? len : bad);
+      out.emplace_back(i, i + n);
+      i += n;
+    }
+    return out;
+  };
+  const std::string& set = chars->str();
+  std::vector<std::string> remove;
+  for (const auto& [b, e] : points(set)) remove.push_back(set.substr(b, e - b));
+  auto removable = [&](size_t b, size_t e) {
+    return std::find(remove.begin(), remove.end(), self.substr(b, e - b)) != remove.end();
+  };
+  const auto cps = points(self);
+  size_t first = 0, last = cps.size();
+  if (left)
+    while (first < last && removable(cps[first].first, cps[first].second)) ++first;
+  if (right)
+    while (last > first && removable(cps[last - 1].first, cps[last - 1].second)) --last;
+  if (first == last) return Value::string("");
+  return Value::string(self.substr(cps[first].first, cps[last - 1].second - cps[first].first));
+}
 
 Value affix_test(const std::string& self, std::vector<Value>& args, bool prefix) {
   const char* fn = prefix ? "startswith" : "endswith";
@@ -199,12 +241,11 @@ Value string_member(const Value& self, std::string_view name) {
   static const std::pair<std::string_view, Method> kMethods[] = {
       {"upper", [](const std::string& s, std::vector<Value>&) { return Value::string(js::to_upper(s)); }},
       {"lower", [](const std::string& s, std::vector<Value>&) { return Value::string(js::to_lower(s)); }},
-      {"strip", [](const std::string& s, std::vector<Value>&) { return Value::string(std::string(js::trim(s))); }},
+      {"strip", [](const std::string& s, std::vector<Value>& a) { return strip_method(s, a, true, true); }},
       {"title", [](const std::string& s, std::vector<Value>&) { return Value::string(js::title_case(s)); }},
       {"capitalize", [](const std::string& s, std::vector<Value>&) { return Value::string(js::capitalize(s)); }},
-      {"rstrip", [](const std::string& s, std::vector<Value>&) { return Value::string(std::string(js::trim_end(s))); }},
-      {"lstrip",
-       [](const std::string& s, std::vector<Value>&) { return Value::string(std::string(js::trim_start(s))); }},
+      {"rstrip", [](const std::string& s, std::vector<Value>& a) { return strip_method(s, a, false, true); }},
+      {"lstrip", [](const std::string& s, std::vector<Value>& a) { return strip_method(s, a, true, false); }},
       {"startswith", [](const std::string& s, std::vector<Value>& a) { return affix_test(s, a, true); }},
       {"endswith", [](const std::string& s, std::vector<Value>& a) { return affix_test(s, a, false); }},
       {"split", split_method},

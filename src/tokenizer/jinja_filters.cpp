@@ -2,7 +2,10 @@
 // on the operand's type, and so do we: `x|length` exists for strings, arrays and mappings, but `x|length()` for
 // none of them; `default` exists only with parentheses; `tojson` and `safe` take any operand. A filter the
 // reference lacks for that operand (e.g. `round`, `batch`, `x|trim()`) fails with the reference's message.
+// Where real chat templates depend on jinja2's behaviour (transformers renders them with jinja2) and the reference
+// departs from it, jinja2 wins: select / reject, string filters on an undefined value, trim of a container.
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 
 #include "tokenizer/jinja_interp.hpp"
@@ -82,6 +85,87 @@ std::string spaces(double width) {
 
 // ---- filters written without parentheses ----
 
+// str(value) as Python writes a container, which is what jinja2's string filters (trim) make of a mapping or list:
+// {'a': 1, 'b': [True, None, 2.5]}. Strings in repr's quoting (single quotes unless the text holds a single quote
+// and no double quote), floats in repr's shortest round-trip form.
+void python_repr(const Value& v, std::string& out) {
+  switch (v.kind()) {
+    case Kind::kNull: out += "None"; return;
+    case Kind::kUndefined: out += "Undefined"; return;
+    case Kind::kBool: out += v.flag() ? "True" : "False"; return;
+    case Kind::kInt: out += fmt::format("{}", static_cast<int64_t>(v.num())); return;
+    case Kind::kFloat: {
+      const double d = v.num();
+      if (std::isnan(d)) { out += "nan"; return; }
+      if (std::isinf(d)) { out += d > 0 ? "inf" : "-inf"; return; }
+      char buf[64];
+      auto [end, ec] = std::to_chars(buf, buf + sizeof buf, d, std::chars_format::scientific);
+      std::string sci(buf, end);  // d.ddde[+-]XX, shortest round-trip digits
+      const size_t e = sci.find('e');
+      const int exp = std::stoi(sci.substr(e + 1));
+      std::string digits = sci.substr(0, e);
+      digits.erase(std::remove(digits.begin(), digits.end(), '.'), digits.end());
+      const bool neg = !digits.empty() && digits[0] == '-';
+      if (neg) digits.erase(0, 1);
+      if (neg) out += '-';
+      if (exp < -4 || exp >= 16) {  // repr: 1e-05, 1.5e+16
+        out += digits.substr(0, 1);
+        if (digits.size() > 1) out += "." + digits.substr(1);
+        out += fmt::format("e{}{:02d}", exp < 0 ? '-' : '+', std::abs(exp));
+      } else if (exp < 0) {
+        out += "0." + std::string(static_cast<size_t>(-exp - 1), '0') + digits;
+      } else {
+        const size_t int_len = static_cast<size_t>(exp) + 1;
+        if (digits.size() <= int_len) out += digits + std::string(int_len - digits.size(), '0') + ".0";
+        else out += digits.substr(0, int_len) + "." + digits.substr(int_len);
+      }
+      return;
+    }
+    case Kind::kString: {
+      const std::string& s = v.str();
+      const char q = s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
+      out += q;
+      for (unsigned char c : s) {
+        if (c == '\\') out += "\\\\";
+        else if (c == static_cast<unsigned char>(q)) out += std::string("\\") + static_cast<char>(c);
+        else if (c == '\n') out += "\\n";
+        else if (c == '\r') out += "\\r";
+        else if (c == '\t') out += "\\t";
+        else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+        else out += static_cast<char>(c);
+      }
+      out += q;
+      return;
+    }
+    default: break;
+  }
+  if (v.is_array()) {
+    out += v.is(Kind::kTuple) ? '(' : '[';
+    const Array& items = v.arr();
+    for (size_t i = 0; i < items.size(); ++i) {
+      if (i) out += ", ";
+      python_repr(items[i], out);
+    }
+    if (v.is(Kind::kTuple) && items.size() == 1) out += ',';
+    out += v.is(Kind::kTuple) ? ')' : ']';
+    return;
+  }
+  if (v.is_object()) {
+    out += '{';
+    bool first = true;
+    for (const auto& [k, item] : v.obj().entries) {
+      if (!first) out += ", ";
+      first = false;
+      python_repr(Value::string(k), out);
+      out += ": ";
+      python_repr(item, out);
+    }
+    out += '}';
+    return;
+  }
+  JINJA_FAIL("Cannot convert {} to a string", v.type_name());
+}
+
 Value array_filter(const Value& operand, const std::string& name) {
   const Array& items = operand.arr();
   if (name == "list") return operand;
@@ -98,6 +182,12 @@ Value array_filter(const Value& operand, const std::string& name) {
     return Value::string(std::move(out));
   }
   if (name == "string") return Value::string(to_json(operand, JsonOptions{}, false));
+  if (name == "select" || name == "reject") {  // jinja2's, without a test: truthiness
+    Array out;
+    for (const Value& v : items)
+      if (v.truthy() == (name == "select")) out.push_back(v);
+    return Value::array(std::move(out));
+  }
   if (name == "unique") {
     Array out;
     for (const Value& v : items) {
@@ -168,6 +258,18 @@ Value named_filter(const Value& operand, const std::string& name) {
   if (name == "tojson") return Value::string(to_json(operand, JsonOptions{}));
   if (operand.is_array()) return array_filter(operand, name);
   if (operand.is(Kind::kString)) return string_filter(operand, name);
+  // jinja2 trims str(value): Python's repr of a mapping or list (Llama 3.1's template trims a tool result that is an
+  // object).
+  if (name == "trim" && (operand.is_array() || operand.is_object())) {
+    std::string text;
+    python_repr(operand, text);
+    return string_filter(Value::string(text), name);
+  }
+  // jinja2 (transformers' renderer) reads an undefined value as "" in string filters; Llama 3.1's template trims the
+  // content of a tool-call message that has none (content: null, dropped as transformers drops nulls).
+  if (operand.is(Kind::kUndefined) && (name == "trim" || name == "upper" || name == "lower" || name == "title" ||
+                                       name == "capitalize" || name == "string" || name == "length"))
+    return string_filter(Value::string(""), name);
   if (operand.is_number()) return number_filter(operand, name);
   if (operand.is_object()) return object_filter(operand, name);
   if (operand.is(Kind::kBool)) return bool_filter(operand, name);
@@ -305,6 +407,7 @@ Value Interpreter::apply_filter(const Value& operand, const Node& filter, Env* e
       return sort_call(operand, args, kwargs);
     }
     if (name == "selectattr" || name == "rejectattr") return select_attr(operand, call, name == "selectattr", env);
+    if (name == "select" || name == "reject") return select_items(operand, call, name == "select", env);
     if (name == "map") return map_call(operand, evaluate_arguments(call.args, env).second);
     JINJA_FAIL("Unknown ArrayValue filter: {}", name);
   }
@@ -359,6 +462,24 @@ Value Interpreter::select_attr(const Value& operand, const Call& call, bool sele
     if (a != nullptr && !a->is(Kind::kHole)) {
       result = test.empty() ? a->truthy() : run_test(test, *a, values.size() > 2 ? &values[2] : nullptr);
     }
+    if (result == select) out.push_back(item);
+  }
+  return Value::array(std::move(out));
+}
+
+// select / reject([test[, value]]): jinja2's filters (which @huggingface/jinja lacks; Llama 3.1's template uses
+// builtin_tools | reject('equalto', 'code_interpreter')). Without a test the item's truthiness decides.
+Value Interpreter::select_items(const Value& operand, const Call& call, bool select, Env* env) {
+  const auto [args, kwargs] = evaluate_arguments(call.args, env);
+  std::string test;
+  if (!args.empty()) {
+    if (!args[0].is(Kind::kString)) JINJA_FAIL("{}: the test name must be a string", select ? "select" : "reject");
+    test = args[0].str();
+    if (!has_test(test)) JINJA_FAIL("Unknown test: {}", test);
+  }
+  Array out;
+  for (const Value& item : operand.arr()) {
+    const bool result = test.empty() ? item.truthy() : run_test(test, item, args.size() > 1 ? &args[1] : nullptr);
     if (result == select) out.push_back(item);
   }
   return Value::array(std::move(out));

@@ -43,6 +43,7 @@ class Interpreter {
 
   Value apply_filter(const Value& operand, const Node& filter, Env* env);
   Value select_attr(const Value& operand, const Call& call, bool select, Env* env);
+  Value select_items(const Value& operand, const Call& call, bool select, Env* env);
   static bool run_test(std::string_view name, const Value& operand, const Value* other);
   static bool has_test(std::string_view name);
   Value lookup(Env* env, std::string_view name);

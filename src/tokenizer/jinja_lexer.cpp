@@ -116,14 +116,16 @@ Mapped trim_blocks(const Mapped& in) {
   return out;
 }
 
-// Matches {%(-?)\s*(?:end)?generation\s*(-?)%} at s[q]; sets the two strip flags and the end of the tag.
-bool match_generation_tag(const std::string& s, size_t q, bool* lstrip, bool* rstrip, size_t* end) {
+// Matches {%(-?)\s*(?:end)?generation\s*(-?)%} at s[q]; sets the two strip flags, whether it closes, and the end of
+// the tag.
+bool match_generation_tag(const std::string& s, size_t q, bool* lstrip, bool* rstrip, bool* closes, size_t* end) {
   if (s.compare(q, 2, "{%") != 0) return false;
   size_t k = q + 2;
   *lstrip = k < s.size() && s[k] == '-';
   if (*lstrip) ++k;
   k = skip_js_space(s, k);
-  if (s.compare(k, 3, "end") == 0 && s.compare(k + 3, 10, "generation") == 0) {
+  *closes = s.compare(k, 3, "end") == 0 && s.compare(k + 3, 10, "generation") == 0;
+  if (*closes) {
     k += 13;
   } else if (s.compare(k, 10, "generation") == 0) {
     k += 10;
@@ -139,20 +141,25 @@ bool match_generation_tag(const std::string& s, size_t q, bool* lstrip, bool* rs
 }
 
 // template.replace(/(\s*){%(-?)\s*(?:end)?generation\s*(-?)%}(\s*)/gs, keep-unless-stripped): the transformers
-// `generation` tag is parsed away, honouring its whitespace-control dashes.
-Mapped strip_generation_tags(const Mapped& in) {
+// `generation` tag is parsed away, honouring its whitespace-control dashes, and leaves a marker where it stood
+// (kGenerationStart / kGenerationEnd, template text that the rendering then turns into spans).
+Mapped mark_generation_tags(const Mapped& in, bool* found) {
   Mapped out;
   const std::string& s = in.s;
   size_t i = 0;
   while (i < s.size()) {
     const size_t q = skip_js_space(s, i);
-    bool lstrip = false, rstrip = false;
+    bool lstrip = false, rstrip = false, closes = false;
     size_t tag_end = 0;
-    if (q < s.size() && match_generation_tag(s, q, &lstrip, &rstrip, &tag_end)) {
+    if (q < s.size() && match_generation_tag(s, q, &lstrip, &rstrip, &closes, &tag_end)) {
       const size_t r = skip_js_space(s, tag_end);
       if (!lstrip) out.copy(in, i, q);
+      const std::string_view marker = closes ? kGenerationEnd : kGenerationStart;
+      out.s.append(marker);
+      out.o.insert(out.o.end(), marker.size(), in.o[q]);
       if (!rstrip) out.copy(in, tag_end, r);
       i = r;
+      *found = true;
       continue;
     }
     // No match starts anywhere in the whitespace run nor at the character after it.
@@ -173,7 +180,7 @@ void preprocess(Source& src) {
     m.s.pop_back();
     m.o.pop_back();
   }
-  m = strip_generation_tags(trim_blocks(lstrip_blocks(m)));
+  m = mark_generation_tags(trim_blocks(lstrip_blocks(m)), &src.has_generation);
   src.text = std::move(m.s);
   src.origin = std::move(m.o);
   src.origin.push_back(static_cast<uint32_t>(src.original.size()));
