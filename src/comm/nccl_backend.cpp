@@ -76,8 +76,10 @@ class NcclCommunicator : public Communicator {
     watch_store_ = connect_store(w, o.rendezvous_timeout, std::chrono::milliseconds(5000), false);
     watch_ = std::make_unique<Watch>(w, watch_store_);
     int devices = 0;
-    cuda_check(cudaGetDeviceCount(&devices), "cudaGetDeviceCount");
-    LLMFT_CHECK(devices > 0, Status::kUnsupported, "rank {}: dist.backend=nccl but no CUDA device is visible", w.rank);
+    const cudaError_t e = cudaGetDeviceCount(&devices);
+    LLMFT_CHECK(e == cudaSuccess && devices > 0, Status::kUnsupported,
+                "rank {}: dist.backend=nccl needs a CUDA device and none is usable ({}): no NVIDIA driver or GPU here? "
+                "use dist.backend=gloo on CPU", w.rank, e == cudaSuccess ? "0 devices" : cudaGetErrorString(e));
     device_ = w.local_rank % devices;
     cuda_check(cudaSetDevice(device_), "cudaSetDevice");
     ncclUniqueId id;
