@@ -1,48 +1,72 @@
 #!/usr/bin/env python3
-"""PyTorch eager side of bench/train.sh: the same Llama-architecture model (~40M parameters), LoRA setup (r=16 on
-every linear layer, as PEFT computes it) or full fine-tuning, batch (4 rows x 512 tokens) and AdamW, trained with
-autograd. Prints one JSON line with tokens/s. Run with Debian's python3-torch."""
+"""The Python side of bench/train.sh: what a user would run instead of llmft, on the same model (a Hugging Face
+directory), LoRA setup (r=16, alpha 32, every linear layer of the decoder) or full fine-tuning, batch (4 rows x 512
+tokens) and step (forward, token-mean cross-entropy, backward, clip_grad_norm_ 1.0, torch.optim.AdamW).
+
+  train_torch.py IMPL MODEL_DIR lora|full STEPS THREADS [float32|bfloat16]
+    IMPL  hf        transformers' AutoModelForCausalLM (SDPA attention) + PEFT get_peft_model, a plain loop
+          eager     plain PyTorch 2.x: the Llama block written out (SDPA with GQA, RoPE, RMSNorm, SwiGLU), LoRA as
+                    PEFT computes it, weights loaded from MODEL_DIR
+          compile   the same as eager under torch.compile (inductor, default mode)
+bfloat16: the base weights and activations in bf16, LoRA matrices in fp32 (PEFT's default for a bf16 base), norms and
+the loss in fp32. Prints one JSON line: tokens/s, seconds per step, peak resident memory (MB), trainable parameters.
+"""
 import json
-import math
+import resource
 import sys
 import time
 
 import torch
 import torch.nn.functional as F
 
-mode = sys.argv[1] if len(sys.argv) > 1 else "lora"
-steps = int(sys.argv[2]) if len(sys.argv) > 2 else 6
-threads = int(sys.argv[3]) if len(sys.argv) > 3 else 1
+impl, model_dir, mode = sys.argv[1], sys.argv[2], sys.argv[3]
+steps, threads = int(sys.argv[4]), int(sys.argv[5])
+DTYPE = torch.bfloat16 if len(sys.argv) > 6 and sys.argv[6] == "bfloat16" else torch.float32
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-V, C, FF, L, H, K, D, R = 32000, 512, 1408, 8, 8, 4, 64, 16
-ROWS, T = 4, 512
+ROWS, T, R, ALPHA = 4, 512, 16, 32
 full = mode == "full"
+with open(f"{model_dir}/config.json") as f:
+    cfg = json.load(f)
+V, C, FF, L = cfg["vocab_size"], cfg["hidden_size"], cfg["intermediate_size"], cfg["num_hidden_layers"]
+H, K = cfg["num_attention_heads"], cfg["num_key_value_heads"]
+D = cfg.get("head_dim") or C // H
+THETA, EPS = cfg.get("rope_theta", 10000.0), cfg["rms_norm_eps"]
+
+
+def hf_model():
+    import transformers
+    model = transformers.AutoModelForCausalLM.from_pretrained(model_dir, dtype=DTYPE,
+                                                              attn_implementation="sdpa")
+    if full:
+        return model
+    from peft import LoraConfig, get_peft_model
+    return get_peft_model(model, LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear",
+                                            task_type="CAUSAL_LM"))
 
 
 class LoraLinear(torch.nn.Module):
-    def __init__(self, i, o):
+    def __init__(self, weight):
         super().__init__()
-        self.base = torch.nn.Linear(i, o, bias=False)
-        self.base.weight.requires_grad_(full)
+        self.weight = torch.nn.Parameter(weight, requires_grad=full)
         if not full:
-            self.a = torch.nn.Linear(i, R, bias=False)
-            self.b = torch.nn.Linear(R, o, bias=False)
-            torch.nn.init.zeros_(self.b.weight)
+            self.a = torch.nn.Parameter(torch.empty(R, weight.shape[1]))
+            torch.nn.init.kaiming_uniform_(self.a, a=5 ** 0.5)
+            self.b = torch.nn.Parameter(torch.zeros(weight.shape[0], R))
 
     def forward(self, x):
-        y = self.base(x)
-        return y if full else y + self.b(self.a(x)) * 2.0
+        y = F.linear(x, self.weight)
+        return y if full else y + (F.linear(F.linear(x.float(), self.a), self.b) * (ALPHA / R)).to(y.dtype)
 
 
 class RMSNorm(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, weight):
         super().__init__()
-        self.weight = torch.nn.Parameter(torch.ones(C), requires_grad=full)
+        self.weight = torch.nn.Parameter(weight, requires_grad=full)
 
     def forward(self, x):
         xf = x.float()
-        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + 1e-5)).to(x.dtype)
+        return self.weight * (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + EPS)).to(x.dtype)
 
 
 def rotate_half(x):
@@ -50,67 +74,76 @@ def rotate_half(x):
 
 
 class Block(torch.nn.Module):
-    def __init__(self):
+    def __init__(self, w, p):
         super().__init__()
-        self.n1, self.n2 = RMSNorm(), RMSNorm()
-        self.q, self.k, self.v, self.o = LoraLinear(C, H * D), LoraLinear(C, K * D), LoraLinear(C, K * D), LoraLinear(H * D, C)
-        self.g, self.u, self.d = LoraLinear(C, FF), LoraLinear(C, FF), LoraLinear(FF, C)
+        self.n1, self.n2 = RMSNorm(w[p + "input_layernorm.weight"]), RMSNorm(w[p + "post_attention_layernorm.weight"])
+        a, m = p + "self_attn.", p + "mlp."
+        self.q, self.k = LoraLinear(w[a + "q_proj.weight"]), LoraLinear(w[a + "k_proj.weight"])
+        self.v, self.o = LoraLinear(w[a + "v_proj.weight"]), LoraLinear(w[a + "o_proj.weight"])
+        self.g, self.u = LoraLinear(w[m + "gate_proj.weight"]), LoraLinear(w[m + "up_proj.weight"])
+        self.d = LoraLinear(w[m + "down_proj.weight"])
 
-    def forward(self, h, cos, sin, mask):
+    def forward(self, h, cos, sin):
         b, t, _ = h.shape
         x = self.n1(h)
         q = self.q(x).view(b, t, H, D).transpose(1, 2)
         k = self.k(x).view(b, t, K, D).transpose(1, 2)
         v = self.v(x).view(b, t, K, D).transpose(1, 2)
         q, k = q * cos + rotate_half(q) * sin, k * cos + rotate_half(k) * sin
-        k = k[:, :, None].expand(b, K, H // K, t, D).reshape(b, H, t, D)
-        v = v[:, :, None].expand(b, K, H // K, t, D).reshape(b, H, t, D)
-        p = torch.softmax(torch.matmul(q, k.transpose(2, 3)) * D ** -0.5 + mask, dim=-1, dtype=torch.float32)
-        h = h + self.o(torch.matmul(p, v).transpose(1, 2).reshape(b, t, H * D))
+        a = F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True)
+        h = h + self.o(a.transpose(1, 2).reshape(b, t, H * D))
         x = self.n2(h)
         return h + self.d(F.silu(self.g(x)) * self.u(x))
 
 
-class Model(torch.nn.Module):
+class Eager(torch.nn.Module):
     def __init__(self):
         super().__init__()
-        self.emb = torch.nn.Embedding(V, C)
-        self.emb.weight.requires_grad_(full)
-        self.blocks = torch.nn.ModuleList([Block() for _ in range(L)])
-        self.norm = RMSNorm()
-
-    def forward(self, ids, labels):
-        h = self.emb(ids)
-        t = ids.shape[1]
-        inv = 1.0 / (10000.0 ** (torch.arange(0, D, 2).float() / D))
-        f = torch.arange(t).float()[:, None] * inv[None]
+        from safetensors.torch import load_file
+        w = {k: v.to(DTYPE) for k, v in load_file(f"{model_dir}/model.safetensors").items()}
+        self.emb = torch.nn.Parameter(w["model.embed_tokens.weight"], requires_grad=full)
+        self.blocks = torch.nn.ModuleList([Block(w, f"model.layers.{i}.") for i in range(L)])
+        self.norm = RMSNorm(w["model.norm.weight"])
+        inv = 1.0 / (THETA ** (torch.arange(0, D, 2).float() / D))
+        f = torch.arange(T).float()[:, None] * inv[None]
         emb = torch.cat((f, f), -1)
-        cos, sin = emb.cos(), emb.sin()
-        mask = torch.full((t, t), float("-inf")).triu(1)
+        self.register_buffer("cos", emb.cos().to(DTYPE), persistent=False)
+        self.register_buffer("sin", emb.sin().to(DTYPE), persistent=False)
+
+    def forward(self, input_ids, labels):
+        h = F.embedding(input_ids, self.emb)
         for blk in self.blocks:
-            h = blk(h, cos, sin, mask)
-        logits = (self.norm(h) @ self.emb.weight.T).float()
-        return F.cross_entropy(logits.view(-1, V), labels.view(-1))
+            h = blk(h, self.cos, self.sin)
+        logits = F.linear(self.norm(h), self.emb)
+        return F.cross_entropy(logits[:, :-1].reshape(-1, V).float(), labels[:, 1:].reshape(-1))
 
 
-model = Model()
+if impl == "hf":
+    model = hf_model()
+    loss_of = lambda ids: model(input_ids=ids, labels=ids).loss
+else:
+    model = Eager()
+    fwd = torch.compile(model) if impl == "compile" else model
+    loss_of = lambda ids: fwd(ids, ids)
 params = [p for p in model.parameters() if p.requires_grad]
 opt = torch.optim.AdamW(params, lr=1e-4)
 ids = torch.randint(0, V, (ROWS, T))
-labels = torch.randint(0, V, (ROWS, T))
 
 
 def step():
     opt.zero_grad(set_to_none=True)
-    model(ids, labels).backward()
+    loss_of(ids).backward()
     torch.nn.utils.clip_grad_norm_(params, 1.0)
     opt.step()
 
 
-step()
+t_first = time.time()
+step()  # warm-up (torch.compile compiles here)
+warmup = time.time() - t_first
 t0 = time.time()
 for _ in range(steps):
     step()
 secs = (time.time() - t0) / steps
-print(json.dumps({"impl": "pytorch-eager", "mode": mode, "threads": threads, "tokens_per_s": ROWS * T / secs,
-                  "step_s": secs, "trainable": sum(p.numel() for p in params)}))
+print(json.dumps({"impl": impl, "mode": mode, "dtype": str(DTYPE).replace("torch.", ""), "threads": threads, "tokens_per_s": ROWS * T / secs, "step_s": secs,
+                  "warmup_s": warmup, "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "trainable": sum(p.numel() for p in params)}))

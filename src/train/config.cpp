@@ -132,7 +132,7 @@ const std::vector<Field>& schema() {
       float_field("train.adam_beta2", "AdamW beta2", REF(train.adam_beta2)),
       float_field("train.adam_eps", "AdamW epsilon", REF(train.adam_eps)),
       int_field("train.eval_every", "optimizer steps between evaluations (0: before and after only)", REF(train.eval_every)),
-      int_field("train.threads", "threads of element-wise CPU tensor math; 0: one (matrix products use the BLAS's own threads: OpenMP workers spinning beside them made training 16x slower on 2 cores)", REF(train.threads)),
+      int_field("train.threads", "threads of CPU tensor math, matrix products included; 0: OMP_NUM_THREADS if set, else the cores divided among the node's processes", REF(train.threads)),
       int_field("dist.zero_stage", "ZeRO stage 0-3 for data parallelism: 0 replicates, 1 shards optimizer states, 2 also gradients, 3 also parameters", REF(dist.zero_stage)),
       str_field("dist.backend", "auto (nccl on GPU, gloo on CPU, single for a world of one), gloo, nccl or single", REF(dist.backend)),
       float_field("dist.timeout_s", "deadline of every collective; a dead or stalled peer makes the others stop with an error naming the operation and the missing ranks", REF(dist.timeout_s)),

@@ -18,7 +18,7 @@ namespace llmft {
 
 std::vector<Generation> generate(const Config& c0, const std::vector<std::string>& instructions) {
   c10::InferenceMode guard;
-  at::set_num_threads(c0.train.threads > 0 ? static_cast<int>(c0.train.threads) : 1);
+  at::set_num_threads(job::cpu_threads(c0.train.threads, 1));
   Config c = c0;
   std::unique_ptr<io::PeftAdapter> adapter;
   if (!c.generate.adapter.empty()) {

@@ -1,6 +1,8 @@
 #include "train/setup.hpp"
 
+#include <algorithm>
 #include <cstdlib>
+#include <thread>
 
 #include "util/build_info.hpp"
 #include "util/check.hpp"
@@ -146,6 +148,13 @@ std::string trainable_parameters_line(const model::Decoder& m) {
   int64_t t = m.trainable_parameters(), a = m.all_parameters();
   return fmt::format("trainable params: {} || all params: {} || trainable%: {:.4f}", model::with_commas(t),
                      model::with_commas(a), a ? 100.0 * static_cast<double>(t) / static_cast<double>(a) : 0.0);
+}
+
+int cpu_threads(int64_t configured, int local_ranks) {
+  if (configured > 0) return static_cast<int>(configured);
+  if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
+  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  return std::max(1, cores / std::max(1, local_ranks));
 }
 
 }  // namespace llmft::job

@@ -146,11 +146,11 @@ void save_model_dir(const model::Decoder& m, const nlohmann::json& config_json, 
 
 TrainSummary train(const Config& c) {
   c10::InferenceMode guard;
-  at::set_num_threads(c.train.threads > 0 ? static_cast<int>(c.train.threads) : 1);
   const auto seed = static_cast<uint64_t>(c.train.seed);
 
   // Parts: communicator, tokenizer, examples, model, optimizer, loader.
   const comm::World world = comm::resolve_world(c.dist);
+  at::set_num_threads(job::cpu_threads(c.train.threads, world.local_size));
   std::unique_ptr<comm::Communicator> comm = comm::make_communicator(c.dist, world);
   const bool leader = comm->rank() == 0;
   // Rank 0 speaks for the job; the others log warnings and errors only (prefixed with their rank).
