@@ -71,13 +71,7 @@ int main(int argc, char** argv) {
            raw.allreduce(t)->wait();
          }},
         {"reduce_scatter", 1.0 * (n - 1) / n, [&] { ours->reduce_scatter(chunk, buf)->wait(); },
-         [&] {
-           // c10d's Gloo has no reduce_scatter in libtorch 1.13: its all-to-all plus the local sum, as llmft does.
-           at::Tensor received = at::empty_like(buf);
-           std::vector<int64_t> counts;
-           raw.alltoall_base(received, buf, counts, counts)->wait();
-           at::sum_out(chunk, received.view({n, -1}), 0);
-         }},
+         [&] { raw._reduce_scatter_base(chunk, buf)->wait(); }},
         {"all_gather", 1.0 * (n - 1) / n, [&] { ours->all_gather(buf, chunk)->wait(); },
          [&] {
            std::vector<std::vector<at::Tensor>> out(1);
