@@ -16,7 +16,7 @@ root=$(cd "$(dirname "$0")/.." && pwd)
 build=${1:-$root/build}
 steps=${2:-4}
 threads=${3:-2}
-py=${LLMFT_PYTHON:-$root/.venv/bin/python}
+py=${LLMFT_PYTHON:-${LLMFT_VENV:-$root/.venv}/bin/python}
 [[ -x $build/bench/bench_train ]] || cmake --build "$build" --target bench_train > /dev/null
 model=$build/bench-model
 [[ -f $model/model.safetensors ]] || "$py" "$root/bench/make_model.py" "$model" > /dev/null 2>&1

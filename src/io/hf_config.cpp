@@ -145,26 +145,32 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   if (c.arch == Arch::kMistral && j.contains("sliding_window") && !j["sliding_window"].is_null())
     c.sliding_window = get_int(j, "sliding_window", origin);
 
-  // Rotary embedding: transformers 4's rope_theta + rope_scaling, or transformers 5's rope_parameters (what its
-  // save_pretrained writes: {"rope_type", "rope_theta", ...scaling fields}); the latter wins where both are present.
-  if (j.contains("rope_scaling") && !j["rope_scaling"].is_null()) {
-    LLMFT_CHECK(j["rope_scaling"].is_object(), Status::kFormat, "{}: rope_scaling must be an object or null", origin);
-    parse_rope(j["rope_scaling"], origin + ": rope_scaling", c);
+  // Rotary embedding, read as transformers 5 reads it (RotaryEmbeddingConfigMixin): the parameters are rope_scaling
+  // when it is a non-empty object (transformers 4's form), else rope_parameters (what transformers 5's
+  // save_pretrained writes), possibly one object per layer type; their rope_theta, else the top-level one.
+  const nlohmann::json* rope = nullptr;
+  for (const char* key : {"rope_scaling", "rope_parameters"}) {
+    if (rope || !j.contains(key) || j[key].is_null()) continue;
+    LLMFT_CHECK(j[key].is_object(), Status::kFormat, "{}: {} must be an object or null", origin, key);
+    if (!j[key].empty()) rope = &j[key];
   }
-  if (j.contains("rope_parameters") && !j["rope_parameters"].is_null()) {
-    const nlohmann::json* r = &j["rope_parameters"];
-    const std::string where = origin + ": rope_parameters";
-    LLMFT_CHECK(r->is_object(), Status::kFormat, "{} must be an object or null", where);
-    // Per layer type ({"full_attention": {...}, ...}): one rotary embedding for all layers is what these families use.
-    if (!r->contains("rope_type") && !r->contains("rope_theta") && !r->empty() && r->begin()->is_object()) {
-      for (const auto& [type, params] : r->items())
-        LLMFT_CHECK(params == *r->begin(), Status::kUnsupported,
-                    "{}: different rotary parameters per layer type (\"{}\") are not supported", where, type);
-      r = &*r->begin();
-    }
-    c.rope_theta = get_double(*r, "rope_theta", where, c.rope_theta);
-    c.rope_scaling = {};
-    parse_rope(*r, where, c);
+  if (rope && !rope->contains("rope_type") && !rope->contains("type") && !rope->contains("rope_theta") &&
+      rope->begin()->is_object()) {
+    // One object per layer type ({"full_attention": {...}, ...}): these families use one rotary embedding.
+    for (const auto& [type, params] : rope->items())
+      LLMFT_CHECK(params == *rope->begin(), Status::kUnsupported,
+                  "{}: different rotary parameters per layer type (\"{}\") are not supported", origin, type);
+    rope = &*rope->begin();
+  }
+  if (rope) {
+    const std::string where = origin + ": rope parameters";
+    c.rope_theta = get_double(*rope, "rope_theta", where, c.rope_theta);
+    parse_rope(*rope, where, c);
+  }
+  for (const nlohmann::json* r : {&j, rope}) {
+    const double partial = r ? get_double(*r, "partial_rotary_factor", origin, 1.0) : 1.0;
+    LLMFT_CHECK(partial == 1.0, Status::kUnsupported, "{}: partial_rotary_factor {} is not supported (1.0)", origin,
+                partial);
   }
   c.torch_dtype = j.value("torch_dtype", j.value("dtype", std::string("float32")));
   LLMFT_CHECK(c.torch_dtype == "float32" || c.torch_dtype == "bfloat16" || c.torch_dtype == "float16", Status::kUnsupported,

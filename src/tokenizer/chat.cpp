@@ -89,8 +89,21 @@ std::string ChatFormatter::render_with_spans(const Json& messages, bool last_tur
     // The template marks the assistant's text itself: its {% generation %} spans, as transformers masks them.
     std::vector<std::pair<size_t, size_t>> marked;
     std::string text = template_->render(context(messages, false, extra), jinja::RenderOptions{}, &marked);
-    for (size_t i = last_turn_only && !marked.empty() ? marked.size() - 1 : 0; i < marked.size(); ++i)
-      spans.push_back({marked[i].first, marked[i].second});
+    size_t first = 0;
+    if (last_turn_only) {  // the spans the last assistant turn adds: those the conversation before it lacks
+      size_t last = messages.size();
+      while (last > 0 && messages[last - 1].value("role", "") != "assistant") --last;
+      if (last > 0) {
+        std::vector<std::pair<size_t, size_t>> before;
+        Json earlier = Json::array();
+        for (size_t i = 0; i + 1 < last; ++i) earlier.push_back(messages[i]);
+        template_->render(context(earlier, false, extra), jinja::RenderOptions{}, &before);
+        first = std::min(before.size(), marked.size());
+      } else {
+        first = marked.size();
+      }
+    }
+    for (size_t i = first; i < marked.size(); ++i) spans.push_back({marked[i].first, marked[i].second});
     return text;
   }
   const std::string full = render(messages, false, extra);

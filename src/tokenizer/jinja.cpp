@@ -40,7 +40,7 @@ std::string Template::render(const Json& context, const RenderOptions& options,
   }
   if (!source_->has_generation) return out;
   const std::string_view start = detail::kGenerationStart, end = detail::kGenerationEnd;
-  const std::string ctx = context.dump();
+  const std::string ctx = context.dump(-1, ' ', false, Json::error_handler_t::replace);
   LLMFT_CHECK(ctx.find(start) == std::string::npos && ctx.find(end) == std::string::npos, Status::kInvalidArgument,
               "chat template: the context contains U+FDD0 or U+FDD1, which mark {{% generation %}} spans");
   // Strip the markers; an end closes the innermost open start (a span opened and never closed runs to the end).

@@ -1,14 +1,19 @@
 // Jinja2 chat templates: parse a Hugging Face `chat_template` once, render it for many conversations.
 //
-// Promise: render() returns byte-for-byte what @huggingface/jinja 0.5.11 (the engine transformers.js and the HF
-// Hub use; our test oracle) returns for the same template and context, and fails where it fails. That includes
-// its environment (trim_blocks and lstrip_blocks on, one trailing newline dropped, `{% generation %}` tags
-// rendering nothing, their spans available) and its quirks: booleans print as `true`/`false`, floats keep one decimal (`2.0`), `strip(chars)`
-// ignores its argument, only the filters and tests it implements exist (no `dict`, `round`, `loop.cycle`).
-// Conformance suite: tests/tokenizer/test_jinja.cpp against the reference itself (tests/oracle/jinja_render.js).
+// Promise: chat templates render byte-for-byte as transformers' apply_chat_template renders them (jinja2 in its
+// environment; tests/hf/test_chat_templates.cpp on every real template of the fixtures). Everything else follows
+// @huggingface/jinja 0.5.11 (the engine transformers.js and the HF Hub use), including its environment
+// (trim_blocks and lstrip_blocks on, one trailing newline dropped) and its quirks: booleans print as
+// `true`/`false`, floats keep one decimal (`2.0`), only the filters and tests it implements exist (no `dict`,
+// `round`, `loop.cycle`) -- except where real templates rely on jinja2's behaviour, which wins: str.strip(chars),
+// select / reject, string filters reading an undefined value as "", trim of a container giving Python's repr.
+// `{% generation %}` tags render nothing; their spans are available (render with generation_spans).
+// Conformance suites: tests/tokenizer/test_jinja.cpp against @huggingface/jinja itself (tests/oracle/jinja_render.js)
+// and tests/hf/test_chat_templates.cpp against transformers.
 // Known gaps, none of which chat templates exercise: printing a function value (the reference prints its JS source;
 // we print "function"), lone UTF-16 surrogates from indexing a string inside an emoji, tojson(sort_keys=true) on
-// non-ASCII keys (ICU collation; we order them after ASCII by code point), range() over non-numbers, and runaway
+// non-ASCII keys (ICU collation; we order them after ASCII by code point), range() over non-numbers, a whole-number
+// float of the context (100.0) in a container that jinja2 would print as Python's repr (100.0; we print 100), and runaway
 // templates (nested calls beyond 200 or more than 2^20 scopes fail; the reference overflows or hangs).
 //
 // Errors: a syntax error throws Error(kFormat, "chat template syntax error at line L col C: ..."); anything the

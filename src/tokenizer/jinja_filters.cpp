@@ -8,9 +8,12 @@
 #include <charconv>
 #include <cmath>
 
+#include <utf8proc.h>
+
 #include "tokenizer/jinja_interp.hpp"
 #include "tokenizer/jinja_js.hpp"
 #include "util/check.hpp"
+#include "util/utf8.hpp"
 
 namespace llmft::jinja::detail {
 
@@ -93,7 +96,9 @@ void python_repr(const Value& v, std::string& out) {
     case Kind::kNull: out += "None"; return;
     case Kind::kUndefined: out += "Undefined"; return;
     case Kind::kBool: out += v.flag() ? "True" : "False"; return;
-    case Kind::kInt: out += fmt::format("{}", static_cast<int64_t>(v.num())); return;
+    case Kind::kInt:
+      out += std::abs(v.num()) < 9.2e18 ? fmt::format("{}", static_cast<int64_t>(v.num())) : fmt::format("{:.0f}", v.num());
+      return;
     case Kind::kFloat: {
       const double d = v.num();
       if (std::isnan(d)) { out += "nan"; return; }
@@ -125,14 +130,39 @@ void python_repr(const Value& v, std::string& out) {
       const std::string& s = v.str();
       const char q = s.find('\'') != std::string::npos && s.find('"') == std::string::npos ? '"' : '\'';
       out += q;
-      for (unsigned char c : s) {
-        if (c == '\\') out += "\\\\";
-        else if (c == static_cast<unsigned char>(q)) out += std::string("\\") + static_cast<char>(c);
-        else if (c == '\n') out += "\\n";
-        else if (c == '\r') out += "\\r";
-        else if (c == '\t') out += "\\t";
-        else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-        else out += static_cast<char>(c);
+      for (size_t i = 0; i < s.size();) {
+        const unsigned char c = static_cast<unsigned char>(s[i]);
+        if (c < 0x80) {
+          if (c == '\\') out += "\\\\";
+          else if (c == static_cast<unsigned char>(q)) out += std::string("\\") + static_cast<char>(c);
+          else if (c == '\n') out += "\\n";
+          else if (c == '\r') out += "\\r";
+          else if (c == '\t') out += "\\t";
+          else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+          else out += static_cast<char>(c);
+          ++i;
+          continue;
+        }
+        // Non-ASCII: kept unless Python's str.isprintable() is false for it (controls, format characters,
+        // separators other than the space, surrogates, private use, unassigned), which repr escapes.
+        int bad = 0;
+        const int len = utf8::sequence_length(reinterpret_cast<const unsigned char*>(s.data()) + i, s.size() - i, &bad);
+        if (len == 0) {  // not UTF-8: as the replacement character
+          out += "\xEF\xBF\xBD";
+          i += static_cast<size_t>(bad);
+          continue;
+        }
+        const uint32_t cp = utf8::decode(reinterpret_cast<const unsigned char*>(s.data()) + i, len);
+        switch (utf8proc_category(static_cast<utf8proc_int32_t>(cp))) {
+          case UTF8PROC_CATEGORY_CC: case UTF8PROC_CATEGORY_CF: case UTF8PROC_CATEGORY_CS:
+          case UTF8PROC_CATEGORY_CO: case UTF8PROC_CATEGORY_CN: case UTF8PROC_CATEGORY_ZL:
+          case UTF8PROC_CATEGORY_ZP: case UTF8PROC_CATEGORY_ZS:
+            out += cp < 0x100 ? fmt::format("\\x{:02x}", cp) : cp < 0x10000 ? fmt::format("\\u{:04x}", cp)
+                                                                         : fmt::format("\\U{:08x}", cp);
+            break;
+          default: out.append(s, i, static_cast<size_t>(len));
+        }
+        i += static_cast<size_t>(len);
       }
       out += q;
       return;
@@ -256,8 +286,6 @@ Value bool_filter(const Value& operand, const std::string& name) {
 Value named_filter(const Value& operand, const std::string& name) {
   if (name == "safe") return operand;
   if (name == "tojson") return Value::string(to_json(operand, JsonOptions{}));
-  if (operand.is_array()) return array_filter(operand, name);
-  if (operand.is(Kind::kString)) return string_filter(operand, name);
   // jinja2 trims str(value): Python's repr of a mapping or list (Llama 3.1's template trims a tool result that is an
   // object).
   if (name == "trim" && (operand.is_array() || operand.is_object())) {
@@ -265,6 +293,8 @@ Value named_filter(const Value& operand, const std::string& name) {
     python_repr(operand, text);
     return string_filter(Value::string(text), name);
   }
+  if (operand.is_array()) return array_filter(operand, name);
+  if (operand.is(Kind::kString)) return string_filter(operand, name);
   // jinja2 (transformers' renderer) reads an undefined value as "" in string filters; Llama 3.1's template trims the
   // content of a tool-call message that has none (content: null, dropped as transformers drops nulls).
   if (operand.is(Kind::kUndefined) && (name == "trim" || name == "upper" || name == "lower" || name == "title" ||

@@ -143,10 +143,18 @@ bool match_generation_tag(const std::string& s, size_t q, bool* lstrip, bool* rs
 // template.replace(/(\s*){%(-?)\s*(?:end)?generation\s*(-?)%}(\s*)/gs, keep-unless-stripped): the transformers
 // `generation` tag is parsed away, honouring its whitespace-control dashes, and leaves a marker where it stood
 // (kGenerationStart / kGenerationEnd, template text that the rendering then turns into spans).
-Mapped mark_generation_tags(const Mapped& in, bool* found) {
+Mapped mark_generation_tags(const Mapped& in, const std::string& original, bool* found) {
   Mapped out;
   const std::string& s = in.s;
-  size_t i = 0;
+  size_t i = 0, depth = 0, last_open = 0;
+  // As jinja2 parses the tag (a block closed by {% endgeneration %}): an unclosed or stray tag is a syntax error.
+  auto fail = [&](size_t original_offset, const char* what) {
+    Source where;
+    where.original = original;
+    where.text = original;
+    for (size_t k = 0; k <= original.size(); ++k) where.origin.push_back(static_cast<uint32_t>(k));
+    LLMFT_FAIL(Status::kFormat, "chat template syntax error at {}: {}", where.where(original_offset), what);
+  };
   while (i < s.size()) {
     const size_t q = skip_js_space(s, i);
     bool lstrip = false, rstrip = false, closes = false;
@@ -154,6 +162,13 @@ Mapped mark_generation_tags(const Mapped& in, bool* found) {
     if (q < s.size() && match_generation_tag(s, q, &lstrip, &rstrip, &closes, &tag_end)) {
       const size_t r = skip_js_space(s, tag_end);
       if (!lstrip) out.copy(in, i, q);
+      if (closes && depth == 0) fail(in.o[q], "{% endgeneration %} without a {% generation %} to close");
+      if (closes) {
+        --depth;
+      } else {
+        ++depth;
+        last_open = in.o[q];
+      }
       const std::string_view marker = closes ? kGenerationEnd : kGenerationStart;
       out.s.append(marker);
       out.o.insert(out.o.end(), marker.size(), in.o[q]);
@@ -168,6 +183,7 @@ Mapped mark_generation_tags(const Mapped& in, bool* found) {
     out.copy(in, i, j);
     i = j;
   }
+  if (depth > 0) fail(last_open, "{% generation %} is never closed by {% endgeneration %}");
   return out;
 }
 
@@ -180,7 +196,7 @@ void preprocess(Source& src) {
     m.s.pop_back();
     m.o.pop_back();
   }
-  m = mark_generation_tags(trim_blocks(lstrip_blocks(m)), &src.has_generation);
+  m = mark_generation_tags(trim_blocks(lstrip_blocks(m)), src.original, &src.has_generation);
   src.text = std::move(m.s);
   src.origin = std::move(m.o);
   src.origin.push_back(static_cast<uint32_t>(src.original.size()));

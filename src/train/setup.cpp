@@ -1,7 +1,11 @@
 #include "train/setup.hpp"
 
 #include <algorithm>
+#include <sched.h>
+
+#include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <thread>
 
 #include "util/build_info.hpp"
@@ -150,11 +154,27 @@ std::string trainable_parameters_line(const model::Decoder& m) {
                      model::with_commas(a), a ? 100.0 * static_cast<double>(t) / static_cast<double>(a) : 0.0);
 }
 
+int usable_cpus() {
+  // The CPUs this process may run on (a container's cpuset, taskset), capped by a cgroup v2 quota (a Kubernetes CPU
+  // limit): a 2-CPU pod on a 64-core node must not start 64 threads.
+  int cpus = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) == 0) cpus = std::max(1, CPU_COUNT(&set));
+  if (std::FILE* f = std::fopen("/sys/fs/cgroup/cpu.max", "r")) {
+    char quota[32] = {0};
+    long long period = 0;
+    if (std::fscanf(f, "%31s %lld", quota, &period) == 2 && std::strcmp(quota, "max") != 0 && period > 0)
+      cpus = std::min(cpus, static_cast<int>(std::max(1LL, (std::atoll(quota) + period - 1) / period)));
+    std::fclose(f);
+  }
+  return cpus;
+}
+
 int cpu_threads(int64_t configured, int local_ranks) {
   if (configured > 0) return static_cast<int>(configured);
   if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
-  const int cores = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
-  return std::max(1, cores / std::max(1, local_ranks));
+  return std::max(1, usable_cpus() / std::max(1, local_ranks));
 }
 
 }  // namespace llmft::job

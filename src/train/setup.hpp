@@ -35,9 +35,10 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
 std::string trainable_parameters_line(const model::Decoder& m);
 
 // Threads of CPU tensor math (ATen's OpenMP pool, which MKL's matrix products share): train.threads when > 0, else
-// OMP_NUM_THREADS when set (torchrun sets it to 1 for several processes per node), else this machine's cores shared
-// among the node's `local_ranks` processes.
+// OMP_NUM_THREADS when set (torchrun sets it to 1 for several processes per node), else the CPUs this process may use
+// (affinity, cgroup quota: usable_cpus) shared among the node's `local_ranks` processes.
 int cpu_threads(int64_t configured, int local_ranks);
+int usable_cpus();
 
 // What a job trains and evaluates on: prepared shards (data.path names a folder from llmft prep), the generated
 // dataset (in memory), or a raw dataset prepared into the cache (data.cache_dir, keyed by the preparation's

@@ -94,8 +94,19 @@ TEST(ChatTemplates, RenderAsTransformersApplyChatTemplate) {
       if (want.contains("error")) problem = "transformers raised (" + want.at("error").get<std::string>() + "), llmft rendered";
       else if (got != want.at("text").get<std::string>()) problem = first_difference(want.at("text"), got);
     } catch (const Error& e) {
-      if (!want.contains("error")) problem = std::string("llmft raised, transformers rendered: ") + e.what();
-      else ++errors;
+      if (!want.contains("error")) {
+        problem = std::string("llmft raised, transformers rendered: ") + e.what();
+      } else {
+        // Both refuse: it must be the template refusing (a render or syntax error on llmft's side; jinja2's errors
+        // or the Python type errors a template's operations raise), not the harness (a missing file, an import).
+        const std::string theirs = want.at("error");
+        const bool harness = theirs.rfind("FileNotFoundError", 0) == 0 || theirs.rfind("OSError", 0) == 0 ||
+                             theirs.rfind("ImportError", 0) == 0 || theirs.rfind("JSONDecodeError", 0) == 0;
+        if (harness || (e.status() != Status::kInvalidArgument && e.status() != Status::kFormat))
+          problem = "both failed, not both in the template: llmft " + std::string(e.what()) + "; transformers " + theirs;
+        else
+          ++errors;
+      }
     }
     if (problem.empty()) ++same;
     else if (++reported <= 20) ADD_FAILURE() << name << ": " << problem;

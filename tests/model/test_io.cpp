@@ -178,3 +178,79 @@ TEST(HfConfig, ModelDirectoryErrors) {
     EXPECT_NE(std::string(e.what()).find("safetensors only"), std::string::npos) << e.what();
   }
 }
+
+// Rotary parameters in every form config.json takes, read as transformers 5 reads them (RotaryEmbeddingConfigMixin):
+// rope_scaling (transformers 4) when non-empty, else rope_parameters (what transformers 5 writes), flat or per layer
+// type; their rope_theta, else the top-level one. (tests/hf runs real transformers-written configs end to end.)
+TEST(HfConfig, RotaryParametersAsTransformersReadsThem) {
+  auto parse = [](const std::string& extra) {
+    return io::ModelConfig::from_json(nlohmann::json::parse(R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 32,
+      "hidden_size": 16, "intermediate_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2)" + extra + "}"),
+                                      "config.json");
+  };
+  EXPECT_EQ(parse("").rope_theta, 10000.0);
+  EXPECT_EQ(parse(R"(, "rope_theta": 500000.0)").rope_theta, 500000.0);
+  // transformers 5: theta inside rope_parameters, the top-level one absent.
+  io::ModelConfig v5 = parse(R"(, "rope_parameters": {"rope_type": "default", "rope_theta": 1000000.0})");
+  EXPECT_EQ(v5.rope_theta, 1000000.0);
+  EXPECT_EQ(v5.rope_scaling.type, "");
+  io::ModelConfig l3 = parse(R"(, "rope_parameters": {"rope_type": "llama3", "rope_theta": 500000.0, "factor": 32.0,
+    "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 8192})");
+  EXPECT_EQ(l3.rope_theta, 500000.0);
+  EXPECT_EQ(l3.rope_scaling.type, "llama3");
+  EXPECT_EQ(l3.rope_scaling.factor, 32.0);
+  // rope_parameters without its own theta takes the top-level one.
+  EXPECT_EQ(parse(R"(, "rope_theta": 250000.0, "rope_parameters": {"rope_type": "default"})").rope_theta, 250000.0);
+  // Both forms: rope_scaling wins, as in transformers, and the top-level theta goes with it.
+  io::ModelConfig both = parse(R"(, "rope_theta": 500000.0, "rope_scaling": {"rope_type": "linear", "factor": 2.0},
+    "rope_parameters": {"rope_type": "default", "rope_theta": 7.0})");
+  EXPECT_EQ(both.rope_scaling.type, "linear");
+  EXPECT_EQ(both.rope_theta, 500000.0);
+  // An empty rope_scaling does not count.
+  EXPECT_EQ(parse(R"(, "rope_scaling": {}, "rope_parameters": {"rope_theta": 3.0})").rope_theta, 3.0);
+  // Per layer type: one set of parameters for all, or a clear refusal.
+  EXPECT_EQ(parse(R"(, "rope_parameters": {"full_attention": {"rope_type": "default", "rope_theta": 9.0}})").rope_theta, 9.0);
+  EXPECT_THROW(parse(R"(, "rope_parameters": {"full_attention": {"rope_theta": 9.0}, "sliding_attention": {"rope_theta": 8.0}})"),
+               Error);
+  try {
+    parse(R"(, "partial_rotary_factor": 0.5)");
+    ADD_FAILURE() << "accepted a partial rotary factor";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.status(), Status::kUnsupported);
+    EXPECT_NE(std::string(e.what()).find("partial_rotary_factor"), std::string::npos) << e.what();
+  }
+}
+
+// An adapter's tensors decide what it adapts; names outside the decoder's linear modules are refused by name.
+TEST(PeftAdapter, TensorNamesDecideTheTargetsAndForeignOnesAreRefused) {
+  auto adapter_with = [](const std::vector<std::string>& names, const std::string& targets) {
+    std::string dir = test::temp_dir("adapter");
+    write_file_atomic(dir + "/adapter_config.json",
+                      R"({"peft_type": "LORA", "r": 2, "lora_alpha": 4, "target_modules": )" + targets + "}");
+    std::map<std::string, at::Tensor> t;
+    for (const auto& n : names) t[n] = at::zeros({2, 2});
+    test::save_tensors(dir + "/adapter_model.safetensors", t);
+    return dir;
+  };
+  const std::string p = "base_model.model.model.layers.0.";
+  // PEFT's full module names (what it saves after expanding all-linear); the adapter name "default" is accepted.
+  io::PeftAdapter a = io::read_peft_adapter(adapter_with(
+      {p + "self_attn.v_proj.lora_A.weight", p + "self_attn.v_proj.lora_B.weight", p + "mlp.down_proj.lora_A.default.weight",
+       p + "mlp.down_proj.lora_B.default.weight"},
+      R"(["model.layers.0.self_attn.v_proj", "model.layers.0.mlp.down_proj"])"));
+  EXPECT_EQ(a.spec.target_modules, (std::vector<std::string>{"v_proj", "down_proj"}));
+  for (const auto& [names, why] : std::vector<std::pair<std::vector<std::string>, std::string>>{
+           {{p + "mlp.q_proj.lora_A.weight"}, "mlp.q_proj"},
+           {{p + "self_attn.q_proj.lora_A.other.weight"}, "lora_A.other"},
+           {{"base_model.model.lm_head.lora_A.weight"}, "lm_head"},
+           {{p + "self_attn.q_proj.lora_magnitude_vector"}, "lora_magnitude_vector"}}) {
+    try {
+      io::read_peft_adapter(adapter_with(names, R"(["q_proj"])"));
+      ADD_FAILURE() << "accepted " << why;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::kUnsupported) << e.what();
+      EXPECT_NE(std::string(e.what()).find(why), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_THROW(io::read_peft_adapter(adapter_with({p + "self_attn.q_proj.lora_A.weight"}, R"(["embed_tokens"])")), Error);
+}

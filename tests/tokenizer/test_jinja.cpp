@@ -300,3 +300,52 @@ TEST(Jinja, RunawayValuesFailInsteadOfExhaustingMemory) {
     }
   }
 }
+
+// Where jinja2's behaviour wins (transformers renders chat templates with it; tests/hf judges the real templates),
+// without the Python environment: Python's str.strip(chars) on code points, trim of a container is str() of it
+// (Python's repr), select / reject, and {% generation %} spans.
+TEST(Jinja, Jinja2SemanticsWhereTemplatesRelyOnThem) {
+  EXPECT_EQ(Template("[{{ s.strip('é\n') }}][{{ s.lstrip('é') }}][{{ s.rstrip('\n') }}]").render(Json{{"s", "éé a é\n"}}),
+            "[ a ][ a é\n][éé a é]");
+  EXPECT_EQ(Template("{{ x | trim }}").render(Json{{"x", Json::parse(R"({"a": [1, 2.5, null, true], "b": "it's"})")}}),
+            R"({'a': [1, 2.5, None, True], 'b': "it's"})");
+  // Floats in repr's shortest form. (A context value that is a whole number arrives as an integer, as JSON.parse
+  // gives it to @huggingface/jinja: 100.0 prints 100 where jinja2 would print 100.0.)
+  Json floats = Json::array({0.1, 1e-05, 0.30000000000000004, 2.5, 1.5e-07, -3.25});
+  EXPECT_EQ(Template("{{ x | trim }}").render(Json{{"x", floats}}), "[0.1, 1e-05, 0.30000000000000004, 2.5, 1.5e-07, -3.25]");
+  // repr escapes what Python does not print: a no-break space, a zero-width space, a line separator, a control.
+  EXPECT_EQ(Template("{{ x | trim }}").render(Json{{"x", Json::array({"a\u00a0b\u200bc\u2028d\x01é"})}}),
+            "['a\\xa0b\\u200bc\\u2028d\\x01é']");
+  EXPECT_EQ(Template("{{ xs | reject('equalto', 'b') | join(',') }}|{{ xs | select | list | length }}")
+                .render(Json{{"xs", Json::array({"a", "b", "", "c"})}}),
+            "a,,c|3");
+  EXPECT_EQ(Template("[{{ missing | trim }}][{{ missing | upper }}][{{ missing | length }}]").render(Json::object()),
+            "[][][0]");
+}
+
+TEST(Jinja, GenerationSpansAndUnbalancedTags) {
+  const Template t("{% for m in messages %}<{{ m.role }}>{% if m.role == 'assistant' %}{% generation %}{{ m.content }}"
+                   "{% if m.end %}{% generation %}{{ m.end }}{% endgeneration %}{% endif %}{% endgeneration %}"
+                   "{% else %}{{ m.content }}{% endif %}{% endfor %}");
+  EXPECT_TRUE(t.has_generation_spans());
+  std::vector<std::pair<size_t, size_t>> spans;
+  const std::string out = t.render(Json::parse(R"({"messages": [{"role": "user", "content": "hi"},
+    {"role": "assistant", "content": "yo", "end": "!"}, {"role": "assistant", "content": "ok"}]})"), {}, &spans);
+  EXPECT_EQ(out, "<user>hi<assistant>yo!<assistant>ok");  // the tags print nothing
+  ASSERT_EQ(spans.size(), 3u);                               // nested spans are reported, in order of start
+  EXPECT_EQ(out.substr(spans[0].first, spans[0].second - spans[0].first), "yo!");
+  EXPECT_EQ(out.substr(spans[1].first, spans[1].second - spans[1].first), "!");
+  EXPECT_EQ(out.substr(spans[2].first, spans[2].second - spans[2].first), "ok");
+  EXPECT_FALSE(Template("{{ 1 }}").has_generation_spans());
+  for (const char* bad : {"a{% generation %}b", "a{% endgeneration %}b", "{% generation %}{% generation %}{% endgeneration %}"}) {
+    try {
+      Template x(bad);
+      ADD_FAILURE() << "accepted " << bad;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::kFormat) << e.what();
+      EXPECT_NE(std::string(e.what()).find("generation"), std::string::npos) << e.what();
+    }
+  }
+  // The markers must not come from the data.
+  EXPECT_THROW(t.render(Json::parse(R"({"messages": [{"role": "user", "content": "\uFDD0"}]})"), {}, &spans), Error);
+}

@@ -2,9 +2,14 @@
 // the file and line); the reference lists every key.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdlib>
+#include <thread>
+
 #include "llmft/config.hpp"
 #include "llmft/error.hpp"
 #include "test_support.hpp"
+#include "train/setup.hpp"
 #include "util/file.hpp"
 
 using namespace llmft;
@@ -62,4 +67,21 @@ TEST(Config, ReferenceListsEveryKey) {
     for (const auto& key : keys) found = found || key.key == k;
     EXPECT_TRUE(found) << k;
   }
+}
+
+// train.threads 0: OMP_NUM_THREADS when set (what torchrun sets), else the CPUs this process may use, shared among
+// the node's processes; never below one.
+TEST(Threads, ConfiguredThenOmpNumThreadsThenUsableCpus) {
+  const char* saved = std::getenv("OMP_NUM_THREADS");
+  const std::string keep = saved ? saved : "";
+  EXPECT_EQ(llmft::job::cpu_threads(3, 8), 3);
+  setenv("OMP_NUM_THREADS", "5", 1);
+  EXPECT_EQ(llmft::job::cpu_threads(0, 4), 5);
+  unsetenv("OMP_NUM_THREADS");
+  const int cpus = llmft::job::usable_cpus();
+  EXPECT_GE(cpus, 1);
+  EXPECT_LE(cpus, static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  EXPECT_EQ(llmft::job::cpu_threads(0, 1), cpus);
+  EXPECT_EQ(llmft::job::cpu_threads(0, 1000), 1);
+  if (saved) setenv("OMP_NUM_THREADS", keep.c_str(), 1);
 }
