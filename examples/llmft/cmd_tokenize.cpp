@@ -85,7 +85,7 @@ int cmd_tokenize(const std::vector<std::string>& args) {
       j = nlohmann::json::parse(line);
     } catch (const std::exception& e) {
       throw llmft::Error(llmft::Status::kFormat, (input.empty() ? "<stdin>" : input) + ":" + std::to_string(line_no) +
-                                                     ": not valid JSON: " + e.what());
+                                                     ": not valid JSON: " + llmft::plain_error(e));
     }
     if (!j.is_object() || !j.contains("text") || !j["text"].is_string())
       throw llmft::Error(llmft::Status::kFormat, (input.empty() ? "<stdin>" : input) + ":" + std::to_string(line_no) +

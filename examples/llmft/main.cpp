@@ -57,6 +57,9 @@ int main(int argc, char** argv) {
     return 2;
   } catch (const llmft::Error& e) {
     std::fprintf(stderr, "llmft %s: error (%s): %s\n", cmd.c_str(), llmft::status_string(e.status()), e.what());
+    // A bug in llmft: where the check sits helps the report. Otherwise the message is the whole story.
+    if (e.status() == llmft::Status::kInternal && !e.where().empty())
+      std::fprintf(stderr, "llmft %s: (internal check at %s; please report it)\n", cmd.c_str(), e.where().c_str());
     return 1;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "llmft %s: error: %s\n", cmd.c_str(), e.what());

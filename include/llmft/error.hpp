@@ -1,10 +1,13 @@
 // llmft::Error: the one exception type the library throws. It carries a closed status code (the same numbers as
-// the C ABI's llmft_status) and a message that names the file, key, line or rank at fault.
+// the C ABI's llmft_status), a message for the user that names the file, key, line or rank at fault (what()), and,
+// apart from it, where in llmft's source the check sits (where(): for debug logs and bug reports, not for the one
+// line a user reads).
 #pragma once
 
 #include <cstdint>
 #include <stdexcept>
 #include <string>
+#include <utility>
 
 #include "llmft/export.hpp"
 
@@ -28,13 +31,20 @@ enum class Status : int32_t {
 
 LLMFT_API const char* status_string(Status s) noexcept;
 
+// A library's exception text as a user may read it: nlohmann's "[json.exception.parse_error.101] " tag dropped.
+LLMFT_API std::string plain_error(const std::exception& e);
+
 class LLMFT_API Error : public std::runtime_error {
  public:
-  Error(Status status, const std::string& message) : std::runtime_error(message), status_(status) {}
+  Error(Status status, const std::string& message, std::string where = {})
+      : std::runtime_error(message), status_(status), where_(std::move(where)) {}
   Status status() const noexcept { return status_; }
+  // "src/io/checkpoint.cpp:203", or empty.
+  const std::string& where() const noexcept { return where_; }
 
  private:
   Status status_;
+  std::string where_;
 };
 
 }  // namespace llmft

@@ -85,7 +85,7 @@ FormatSpec FormatSpec::from_dataset_info(const std::string& path, const std::str
   try {
     j = nlohmann::json::parse(read_file(path));
   } catch (const nlohmann::json::exception& e) {
-    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, e.what());
+    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, plain_error(e));
   }
   LLMFT_CHECK(j.contains(name) && j[name].is_object(), Status::kNotFound, "{} has no dataset \"{}\"", path, name);
   const auto& e = j[name];

@@ -179,7 +179,7 @@ PreparedData open_prepared(const std::string& dir, const Tokenizer& tok, const s
   try {
     m = nlohmann::json::parse(read_file(mpath));
   } catch (const nlohmann::json::exception& e) {
-    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", mpath, e.what());
+    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", mpath, plain_error(e));
   }
   LLMFT_CHECK(m.value("format", "") == "llmft-prepared" && m.value("version", 0) == 1, Status::kFormat,
               "{} is not an llmft prepared-data manifest (version 1)", mpath);

@@ -84,9 +84,12 @@ std::string read_maybe_gzip(const std::string& file, int64_t file_index, Problem
       int err = 0;
       const char* msg = gzerror(gz, &err);
       if (n < 0 || (err != Z_OK && err != Z_STREAM_END)) {
-        problems.add("truncated gzip", {file_index, INT64_MAX}, file,
-                     fmt::format("the gzip stream breaks off after {} decompressed bytes ({}); the records before it are "
-                                 "kept", out.size(), msg ? msg : "read error"));
+        // zlib tells a stream cut short ("unexpected end of file") from one that is not deflate data at all.
+        const bool truncated = msg && std::string(msg).find("unexpected end") != std::string::npos;
+        problems.add(truncated ? "truncated gzip" : "corrupt gzip", {file_index, INT64_MAX}, file,
+                     fmt::format("the gzip stream is {} after {} decompressed bytes ({}); the records before it are "
+                                 "kept", truncated ? "cut short (or corrupt)" : "corrupt", out.size(),
+                                 msg ? msg : "read error"));
         if (cut_short) *cut_short = true;
       }
       break;

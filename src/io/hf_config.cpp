@@ -72,7 +72,7 @@ ModelConfig ModelConfig::from_file(const std::string& path) {
   try {
     j = nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, e.what());
+    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, plain_error(e));
   }
   return from_json(j, path);
 }

@@ -58,7 +58,7 @@ SafetensorsFile::SafetensorsFile(const std::string& path) : file_(path) {
   try {
     j = nlohmann::json::parse(header);
   } catch (const std::exception& e) {
-    LLMFT_FAIL(Status::kFormat, "{}: header is not valid JSON: {}", p, e.what());
+    LLMFT_FAIL(Status::kFormat, "{}: header is not valid JSON: {}", p, plain_error(e));
   }
   LLMFT_CHECK(j.is_object(), Status::kFormat, "{}: header must be a JSON object", p);
   const uint8_t* base = file_.data() + 8 + n;

@@ -128,7 +128,9 @@ BpeModel::BpeModel(simdjson::dom::element model, bool byte_level, const std::str
   // Merges: rank = position in the list; the merged token is a + b (minus b's continuing prefix). Lookups go in
   // batches whose table slots are prefetched first: the vocabulary table is far larger than the caches.
   simdjson::dom::array merges;
-  if (!model["merges"].get(merges)) {
+  // As Hugging Face tokenizers: a BPE model without its merges list is malformed (an empty list is fine).
+  LLMFT_CHECK(!model["merges"].get(merges), Status::kFormat, "{}: the BPE model has no \"merges\" list", where);
+  {
     merges_.reserve(merges.size());
     struct Pending {
       std::string_view a, b;

@@ -48,8 +48,8 @@ Json chat_context(const Json& messages, bool add_generation_prompt, const Json& 
 ChatFormatter::ChatFormatter(Tokenizer tokenizer, const std::string& template_source) : tokenizer_(std::move(tokenizer)) {
   std::string src = template_source.empty() ? tokenizer_.config().chat_template : template_source;
   LLMFT_CHECK(!src.empty(), Status::kInvalidArgument,
-              "{} has no chat template (tokenizer_config.json has no chat_template); give one with "
-              "data.chat_template=PATH or use an instruction format",
+              "{} has no chat template (its tokenizer_config.json has no chat_template): give a tokenizer that has "
+              "one (tokenizer.path=DIR), or format the data as instructions (data.template=alpaca)",
               tokenizer_.origin());
   template_ = std::make_unique<jinja::Template>(src);
   for (const char* name : {"<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<｜end▁of▁sentence｜>"}) {

@@ -39,7 +39,7 @@ auto guarded(const std::string& where, F&& build) {
   try {
     return build();
   } catch (const nlohmann::json::exception& e) {
-    LLMFT_FAIL(Status::kFormat, "{}: {}", where, e.what());
+    LLMFT_FAIL(Status::kFormat, "{}: {}", where, plain_error(e));
   }
 }
 
@@ -148,7 +148,7 @@ void TokenizerImpl::load_config(std::string_view config_json) {
     try {
       c = nlohmann::json::parse(config_json);
     } catch (const std::exception& e) {
-      LLMFT_FAIL(Status::kFormat, "tokenizer_config.json beside {}: not valid JSON: {}", origin, e.what());
+      LLMFT_FAIL(Status::kFormat, "tokenizer_config.json beside {}: not valid JSON: {}", origin, plain_error(e));
     }
     auto str = [&](const char* k) { return c.contains(k) ? token_string(c[k]) : std::string(); };
     config_.bos_token = str("bos_token");
@@ -327,11 +327,27 @@ Tokenizer Tokenizer::from_file(const std::string& path) {
     file = path_join(path, "tokenizer.json");
     if (!file_exists(file) && file_exists(path_join(path, "tokenizer.model"))) file = path_join(path, "tokenizer.model");
   }
-  LLMFT_CHECK(file_exists(file), Status::kNotFound, "tokenizer file {} does not exist", file);
+  LLMFT_CHECK(file_exists(file), Status::kNotFound, "{}: no tokenizer here: expected a tokenizer.json (or a SentencePiece "
+              "tokenizer.model){}", file, is_directory(path) ? " in the folder " + path : "");
   std::string json = read_file(file);
-  // A SentencePiece model (tokenizer.model) is a protobuf, never JSON: its first byte is a field key, not '{'.
+  // A SentencePiece model (tokenizer.model) is a protobuf, never JSON: its first byte is a field key, not '{'. The
+  // file's name says which one it must be; a name that says neither is taken by its content.
+  const bool named_json = file.size() >= 5 && file.compare(file.size() - 5, 5, ".json") == 0;
+  const bool named_model = file.size() >= 6 && file.compare(file.size() - 6, 6, ".model") == 0;
   size_t first = json.find_first_not_of(" \t\r\n");
-  if (first != std::string::npos && json[first] != '{') json = tok::sentencepiece_to_tokenizer_json(json, file);
+  const bool looks_json = first != std::string::npos && json[first] == '{';
+  LLMFT_CHECK(looks_json || !named_json, Status::kFormat,
+              "{}: not valid JSON: expected a Hugging Face tokenizer.json (a JSON object)", file);
+  if (!looks_json) {
+    try {
+      json = tok::sentencepiece_to_tokenizer_json(json, file);
+    } catch (const Error& e) {
+      LLMFT_FAIL(e.status(), "{}: {} ({})", file,
+                 named_model ? "not a SentencePiece tokenizer.model"
+                             : "neither a Hugging Face tokenizer.json (JSON) nor a SentencePiece tokenizer.model",
+                 e.what());
+    }
+  }
   std::string config_path = path_join(path_dirname(file), "tokenizer_config.json");
   std::string config = file_exists(config_path) ? read_file(config_path) : std::string();
   return from_json(json, config, file);

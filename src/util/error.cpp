@@ -22,10 +22,19 @@ const char* status_string(Status s) noexcept {
   return "unknown status";
 }
 
+std::string plain_error(const std::exception& e) {
+  std::string s = e.what();
+  if (s.rfind("[json.exception.", 0) == 0) {
+    const size_t end = s.find("] ");
+    if (end != std::string::npos) s.erase(0, end + 2);
+  }
+  return s;
+}
+
 namespace detail {
 void raise(Status s, const char* file, int line, const std::string& message) {
   const char* base = std::strstr(file, "src/");
-  throw Error(s, fmt::format("{} [{}:{}]", message, base ? base : file, line));
+  throw Error(s, message, fmt::format("{}:{}", base ? base : file, line));
 }
 }  // namespace detail
 }  // namespace llmft
