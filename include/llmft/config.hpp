@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "llmft/export.hpp"
@@ -110,6 +111,7 @@ struct ExportSection {
   std::string adapter;  // PEFT adapter directory (default: <output.dir>/adapter)
   std::string out;      // merged checkpoint directory (default: <output.dir>/merged)
   double max_shard_mb = 5000;
+  bool overwrite = false;  // replace the weight files a previous checkpoint left in `out` (else such a directory is refused)
 };
 
 struct Config {
@@ -133,6 +135,8 @@ struct ConfigKey {
 LLMFT_API Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides = {});
 // Every key, its type, default and meaning (the README's configuration reference is generated from this).
 LLMFT_API std::vector<ConfigKey> config_keys();
+// Every key and its value (flow YAML text), in the schema's order: what ranks compare before they train together.
+LLMFT_API std::vector<std::pair<std::string, std::string>> config_values(const Config& config);
 // The configuration as YAML (written to <output.dir>/config.yaml by train).
 LLMFT_API std::string config_to_yaml(const Config& config);
 

@@ -1,6 +1,7 @@
 // Training records: printed in the shape Hugging Face's Trainer prints them,
 //   {'loss': 1.2345, 'grad_norm': 0.165, 'learning_rate': 3.6e-05, 'epoch': 0.09} | 1234 tokens/s
-// and appended as JSON lines to <output.dir>/metrics.jsonl (one object per record, flushed as written).
+// and appended as JSON lines to <output.dir>/in_progress/metrics.jsonl while the run goes (one object per record,
+// flushed as written), moved to <output.dir>/metrics.jsonl when it ends.
 #pragma once
 
 #include <cstdio>

@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <filesystem>
+#include <regex>
+#include <set>
 #include <thread>
 
 #include "llmft/config.hpp"
@@ -84,4 +87,31 @@ TEST(Threads, ConfiguredThenOmpNumThreadsThenUsableCpus) {
   EXPECT_EQ(llmft::job::cpu_threads(0, 1), cpus);
   EXPECT_EQ(llmft::job::cpu_threads(0, 1000), 1);
   if (saved) setenv("OMP_NUM_THREADS", keep.c_str(), 1);
+}
+
+// Every configuration key a message suggests ("... data.template=alpaca ...") exists in the schema: a suggestion
+// that names a key the program refuses is worse than none.
+TEST(Config, EveryKeyAMessageSuggestsExists) {
+  std::set<std::string> keys;
+  for (const auto& k : config_keys()) keys.insert(k.key);
+  const std::regex literal(R"re("(?:[^"\\]|\\.)*")re");
+  const std::regex suggestion(R"(\b(model|tokenizer|data|lora|train|dist|output|log|generate|export)\.([a-z_]+)=)");
+  size_t checked = 0;
+  for (const char* dir : {"src/train", "src/data", "src/tokenizer", "src/io", "src/model", "src/comm", "src/optim", "src/lora",
+                          "examples/llmft"}) {
+    const std::string path = path_join(test::source_dir(), dir);
+    for (const auto& entry : std::filesystem::directory_iterator(path)) {
+      if (entry.path().extension() != ".cpp" && entry.path().extension() != ".hpp") continue;
+      const std::string text = read_file(entry.path().string());
+      for (std::sregex_iterator it(text.begin(), text.end(), literal), end; it != end; ++it) {
+        const std::string lit = it->str();
+        for (std::sregex_iterator m(lit.begin(), lit.end(), suggestion); m != end; ++m) {
+          const std::string key = (*m)[1].str() + "." + (*m)[2].str();
+          EXPECT_TRUE(keys.count(key)) << entry.path().string() << ": a message suggests " << key << ", which is not a key";
+          ++checked;
+        }
+      }
+    }
+  }
+  EXPECT_GT(checked, 3u);
 }
