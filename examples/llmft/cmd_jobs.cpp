@@ -1,6 +1,9 @@
 // llmft train | generate | export | config: a YAML file (--config) plus key.sub=value overrides, handed to the
 // library's jobs (llmft/train.hpp).
+#include <signal.h>
+
 #include <cstdio>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -54,6 +57,22 @@ void install_log_sink() {
   });
 }
 
+// SIGINT (Ctrl-C) and SIGTERM (what Kubernetes and torchrun send first) ask training to stop at the next step; the
+// handler is reset after one signal, so a second one ends the process at once.
+llmft::StopRequest g_stop{0};
+
+void request_stop(int sig) { g_stop.store(sig); }
+
+void stop_on_signals() {
+  struct sigaction sa;
+  std::memset(&sa, 0, sizeof sa);
+  sa.sa_handler = request_stop;
+  sa.sa_flags = SA_RESETHAND;
+  sigemptyset(&sa.sa_mask);
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
+
 const char* kTrainHelp =
     "usage: llmft train [--config FILE] [key.sub=value ...]\n"
     "  Fine-tunes as the configuration says (see 'llmft config' for every key). With no model.path it trains the\n"
@@ -71,7 +90,16 @@ const char* kExportHelp =
 int cmd_train(const std::vector<std::string>& args) {
   Parsed p = parse(args, kTrainHelp, false);
   install_log_sink();
-  llmft::TrainSummary s = llmft::train(p.config);
+  stop_on_signals();
+  llmft::TrainSummary s;
+  try {
+    s = llmft::train(p.config, &g_stop);
+  } catch (const llmft::Error& e) {
+    const int sig = g_stop.load();
+    if (e.status() != llmft::Status::kCancelled || sig == 0) throw;
+    std::fprintf(stderr, "llmft train: stopped by SIG%s: %s\n", sig == SIGINT ? "INT" : "TERM", e.what());
+    return 128 + sig;  // as the shell reports a process ended by the signal
+  }
   std::printf("done: %lld steps, loss %.4f -> %.4f, held-out loss %.4f -> %.4f, held-out answer tokens predicted "
               "%.1f%% -> %.1f%%, sample answers exactly right %lld/%lld -> %lld/%lld, %.0f tokens/s\n",
               static_cast<long long>(s.steps), s.first_loss, s.last_loss, s.eval_loss_before, s.eval_loss_after,

@@ -1,6 +1,7 @@
 // The jobs llmft runs: train (LoRA or full fine-tuning), generate, export (merge an adapter into its base).
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <utility>
@@ -25,9 +26,16 @@ struct TrainSummary {
   int64_t optimizer_state_bytes = 0, parameter_bytes = 0, gradient_bytes = 0;
 };
 
+// A host's request that a running job stop: 0 while it should go on; any other value (the host's reason, e.g. a signal
+// number) stops it at the next optimizer step. Lock-free, so a signal handler may store to it. In a distributed job the
+// ranks agree on it with each step's reduction, so a request on any rank stops every rank after the same step.
+using StopRequest = std::atomic<int>;
+
 // Trains as `config` says, writing <output.dir>/{config.yaml, metrics.jsonl, samples.txt, adapter/ (LoRA) or
-// model/ (full)} (and base/ for the embedded model). Progress goes to the log sink (llmft/log.hpp).
-LLMFT_API TrainSummary train(const Config& config);
+// model/ (full)} (and base/ for the embedded model). Progress goes to the log sink (llmft/log.hpp). A run that fails
+// or is stopped (`stop`: Status::kCancelled, whose message names the step and the reason) writes no weights and leaves
+// the output directory's files as the last finished run wrote them, plus <output.dir>/run_failed.json.
+LLMFT_API TrainSummary train(const Config& config, const StopRequest* stop = nullptr);
 
 struct Generation {
   std::string prompt, output;

@@ -1,9 +1,11 @@
 #include "io/checkpoint.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <regex>
 #include <set>
 
+#include "io/dtype_convert.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
 
@@ -15,7 +17,7 @@ nlohmann::json read_json(const std::string& path) {
   try {
     return nlohmann::json::parse(text);
   } catch (const std::exception& e) {
-    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, e.what());
+    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", path, plain_error(e));
   }
 }
 }  // namespace
@@ -81,19 +83,36 @@ void write_model_weights(const std::string& dir, const std::vector<TensorView>& 
     in_shard += t.nbytes;
     total += t.nbytes;
   }
+  const std::vector<std::string> before = list_directory(dir);
+  // The weight files of an earlier checkpoint here that the new set does not name go, after the new set is in
+  // place: a loader never reads stale shards beside the new index (or an old model.safetensors beside new shards).
+  auto remove_stale = [&](const std::set<std::string>& written) {
+    for (const auto& name : before) {
+      const bool weights = name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0;
+      const bool index = name.find(".safetensors.index.json") != std::string::npos ||
+                         name == "pytorch_model.bin.index.json";
+      const bool pickle = name.rfind("pytorch_model", 0) == 0 && name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0;
+      if ((weights || index || pickle) && !written.count(name)) std::remove(path_join(dir, name).c_str());
+    }
+    fsync_dir(dir);
+  };
   if (shards.size() == 1) {
     write_safetensors(path_join(dir, "model.safetensors"), shards[0], metadata);
+    remove_stale({"model.safetensors"});
     return;
   }
+  std::set<std::string> written = {"model.safetensors.index.json"};
   nlohmann::ordered_json index;
   index["metadata"] = {{"total_size", total}};
   index["weight_map"] = nlohmann::ordered_json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
     std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
     write_safetensors(path_join(dir, name), shards[i], metadata);
+    written.insert(name);
     for (const auto& t : shards[i]) index["weight_map"][t.name] = name;
   }
   write_file_atomic(path_join(dir, "model.safetensors.index.json"), index.dump(2) + "\n");
+  remove_stale(written);
 }
 
 nlohmann::json peft_adapter_config(const lora::LoraSpec& spec, const std::string& base_model) {
@@ -165,10 +184,16 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   PeftAdapter a;
   LLMFT_CHECK(j.contains("r") && j["r"].is_number_integer(), Status::kFormat, "{}: \"r\" must be an integer", cfg_path);
   a.spec.r = j["r"].get<int64_t>();
+  LLMFT_CHECK(a.spec.r > 0, Status::kFormat, "{}: \"r\" must be positive, got {}", cfg_path, a.spec.r);
   LLMFT_CHECK(j.contains("lora_alpha") && j["lora_alpha"].is_number(), Status::kFormat, "{}: \"lora_alpha\" must be a number",
               cfg_path);
   a.spec.alpha = j["lora_alpha"].get<double>();
+  LLMFT_CHECK(a.spec.alpha > 0, Status::kFormat, "{}: \"lora_alpha\" must be positive, got {}", cfg_path, a.spec.alpha);
+  LLMFT_CHECK(!j.contains("lora_dropout") || j["lora_dropout"].is_null() || j["lora_dropout"].is_number(),
+              Status::kFormat, "{}: \"lora_dropout\" must be a number", cfg_path);
   a.spec.dropout = j.value("lora_dropout", 0.0);
+  LLMFT_CHECK(a.spec.dropout >= 0 && a.spec.dropout < 1, Status::kFormat, "{}: \"lora_dropout\" must be in [0, 1), got {}",
+              cfg_path, a.spec.dropout);
   a.spec.use_rslora = j.value("use_rslora", false);
   for (const char* k : {"target_parameters", "trainable_token_indices"})
     LLMFT_CHECK(!j.contains(k) || j[k].is_null() || j[k].empty(), Status::kUnsupported, "{}: {} is not supported",
@@ -213,6 +238,36 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   for (const auto& m : lora::all_linear_modules())
     if (types.count(m)) a.spec.target_modules.push_back(m);
   return a;
+}
+
+void check_adapter_fits(const PeftAdapter& a, const std::string& dir, const ModelConfig& m, const std::string& model_origin) {
+  static const std::regex kName(R"(base_model\.model\.model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight)");
+  const std::string file = path_join(dir, "adapter_model.safetensors");
+  for (const auto& t : a.weights->tensors()) {
+    std::smatch mt;
+    if (!std::regex_match(t.name, mt, kName)) continue;  // read_peft_adapter refused anything else
+    const int64_t layer = std::stoll(mt[1].str());
+    LLMFT_CHECK(layer < m.num_hidden_layers, Status::kInvalidArgument,
+                "{}: tensor \"{}\" adapts layer {} but {} has {} layers (0-{}): the adapter was made for another model",
+                file, t.name, layer, model_origin, m.num_hidden_layers, m.num_hidden_layers - 1);
+    const std::string module = mt[2].str();
+    const int64_t q = m.num_attention_heads * m.head_dim, kv = m.num_key_value_heads * m.head_dim;
+    int64_t in = m.hidden_size, out = m.intermediate_size;
+    if (module == "q_proj") out = q;
+    else if (module == "k_proj" || module == "v_proj") out = kv;
+    else if (module == "o_proj") in = q, out = m.hidden_size;
+    else if (module == "down_proj") in = m.intermediate_size, out = m.hidden_size;
+    const bool is_a = mt[3].str() == "A";
+    const std::vector<int64_t> want = is_a ? std::vector<int64_t>{a.spec.r, in} : std::vector<int64_t>{out, a.spec.r};
+    const int64_t rank = t.shape.size() == 2 ? t.shape[is_a ? 0 : 1] : -1;
+    LLMFT_CHECK(rank == a.spec.r, Status::kFormat,
+                "{}: \"r\" is {} but tensor \"{}\" of {} has rank {} (shape [{}])", path_join(dir, "adapter_config.json"),
+                a.spec.r, t.name, file, rank, fmt::join(t.shape, ", "));
+    LLMFT_CHECK(t.shape == want, Status::kFormat, "{}: tensor \"{}\" has shape [{}], {}'s {} needs [{}]", file, t.name,
+                fmt::join(t.shape, ", "), model_origin, module, fmt::join(want, ", "));
+    LLMFT_CHECK(all_finite(t), Status::kFormat, "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)",
+                file, t.name);
+  }
 }
 
 }  // namespace llmft::io

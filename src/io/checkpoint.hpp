@@ -39,7 +39,8 @@ class ModelDir {
 };
 
 // Writes tensors as one model.safetensors, or as shards of at most max_shard_bytes (a tensor larger than that gets a
-// shard of its own) plus model.safetensors.index.json. Each file is written atomically.
+// shard of its own) plus model.safetensors.index.json. Each file is written atomically; then the weight files of an
+// earlier checkpoint in `dir` that the new set does not name are removed (a loader never mixes the two).
 void write_model_weights(const std::string& dir, const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
                          const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
 
@@ -59,5 +60,11 @@ struct PeftAdapter {
 };
 // Reads adapter_config.json (peft_type LORA; rejects what llmft does not implement, by key) and the weights.
 PeftAdapter read_peft_adapter(const std::string& dir);
+
+// Whether an adapter fits a model, one check for generate and export: every tensor adapts a layer the model has, a
+// module of it with the model's shapes at the adapter's rank ("r" of adapter_config.json), with finite values.
+// Errors name the adapter's file and field, the tensor, and the model (`model_origin`).
+void check_adapter_fits(const PeftAdapter& adapter, const std::string& adapter_dir, const ModelConfig& model,
+                        const std::string& model_origin);
 
 }  // namespace llmft::io

@@ -106,4 +106,35 @@ std::vector<uint8_t> from_f32(const std::vector<float>& v, DType dtype) {
   return out;
 }
 
+bool all_finite(const TensorView& t) {
+  const size_t n = t.nbytes;
+  switch (t.dtype) {
+    case DType::kF32:
+      for (size_t i = 0; i + 4 <= n; i += 4) {
+        uint32_t b;
+        std::memcpy(&b, t.data + i, 4);
+        if ((b & 0x7F800000u) == 0x7F800000u) return false;
+      }
+      return true;
+    case DType::kF64:
+      for (size_t i = 0; i + 8 <= n; i += 8) {
+        uint64_t b;
+        std::memcpy(&b, t.data + i, 8);
+        if ((b & 0x7FF0000000000000ull) == 0x7FF0000000000000ull) return false;
+      }
+      return true;
+    case DType::kBF16:
+    case DType::kF16: {
+      const uint16_t mask = t.dtype == DType::kBF16 ? 0x7F80 : 0x7C00;
+      for (size_t i = 0; i + 2 <= n; i += 2) {
+        uint16_t b;
+        std::memcpy(&b, t.data + i, 2);
+        if ((b & mask) == mask) return false;
+      }
+      return true;
+    }
+    default: return true;
+  }
+}
+
 }  // namespace llmft::io

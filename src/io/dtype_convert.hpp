@@ -17,6 +17,8 @@ uint16_t f32_to_f16(float f);
 
 // The tensor's values as float32 (F32, BF16 or F16; anything else is an Error naming the tensor).
 std::vector<float> to_f32(const TensorView& t);
+// Whether every value of a floating-point tensor is finite (no NaN, no infinity), read in place; integer tensors are.
+bool all_finite(const TensorView& t);
 // Float values encoded as `dtype` (F32, BF16 or F16).
 std::vector<uint8_t> from_f32(const std::vector<float>& v, DType dtype);
 

@@ -193,6 +193,9 @@ void copy_in(const at::Tensor& dst, const io::TensorView& t, const std::string& 
               fmt::join(t.shape, ", "), fmt::join(want, ", "));
   at::Tensor src = at::from_blob(const_cast<uint8_t*>(t.data), t.shape, at::TensorOptions().dtype(scalar_type(t.dtype, t.name, origin)));
   dst.copy_(src);
+  // A NaN or infinity in a checkpoint would train (or generate) garbage without a word: refuse it by name.
+  LLMFT_CHECK(at::isfinite(dst).all().item<bool>(), Status::kFormat,
+              "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)", origin, t.name);
 }
 }  // namespace
 

@@ -199,6 +199,12 @@ StepResult ShardedOptimizer::finish_step(double lr, double max_grad_norm, double
   }
   StepResult r;
   r.grad_norm = std::sqrt(sq);
+  if (!std::isfinite(r.grad_norm)) {  // every rank sees the same global norm: none updates, the caller decides
+    for (auto& g : grads)
+      if (g.defined()) g.zero_();
+    r.skipped = true;
+    return r;
+  }
   double coef = max_grad_norm > 0 ? max_grad_norm / (r.grad_norm + 1e-6) : 1.0;
   r.clipped = coef < 1.0;
   for (size_t i = 0; i < units.size(); ++i) {

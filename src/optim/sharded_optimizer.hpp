@@ -36,6 +36,7 @@ struct AdamWOptions {
 struct StepResult {
   double grad_norm = 0;  // global L2 norm of the mean-loss gradient, before clipping
   bool clipped = false;
+  bool skipped = false;  // the norm was not finite: no parameter was updated (NaN never reaches the weights)
 };
 
 struct MemoryReport {

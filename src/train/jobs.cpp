@@ -9,6 +9,7 @@
 #include "io/checkpoint.hpp"
 #include "io/dtype_convert.hpp"
 #include "llmft/train.hpp"
+#include "train/preflight.hpp"
 #include "train/setup.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
@@ -17,6 +18,7 @@
 namespace llmft {
 
 std::vector<Generation> generate(const Config& c0, const std::vector<std::string>& instructions) {
+  job::preflight(c0, job::Job::kGenerate);
   c10::InferenceMode guard;
   at::set_num_threads(job::cpu_threads(c0.train.threads, 1));
   Config c = c0;
@@ -35,6 +37,7 @@ std::vector<Generation> generate(const Config& c0, const std::vector<std::string
   job::LoadedModel lm = job::load_model(c, tok, adapter ? "lora" : "none", 16);
   if (adapter) {
     const io::PeftAdapter* a = adapter.get();
+    io::check_adapter_fits(*a, c.generate.adapter, lm.decoder->config(), c.model.path);
     lm.decoder->load_lora([a](const std::string& n) { return a->find(n); }, c.generate.adapter);
   }
   std::unique_ptr<data::Templater> fmt = job::templater_for(c, tok, c.data.template_name == "auto" ? "alpaca" : c.data.template_name);
@@ -59,14 +62,15 @@ std::vector<Generation> generate(const Config& c0, const std::vector<std::string
 }
 
 std::string export_merged(const Config& c) {
+  job::preflight(c, job::Job::kExport);  // export.out is no input, is writable, holds no older checkpoint
   std::string adapter_dir = c.export_.adapter.empty() ? path_join(c.output.dir, "adapter") : c.export_.adapter;
   io::PeftAdapter adapter = io::read_peft_adapter(adapter_dir);
   std::string base_dir = c.model.path.empty() ? adapter.base_model_name_or_path : c.model.path;
   LLMFT_CHECK(!base_dir.empty() && is_directory(base_dir), Status::kNotFound,
               "the adapter's base model \"{}\" is not a local directory: give model.path", base_dir);
   io::ModelDir base(base_dir);
+  io::check_adapter_fits(adapter, adapter_dir, base.config(), base_dir);
   std::string out_dir = c.export_.out.empty() ? path_join(c.output.dir, "merged") : c.export_.out;
-  LLMFT_CHECK(out_dir != base_dir, Status::kInvalidArgument, "export.out must differ from the base model directory");
   const double scaling = adapter.spec.scaling();
   const auto targets = adapter.spec.resolved_targets();
 
@@ -78,6 +82,8 @@ std::string export_merged(const Config& c) {
   int64_t merged = 0;
   for (const auto& name : names) {
     io::TensorView v = *base.find(name);
+    LLMFT_CHECK(io::all_finite(v), Status::kFormat, "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)",
+                base_dir, name);
     const std::string suffix = ".weight";
     bool is_target = false;
     for (const auto& t : targets)
@@ -123,6 +129,7 @@ std::string export_merged(const Config& c) {
 namespace llmft {
 
 PrepareSummary prepare(const Config& c, const PrepareProgress& progress) {
+  job::preflight(c, job::Job::kPrep);
   c10::InferenceMode guard;
   Tokenizer tok = Tokenizer::from_file(job::resolve_tokenizer_path(c));
   const auto seed = static_cast<uint64_t>(c.train.seed);

@@ -3,9 +3,16 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <cerrno>
 #include <chrono>
+#include <filesystem>
+#include <sstream>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <set>
+
+#include <nlohmann/json.hpp>
 
 #include "comm/communicator.hpp"
 #include "comm/factory.hpp"
@@ -17,10 +24,12 @@
 #include "optim/schedule.hpp"
 #include "optim/sharded_optimizer.hpp"
 #include "train/metrics.hpp"
+#include "train/preflight.hpp"
 #include "train/setup.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
 #include "util/log.hpp"
+#include "util/sha256.hpp"
 
 namespace llmft {
 
@@ -132,6 +141,110 @@ void copy_tokenizer_files(const std::string& tokenizer_path, const std::string& 
   }
 }
 
+// A run's own files (config.yaml, metrics.jsonl, samples.txt, and base/ beside an adapter of the embedded model) are
+// written to <output.dir>/in_progress while it runs (follow its metrics.jsonl there) and moved into place, each by one
+// rename, only once its weights are saved: the output directory describes the last run that finished. A run that fails leaves the previous run's files
+// as they were and says so in one place, <output.dir>/run_failed.json.
+class RunFiles {
+ public:
+  RunFiles(std::string out, bool leader) : out_(std::move(out)), stage_(path_join(out_, "in_progress")), leader_(leader) {
+    if (!leader_) return;
+    remove_tree(stage_);  // what a run that died left
+    make_dirs(stage_);
+  }
+  std::string staged(const std::string& name) const { return path_join(stage_, name); }
+  std::string final_path(const std::string& name) const { return path_join(out_, name); }
+
+  void commit() {
+    if (!leader_) return;
+    for (const std::string& name : list_directory(stage_)) {
+      const std::string from = staged(name), to = final_path(name);
+      if (is_directory(to)) remove_tree(to);  // a directory is replaced whole (rename cannot replace a full one)
+      LLMFT_CHECK(std::rename(from.c_str(), to.c_str()) == 0, Status::kIo, "cannot move {} to {}: {}", from, to,
+                  std::strerror(errno));
+    }
+    remove_tree(stage_);
+    std::remove(final_path("run_failed.json").c_str());
+    fsync_dir(out_);
+  }
+
+  void record_failure(const std::string& error) {
+    if (!leader_) return;
+    try {
+      remove_tree(stage_);
+      nlohmann::ordered_json j = {{"error", error},
+                                  {"note", "this run failed; the other files here are those of the last run that finished"}};
+      write_file_atomic(final_path("run_failed.json"), j.dump(2) + "\n");
+    } catch (const std::exception&) {  // the failure itself may be the disk: the error is still reported
+    }
+  }
+
+ private:
+  std::string out_, stage_;
+  bool leader_;
+};
+
+// What each rank is about to run: its resolved configuration, key by key (but its own node rank), and the size and
+// content of what it will read (config.json, weight and tokenizer file sizes, dataset file sizes), as "key=value"
+// lines.
+std::string run_description(const Config& c) {
+  std::string out;
+  for (const auto& [key, value] : config_values(c))
+    if (key != "dist.node_rank") out += key + "=" + value + "\n";
+  auto sizes_of = [](const std::string& path) {
+    if (path.empty() || !file_exists(path)) return std::string("-");
+    if (!is_directory(path)) return std::to_string(std::filesystem::file_size(path)) + " bytes";
+    Sha256 h;
+    for (const auto& name : list_directory(path)) {
+      const std::string p = path_join(path, name);
+      if (name == "config.json") h.update(read_file(p));
+      else if (!is_directory(p)) h.update(name + ":" + std::to_string(std::filesystem::file_size(p)) + ";");
+    }
+    return h.hex_digest().substr(0, 16);
+  };
+  out += "(the contents of model.path)=" + sizes_of(c.model.path) + "\n";
+  out += "(the contents of tokenizer.path)=" + sizes_of(c.tokenizer.path) + "\n";
+  std::stringstream ss(c.data.path);
+  for (std::string item; std::getline(ss, item, ',');) out += "(the contents of data.path " + item + ")=" + sizes_of(item) + "\n";
+  return out;
+}
+
+// Ranks started with different configurations (an easy mistake with hand-written Indexed Jobs) fail inside the first
+// collective whose sizes differ, or wait out the timeout and blame a live rank. Before any work, every rank shares
+// what it is about to run; all of them refuse, naming the first key that differs and its values.
+void check_ranks_agree(comm::Communicator& comm, const Config& c) {
+  if (comm.size() == 1) return;
+  const std::string mine = run_description(c);
+  at::Tensor len = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
+  comm.all_reduce(len, {comm::ReduceOp::kMax})->wait();
+  const int64_t n = len.item<int64_t>();
+  at::Tensor local = at::zeros({n}, at::kByte), all = at::empty({n * comm.size()}, at::kByte);
+  std::memcpy(local.data_ptr(), mine.data(), mine.size());
+  comm.all_gather(all, local)->wait();
+  auto parse = [](const std::string& text) {
+    std::vector<std::pair<std::string, std::string>> kv;
+    std::stringstream ss(text);
+    for (std::string line; std::getline(ss, line);)
+      if (const size_t eq = line.find('='); eq != std::string::npos) kv.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+    return kv;
+  };
+  const auto* bytes = static_cast<const char*>(all.data_ptr());
+  auto of_rank = [&](int r) { return parse(std::string(bytes + r * n, strnlen(bytes + r * n, static_cast<size_t>(n)))); };
+  const auto first = of_rank(0);
+  for (int r = 1; r < comm.size(); ++r) {
+    const auto other = of_rank(r);
+    for (size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
+      const std::string key = i < first.size() ? first[i].first : other[i].first;
+      const std::string a = i < first.size() ? first[i].second : "(absent)", b = i < other.size() ? other[i].second : "(absent)";
+      LLMFT_CHECK(a == b && (i >= first.size() || i >= other.size() || first[i].first == other[i].first),
+                  Status::kInvalidArgument,
+                  "rank {}: the ranks were started with different configurations: {} is {} on rank 0 but {} on rank {}; "
+                  "every rank of a job must run the same configuration and inputs",
+                  comm.rank(), key, a, b, r);
+    }
+  }
+}
+
 void save_model_dir(const model::Decoder& m, const nlohmann::json& config_json, const std::string& tokenizer_path,
                     const std::string& dir) {
   make_dirs(dir);
@@ -144,23 +257,14 @@ void save_model_dir(const model::Decoder& m, const nlohmann::json& config_json, 
 
 }  // namespace
 
-TrainSummary train(const Config& c) {
+namespace {
+
+// The job once its communicator and run files exist: tokenizer, examples, model, optimizer, loader, the loop, saving.
+TrainSummary run_training(const Config& c, std::unique_ptr<comm::Communicator>& comm, RunFiles& run,
+                          const StopRequest* stop) {
   c10::InferenceMode guard;
   const auto seed = static_cast<uint64_t>(c.train.seed);
-
-  // Parts: communicator, tokenizer, examples, model, optimizer, loader.
-  const comm::World world = comm::resolve_world(c.dist);
-  at::set_num_threads(job::cpu_threads(c.train.threads, world.local_size));
-  std::unique_ptr<comm::Communicator> comm = comm::make_communicator(c.dist, world);
   const bool leader = comm->rank() == 0;
-  // Rank 0 speaks for the job; the others log warnings and errors only (prefixed with their rank).
-  struct QuietRanks {
-    LogLevel saved = log_level();
-    explicit QuietRanks(bool quiet) {
-      if (quiet && saved < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
-    }
-    ~QuietRanks() { set_log_level(saved); }
-  } quiet(!leader);
   std::string tok_path = job::resolve_tokenizer_path(c);
   Tokenizer tok = Tokenizer::from_file(tok_path);
   job::TrainData td = job::load_training_data(c, tok, seed, leader, [&] { comm->barrier(); });
@@ -176,12 +280,10 @@ TrainSummary train(const Config& c) {
   summary.output_dir = c.output.dir;
   summary.rank = comm->rank();
   summary.world_size = comm->size();
-  make_dirs(c.output.dir);
-  if (leader) write_file_atomic(path_join(c.output.dir, "config.yaml"), config_to_yaml(c));
+  if (leader) write_file_atomic(run.staged("config.yaml"), config_to_yaml(c));
   if (leader && !lm.dir && mode == "lora") {  // the embedded model is the adapter's base: keep it beside the adapter
-    std::string base = path_join(c.output.dir, "base");
-    save_model_dir(m, m.config().to_json(), tok_path, base);
-    lm.base_name = base;
+    save_model_dir(m, m.config().to_json(), tok_path, run.staged("base"));
+    lm.base_name = run.final_path("base");
   }
   optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
   optim::ShardedOptimizer opt(m, *comm, static_cast<int>(c.dist.zero_stage), adam);
@@ -195,7 +297,7 @@ TrainSummary train(const Config& c) {
   const double lr_peak = c.train.lr > 0 ? c.train.lr : !lm.dir ? 3e-3 : mode == "lora" ? 2e-4 : 2e-5;
   optim::Schedule sched{c.train.lr_scheduler, lr_peak, c.train.warmup_steps, steps};
   optim::validate(sched);
-  job::MetricsSink metrics(comm->rank() == 0 ? path_join(c.output.dir, "metrics.jsonl") : "");
+  job::MetricsSink metrics(comm->rank() == 0 ? run.staged("metrics.jsonl") : "");
   log_info("training: {} steps of {} rows x {} tokens ({} rows per epoch), ZeRO stage {}, {} rank(s)", steps,
            rows_per_step, c.data.seq_len, loader.rows_per_epoch(), c.dist.zero_stage, comm->size());
 
@@ -239,7 +341,7 @@ TrainSummary train(const Config& c) {
   auto interval_start = Clock::now(), train_start = Clock::now();
   for (int64_t step = 0; step < steps; ++step) {
     opt.begin_step();
-    double sums[3] = {0, 0, 0};  // loss sum, targets, tokens (this rank)
+    double sums[4] = {0, 0, 0, 0};  // loss sum, targets, tokens, stop reason (this rank)
     for (int64_t micro = 0; micro < c.train.grad_accum; ++micro) {
       model::Batch b = to_batch(loader.next());
       opt.set_last_micro_batch(micro + 1 == c.train.grad_accum);
@@ -247,13 +349,34 @@ TrainSummary train(const Config& c) {
       sums[1] += static_cast<double>(b.num_targets);
       sums[2] += static_cast<double>(b.ids.numel());
     }
-    at::Tensor global = at::tensor({sums[0], sums[1], sums[2]}, at::kDouble);
+    const int stop_reason = stop ? stop->load() : 0;
+    sums[3] = stop_reason != 0 ? 1.0 : 0.0;
+    at::Tensor global = at::tensor({sums[0], sums[1], sums[2], sums[3]}, at::kDouble);
     comm->all_reduce(global)->wait();
+    if (global[3].item<double>() > 0) {
+      // Every rank sees the same sum, so all of them stop here, before this step's update.
+      const std::string why = stop_reason != 0 ? fmt::format("the host asked it to stop (reason {})", stop_reason)
+                                               : std::string("another rank was asked to stop");
+      LLMFT_FAIL(Status::kCancelled, "training stopped during step {} of {}: {}; no weights were written and {} keeps "
+                 "the files of the last run that finished", step + 1, steps, why, c.output.dir);
+    }
     const double loss = global[0].item<double>() / std::max(1.0, global[1].item<double>());
     const double lr = sched.lr_at(step);
     optim::StepResult r = opt.finish_step(lr, c.train.max_grad_norm, global[1].item<double>());
-    LLMFT_CHECK(std::isfinite(loss) && std::isfinite(r.grad_norm), Status::kInternal,
-                "step {}: loss {} / grad norm {} is not finite (lower train.lr?)", step + 1, loss, r.grad_norm);
+    if (!std::isfinite(loss) || r.skipped) {
+      // Nothing non-finite was applied to the weights (the optimizer skips such a step) and nothing is saved. The
+      // weights were checked finite when loaded and token ids are within the vocabulary, so at the first step the
+      // model's own numbers overflow; later, the updates diverged.
+      const std::string what = !std::isfinite(loss) ? fmt::format("the loss is {}", loss)
+                                                     : fmt::format("the gradient norm is {}", r.grad_norm);
+      LLMFT_FAIL(Status::kInvalidArgument, "step {}: {}, not finite; {}", step + 1, what,
+                 step == 0 ? fmt::format("at the first step, so the weights of {} overflow in {} on this data: try "
+                                         "model.dtype=float32 or check the model",
+                                         c.model.path.empty() ? "the embedded model" : c.model.path, c.model.dtype)
+                           : fmt::format("after {} finite steps the updates diverged: lower train.lr (peak {}) or "
+                                         "clip harder with train.max_grad_norm (now {}); no weights were written",
+                                         step, lr_peak, c.train.max_grad_norm));
+    }
 
     if (step == 0) {
       const optim::MemoryReport mem = opt.memory();
@@ -308,7 +431,7 @@ TrainSummary train(const Config& c) {
   // Saving: ZeRO-3 gathers what is saved (a LoRA adapter: the adapter tensors only); rank 0 writes.
   opt.gather_parameters(mode == "lora");
   if (leader) {
-    write_samples(path_join(c.output.dir, "samples.txt"), samples);
+    write_samples(run.staged("samples.txt"), samples);
     if (mode == "lora") {
       summary.adapter_dir = path_join(c.output.dir, "adapter");
       std::vector<at::Tensor> keep;
@@ -320,11 +443,38 @@ TrainSummary train(const Config& c) {
     }
   }
   opt.release_parameters();
+  run.commit();     // the weights are saved: the run's files take the place of the previous run's
   comm->barrier();  // every rank leaves once the files are written (rank 0 may serve the store the others use)
   for (size_t i = 0; i < samples.records.size(); ++i)
     log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, data::Templater::question(samples.records[i]),
              samples.before[i], samples.after[i]);
   return summary;
+}
+
+}  // namespace
+
+TrainSummary train(const Config& c, const StopRequest* stop) {
+  job::preflight(c, job::Job::kTrain);  // settings, output locations and memory, before any data or weights are read
+  const comm::World world = comm::resolve_world(c.dist);
+  at::set_num_threads(job::cpu_threads(c.train.threads, world.local_size));
+  std::unique_ptr<comm::Communicator> comm = comm::make_communicator(c.dist, world);
+  const bool leader = comm->rank() == 0;
+  // Rank 0 speaks for the job; the others log warnings and errors only (prefixed with their rank).
+  struct QuietRanks {
+    LogLevel saved = log_level();
+    explicit QuietRanks(bool quiet) {
+      if (quiet && saved < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
+    }
+    ~QuietRanks() { set_log_level(saved); }
+  } quiet(!leader);
+  check_ranks_agree(*comm, c);  // before anyone prepares data or writes a file
+  RunFiles run(c.output.dir, leader);
+  try {
+    return run_training(c, comm, run, stop);
+  } catch (const std::exception& e) {
+    run.record_failure(e.what());
+    throw;
+  }
 }
 
 }  // namespace llmft

@@ -1,13 +1,18 @@
 #include "util/file.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <climits>
+#include <cstdlib>
 #include <cstring>
 #include <random>
+#include <vector>
 
 #include "util/check.hpp"
 
@@ -182,6 +187,123 @@ MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
     o.size_ = 0;
   }
   return *this;
+}
+
+namespace {
+bool identity(const std::string& p, dev_t* dev, ino_t* ino) {
+  struct stat st {};
+  if (::stat(p.c_str(), &st) != 0) return false;
+  *dev = st.st_dev;
+  *ino = st.st_ino;
+  return true;
+}
+
+// "a/./b//c/../d/" -> "a/b/d" (lexically, for the part of a path that does not exist yet).
+std::string normalise_tail(const std::string& rest) {
+  std::vector<std::string> parts;
+  size_t i = 0;
+  while (i <= rest.size()) {
+    size_t j = rest.find('/', i);
+    if (j == std::string::npos) j = rest.size();
+    std::string part = rest.substr(i, j - i);
+    if (part == "..") {
+      if (!parts.empty()) parts.pop_back();
+    } else if (!part.empty() && part != ".") {
+      parts.push_back(part);
+    }
+    i = j + 1;
+  }
+  std::string out;
+  for (const auto& p : parts) out += (out.empty() ? "" : "/") + p;
+  return out;
+}
+}  // namespace
+
+std::string resolve_path(const std::string& path) {
+  std::string p = path.empty() ? "." : path;
+  if (p[0] != '/') {
+    char cwd[4096];
+    if (::getcwd(cwd, sizeof cwd)) p = std::string(cwd) + "/" + p;
+  }
+  // Walk up to the deepest ancestor that exists; resolve it; append the rest. A ".." in the missing part is applied
+  // lexically, as the kernel would once those directories exist.
+  std::string head = p, tail;
+  for (;;) {
+    if (char* real = ::realpath(head.c_str(), nullptr)) {
+      std::string out(real);
+      std::free(real);
+      const std::string rest = normalise_tail(tail);
+      if (rest.empty()) return out;
+      return out == "/" ? "/" + rest : out + "/" + rest;
+    }
+    const size_t slash = head.find_last_of('/');
+    if (slash == std::string::npos || head == "/") return normalise_tail(p);
+    tail = head.substr(slash + 1) + (tail.empty() ? "" : "/" + tail);
+    head = slash == 0 ? "/" : head.substr(0, slash);
+  }
+}
+
+bool same_location(const std::string& a, const std::string& b) {
+  dev_t da = 0, db = 0;
+  ino_t ia = 0, ib = 0;
+  if (identity(a, &da, &ia) && identity(b, &db, &ib)) return da == db && ia == ib;
+  return resolve_path(a) == resolve_path(b);
+}
+
+bool is_within(const std::string& path, const std::string& dir) {
+  std::string p = resolve_path(path);
+  for (;;) {
+    if (same_location(p, dir)) return true;
+    if (p == "/" || p.empty()) return false;
+    const size_t slash = p.find_last_of('/');
+    p = slash == 0 ? "/" : p.substr(0, slash);
+  }
+}
+
+void require_writable_dir(const std::string& dir, const std::string& what) {
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) == 0) {
+    LLMFT_CHECK(S_ISDIR(st.st_mode), Status::kInvalidArgument, "{} {} is a file, not a directory", what, dir);
+  } else {
+    // The first ancestor that exists must be a directory: a file in the way is named.
+    std::string up = path_dirname(resolve_path(dir));
+    while (!up.empty() && up != "/" && !file_exists(up)) up = path_dirname(up);
+    LLMFT_CHECK(up.empty() || is_directory(up), Status::kInvalidArgument,
+                "{} {} cannot be created: {} is a file, not a directory", what, dir, up);
+    try {
+      make_dirs(dir);
+    } catch (const Error& e) {
+      LLMFT_FAIL(Status::kIo, "{} {} cannot be created: {}", what, dir, e.what());
+    }
+  }
+  const std::string probe = path_join(dir, ".llmft-write-probe");
+  Fd f{::open(probe.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
+  LLMFT_CHECK(f.fd >= 0, Status::kIo, "{} {} is not writable: {}", what, dir, errno_text());
+  ::unlink(probe.c_str());
+}
+
+void remove_tree(const std::string& path) {
+  struct stat st {};
+  if (::lstat(path.c_str(), &st) != 0) return;
+  if (S_ISDIR(st.st_mode)) {
+    for (const auto& name : list_directory(path)) remove_tree(path_join(path, name));
+    LLMFT_CHECK(::rmdir(path.c_str()) == 0, Status::kIo, "cannot remove {}: {}", path, errno_text());
+  } else {
+    LLMFT_CHECK(::unlink(path.c_str()) == 0 || errno == ENOENT, Status::kIo, "cannot remove {}: {}", path, errno_text());
+  }
+}
+
+std::vector<std::string> list_directory(const std::string& dir) {
+  DIR* d = ::opendir(dir.c_str());
+  LLMFT_CHECK(d != nullptr, errno_status(), "cannot list {}: {}", dir, errno_text());
+  std::vector<std::string> out;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string name = e->d_name;
+    if (name != "." && name != "..") out.push_back(name);
+  }
+  ::closedir(d);
+  std::sort(out.begin(), out.end());
+  return out;
 }
 
 std::string path_join(std::string_view a, std::string_view b) {

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace llmft {
 
@@ -64,6 +65,26 @@ class MappedFile {
   const uint8_t* data_ = nullptr;
   size_t size_ = 0;
 };
+
+// Where a path leads: the canonical form of its deepest existing ancestor (symbolic links, ".", ".." and repeated or
+// trailing slashes resolved) with the rest of the path appended, normalised. Two spellings of one place give one
+// string.
+std::string resolve_path(const std::string& path);
+// Whether two paths name the same place: the same file or directory (device and inode, which also sees through bind
+// mounts) when both exist, else the same resolved path.
+bool same_location(const std::string& a, const std::string& b);
+// Whether `path` is `dir` or lies under it (by identity of each ancestor of the resolved path).
+bool is_within(const std::string& path, const std::string& dir);
+// Throws Error(kIo / kInvalidArgument) naming `what` and the path unless `dir` exists as a directory (created if
+// needed, with its parents) and a file can be created in it.
+void require_writable_dir(const std::string& dir, const std::string& what);
+
+// Removes a file, or a directory and everything under it (symbolic links are removed, not followed); a path that
+// does not exist is no error. Throws Error(kIo) naming what could not be removed.
+void remove_tree(const std::string& path);
+
+// The names in a directory (not "." and ".."), sorted; throws Error(kNotFound / kIo) naming it.
+std::vector<std::string> list_directory(const std::string& dir);
 
 std::string path_join(std::string_view a, std::string_view b);
 std::string path_dirname(std::string_view p);

@@ -101,10 +101,11 @@ inline std::vector<int> run_world(int n, const std::vector<std::string>& args, c
   return codes;
 }
 
-// The training losses a run logged to <out>/metrics.jsonl, in order.
+// The training losses a run logged to <out>/metrics.jsonl (or, while it runs, <out>/in_progress/metrics.jsonl), in
+// order.
 inline std::vector<double> logged_losses(const std::string& out) {
   std::vector<double> v;
-  std::ifstream f(out + "/metrics.jsonl");
+  std::ifstream f(file_exists(out + "/metrics.jsonl") ? out + "/metrics.jsonl" : out + "/in_progress/metrics.jsonl");
   for (std::string line; std::getline(f, line);) {
     auto j = nlohmann::json::parse(line);
     if (j.contains("loss")) v.push_back(j["loss"].get<double>());

@@ -115,6 +115,12 @@ TEST(Failure, KillingOneRankStopsTheOthersWithADiagnosis) {
   args.push_back("dist.timeout_s=20");
   const int port = test::free_port();
   std::vector<test::Proc> procs;
+  struct KillOnExit {  // whatever fails below, no rank outlives the test (they would train for 100,000 steps)
+    std::vector<test::Proc>& procs;
+    ~KillOnExit() {
+      for (auto& p : procs) kill(p.pid, SIGKILL);
+    }
+  } guard{procs};
   for (int r = 0; r < 2; ++r) {
     std::vector<std::string> argv = {test::llmft_bin(), "train"};
     argv.insert(argv.end(), args.begin(), args.end());

@@ -1,0 +1,233 @@
+#include "train/preflight.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <sstream>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "io/hf_config.hpp"
+#include "lora/lora.hpp"
+#include "util/check.hpp"
+#include "util/file.hpp"
+
+namespace llmft::job {
+
+namespace {
+
+struct Place {
+  std::string key, path;  // the configuration key that names it, and where it is
+};
+
+// The inputs a job reads: the model directory, the tokenizer, the dataset files or folders, dataset_info.json.
+std::vector<Place> inputs_of(const Config& c) {
+  std::vector<Place> in;
+  if (!c.model.path.empty()) in.push_back({"model.path", c.model.path});
+  if (!c.tokenizer.path.empty())
+    in.push_back({"tokenizer.path", is_directory(c.tokenizer.path) ? c.tokenizer.path : path_dirname(c.tokenizer.path)});
+  std::stringstream ss(c.data.path);
+  for (std::string item; std::getline(ss, item, ',');)
+    if (!item.empty()) in.push_back({"data.path", item});
+  if (!c.data.dataset_info.empty()) in.push_back({"data.dataset_info", path_dirname(c.data.dataset_info)});
+  return in;
+}
+
+// `written` (what `what` is, under the key `key`) must be neither an input nor hold one (a folder llmft fills is
+// replaced file by file).
+void not_an_input(const std::vector<Place>& inputs, const std::string& key, const std::string& written,
+                  const std::string& what) {
+  for (const auto& in : inputs) {
+    LLMFT_CHECK(!same_location(written, in.path) && !is_within(in.path, written), Status::kInvalidArgument,
+                "{}: {} would be written to {}, which {} {} ({}): choose another {}", key, what, written,
+                same_location(written, in.path) ? "is" : "holds", in.key, in.path, key);
+  }
+}
+
+void check_model_dir(const std::string& path, const char* key) {
+  LLMFT_CHECK(file_exists(path), Status::kNotFound, "{} {}: no such directory", key, path);
+  LLMFT_CHECK(is_directory(path), Status::kInvalidArgument,
+              "{} {} is a file; expected a Hugging Face model directory (config.json and *.safetensors)", key, path);
+  LLMFT_CHECK(file_exists(path_join(path, "config.json")), Status::kNotFound,
+              "{} {} has no config.json: expected a Hugging Face model directory (config.json and *.safetensors)", key,
+              path);
+}
+
+// The model the job will build, from config.json or the model.* keys (the embedded model; its vocabulary is the
+// tokenizer's, counted here as Llama 3's 128,256 for the memory estimate).
+io::ModelConfig model_config(const Config& c) {
+  if (!c.model.path.empty()) return io::ModelConfig::from_file(path_join(c.model.path, "config.json"));
+  nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}},  {"vocab_size", 128256},
+                      {"hidden_size", c.model.hidden_size},     {"intermediate_size", c.model.intermediate_size},
+                      {"num_hidden_layers", c.model.num_layers}, {"num_attention_heads", c.model.num_heads},
+                      {"num_key_value_heads", c.model.num_kv_heads}, {"max_position_embeddings", 8192},
+                      {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
+                                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}}}};
+  return io::ModelConfig::from_json(j, "the embedded model (model.* keys)");
+}
+
+// (in, out) of each linear module of a layer.
+std::pair<int64_t, int64_t> dims(const io::ModelConfig& m, const std::string& module) {
+  if (module == "q_proj") return {m.hidden_size, m.q_dim()};
+  if (module == "k_proj" || module == "v_proj") return {m.hidden_size, m.kv_dim()};
+  if (module == "o_proj") return {m.q_dim(), m.hidden_size};
+  if (module == "down_proj") return {m.intermediate_size, m.hidden_size};
+  return {m.hidden_size, m.intermediate_size};  // gate_proj, up_proj
+}
+
+std::string lora_mode(const Config& c) {
+  return c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
+}
+
+void check_settings_fit(const Config& c, const io::ModelConfig& m, const std::string& origin) {
+  int64_t positions = m.max_position_embeddings;
+  if (!m.rope_scaling.type.empty()) {
+    const int64_t base = m.rope_scaling.original_max_position_embeddings > 0 ? m.rope_scaling.original_max_position_embeddings
+                                                                               : m.max_position_embeddings;
+    positions = std::max(positions, static_cast<int64_t>(m.rope_scaling.factor * static_cast<double>(base)));
+  }
+  LLMFT_CHECK(c.data.seq_len <= positions, Status::kInvalidArgument,
+              "data.seq_len {} is longer than {} can place: {} positions (max_position_embeddings{}); lower data.seq_len",
+              c.data.seq_len, origin, positions, m.rope_scaling.type.empty() ? "" : " with its rope scaling");
+  if (lora_mode(c) != "lora") return;
+  lora::LoraSpec spec;
+  spec.r = c.lora.r;
+  spec.target_modules = c.lora.target_modules;
+  for (const auto& t : spec.resolved_targets()) {
+    const auto [in, out] = dims(m, t);
+    LLMFT_CHECK(c.lora.r <= std::min(in, out), Status::kInvalidArgument,
+                "lora.r {} is larger than {}'s {} matrix ({} x {}): a rank above {} adds parameters and nothing else; "
+                "lower lora.r", c.lora.r, origin, t, out, in, std::min(in, out));
+  }
+}
+
+MemoryEstimate estimate(const Config& c, const io::ModelConfig& m) {
+  MemoryEstimate e;
+  const double params = static_cast<double>(m.num_parameters());
+  const double b = c.model.dtype == "bfloat16" ? 2 : 4;
+  const bool full = lora_mode(c) == "full";
+  double trainable = 0;
+  if (full) {
+    trainable = params;
+  } else {
+    lora::LoraSpec spec;
+    spec.target_modules = c.lora.target_modules;
+    for (const auto& t : spec.resolved_targets()) {
+      const auto [in, out] = dims(m, t);
+      trainable += static_cast<double>(c.lora.r * (in + out) * m.num_hidden_layers);
+    }
+  }
+  e.weights = params * b + (full && b == 2 ? params * 4 : 0);  // compute copies, fp32 masters for bf16
+  e.optimizer = trainable * (4 + 8);  // gradients + Adam moments, fp32 (ZeRO shards them, which one rank cannot count on)
+  const double tokens = static_cast<double>(c.train.micro_batch_size) * static_cast<double>(c.data.seq_len);
+  const double C = static_cast<double>(m.hidden_size), F = static_cast<double>(m.intermediate_size);
+  const double Q = static_cast<double>(m.q_dim()), KV = static_cast<double>(m.kv_dim());
+  // What each layer keeps for its backward pass per token (inputs of the norms and of every product, q/k/v, the
+  // attention output, the MLP's gate and up), plus the loss's chunk of logits.
+  e.activations = tokens * static_cast<double>(m.num_hidden_layers) * (b * (5 * C + 2 * Q + 2 * KV + 3 * F) + 8 * C) +
+                  std::min(tokens, 1024.0) * static_cast<double>(m.vocab_size) * 4;
+  return e;
+}
+
+std::string gb(double bytes) { return fmt::format("{:.1f} GB", bytes / 1e9); }
+
+void check_memory(const Config& c, const io::ModelConfig& m, const std::string& origin) {
+  const MemoryEstimate e = estimate(c, m);
+  const double have = machine_memory_bytes();
+  LLMFT_CHECK(have <= 0 || e.total() <= have, Status::kOutOfMemory,
+              "training {} would need about {} (weights {}, gradients and optimizer state {}, activations {} for "
+              "train.micro_batch_size {} x data.seq_len {}) and this machine has {}: lower data.seq_len or "
+              "train.micro_batch_size{}",
+              origin, gb(e.total()), gb(e.weights), gb(e.optimizer), gb(e.activations), c.train.micro_batch_size,
+              c.data.seq_len, gb(have), lora_mode(c) == "full" ? ", or train with train.mode=lora" : "");
+}
+
+// Weight files of a checkpoint directory.
+std::vector<std::string> weight_files(const std::string& dir) {
+  std::vector<std::string> out;
+  if (!is_directory(dir)) return out;
+  for (const std::string& name : list_directory(dir)) {
+    const bool weights = name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0;
+    const bool index = name.find(".index.json") != std::string::npos;
+    const bool pickle = name.size() > 4 && name.compare(name.size() - 4, 4, ".bin") == 0;
+    if (weights || index || pickle) out.push_back(name);
+  }
+  return out;
+}
+
+void preflight_export(const Config& c) {
+  const std::string adapter = c.export_.adapter.empty() ? path_join(c.output.dir, "adapter") : c.export_.adapter;
+  LLMFT_CHECK(is_directory(adapter), Status::kNotFound, "export.adapter {}: no such adapter directory{}", adapter,
+              c.export_.adapter.empty() ? " (the default, <output.dir>/adapter)" : "");
+  std::string base = c.model.path;
+  if (base.empty() && file_exists(path_join(adapter, "adapter_config.json"))) {
+    try {
+      base = nlohmann::json::parse(read_file(path_join(adapter, "adapter_config.json"))).value("base_model_name_or_path", "");
+    } catch (const nlohmann::json::exception&) {  // read_peft_adapter names what is wrong with the file
+    }
+  }
+  if (!base.empty()) check_model_dir(base, c.model.path.empty() ? "the adapter's base_model_name_or_path" : "model.path");
+  const std::string out = c.export_.out.empty() ? path_join(c.output.dir, "merged") : c.export_.out;
+  std::vector<Place> inputs = {{"export.adapter", adapter}};
+  if (!base.empty()) inputs.push_back({"model.path", base});
+  not_an_input(inputs, "export.out", out, "the merged checkpoint");
+  require_writable_dir(out, "export.out");
+  const std::vector<std::string> old = weight_files(out);
+  std::string names;
+  for (const auto& n : old) names += (names.empty() ? "" : ", ") + n;
+  LLMFT_CHECK(old.empty() || c.export_.overwrite, Status::kInvalidArgument,
+              "export.out {} already holds a checkpoint's weight files ({}); loaders would mix them with the new ones: "
+              "choose an empty directory, or replace them with export.overwrite=true",
+              out, names);
+}
+
+}  // namespace
+
+double machine_memory_bytes() {
+  const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
+  double bytes = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
+  if (std::FILE* f = std::fopen("/sys/fs/cgroup/memory.max", "r")) {  // a container's limit
+    char v[32] = {0};
+    if (std::fscanf(f, "%31s", v) == 1 && std::string(v) != "max") bytes = std::min(bytes, std::atof(v));
+    std::fclose(f);
+  }
+  return bytes;
+}
+
+void preflight(const Config& c, Job job) {
+  if (job == Job::kExport) return preflight_export(c);
+  if (!c.model.path.empty()) check_model_dir(c.model.path, "model.path");
+  if (!c.tokenizer.path.empty())
+    LLMFT_CHECK(file_exists(c.tokenizer.path), Status::kNotFound, "tokenizer.path {}: no such file or directory",
+                c.tokenizer.path);
+  if (job == Job::kGenerate) {
+    if (!c.generate.adapter.empty())
+      LLMFT_CHECK(is_directory(c.generate.adapter), Status::kNotFound, "generate.adapter {}: no such adapter directory",
+                  c.generate.adapter);
+    return;
+  }
+  const std::vector<Place> inputs = inputs_of(c);
+  require_writable_dir(c.output.dir, "output.dir");
+  not_an_input(inputs, "output.dir", c.output.dir, job == Job::kPrep ? "the prepared shards" : "the run's files");
+  if (job == Job::kPrep) return;
+
+  const std::string mode = lora_mode(c);
+  const std::string written = path_join(c.output.dir, mode == "lora" ? "adapter" : "model");
+  LLMFT_CHECK(!file_exists(written) || is_directory(written), Status::kInvalidArgument,
+              "output.dir: {} is a file where the {} folder goes", written, mode == "lora" ? "adapter" : "model");
+  not_an_input(inputs, "output.dir", written, mode == "lora" ? "the adapter" : "the fine-tuned model");
+  if (is_directory(written)) require_writable_dir(written, "output.dir");
+  if (!c.data.path.empty()) {
+    const std::string cache = c.data.cache_dir.empty() ? path_join(c.output.dir, "data-cache") : c.data.cache_dir;
+    not_an_input(inputs, c.data.cache_dir.empty() ? "output.dir" : "data.cache_dir", cache, "the prepared-data cache");
+    require_writable_dir(cache, c.data.cache_dir.empty() ? "output.dir" : "data.cache_dir");
+  }
+  const io::ModelConfig m = model_config(c);
+  const std::string origin = c.model.path.empty() ? "the embedded model" : c.model.path;
+  check_settings_fit(c, m, origin);
+  check_memory(c, m, origin);
+}
+
+}  // namespace llmft::job

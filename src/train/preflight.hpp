@@ -1,0 +1,32 @@
+// What every job checks before it prepares data or loads a model, so that a run is refused in seconds, with a
+// message that names the key or path, instead of failing after hours or overwriting what it was given:
+//  - model.path exists and is a model directory (config.json), and the settings fit the model: data.seq_len within
+//    its positions (or what its rope scaling extends them to), lora.r within the dimensions of every targeted matrix;
+//  - no output lands on an input (by file identity: a trailing slash, a symbolic link or a/../a is the same place):
+//    the fine-tuned model or adapter, data.cache_dir and export.out against model.path, tokenizer.path, data.path and
+//    the adapter;
+//  - every output location can be created and written (a file where a folder goes, a read-only folder);
+//  - an export does not mix its weight files with an older checkpoint's (export.overwrite replaces them);
+//  - the run fits in memory: an estimate of weights, optimizer state and activations against this machine's.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+#include "llmft/config.hpp"
+
+namespace llmft::job {
+
+enum class Job { kTrain, kPrep, kGenerate, kExport };
+
+// Throws Error(kInvalidArgument / kNotFound / kIo / kOutOfMemory) naming the key or path at fault.
+void preflight(const Config& c, Job job);
+
+// Memory a training run needs, by part (bytes), and this machine's (physical memory, capped by a cgroup limit).
+struct MemoryEstimate {
+  double weights = 0, optimizer = 0, activations = 0;
+  double total() const { return weights + optimizer + activations; }
+};
+double machine_memory_bytes();
+
+}  // namespace llmft::job
