@@ -70,7 +70,7 @@ std::vector<std::string> ModelDir::tensor_names() const {
 }
 
 void write_model_weights(const std::string& dir, const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
-                         const std::map<std::string, std::string>& metadata) {
+                         const std::map<std::string, std::string>& metadata, WriteMode mode) {
   make_dirs(dir);
   std::vector<std::vector<TensorView>> shards(1);
   uint64_t in_shard = 0, total = 0;
@@ -97,7 +97,7 @@ void write_model_weights(const std::string& dir, const std::vector<TensorView>& 
     fsync_dir(dir);
   };
   if (shards.size() == 1) {
-    write_safetensors(path_join(dir, "model.safetensors"), shards[0], metadata);
+    write_safetensors(path_join(dir, "model.safetensors"), shards[0], metadata, mode);
     remove_stale({"model.safetensors"});
     return;
   }
@@ -107,11 +107,11 @@ void write_model_weights(const std::string& dir, const std::vector<TensorView>& 
   index["weight_map"] = nlohmann::ordered_json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
     std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-    write_safetensors(path_join(dir, name), shards[i], metadata);
+    write_safetensors(path_join(dir, name), shards[i], metadata, mode);
     written.insert(name);
     for (const auto& t : shards[i]) index["weight_map"][t.name] = name;
   }
-  write_file_atomic(path_join(dir, "model.safetensors.index.json"), index.dump(2) + "\n");
+  write_file_atomic(path_join(dir, "model.safetensors.index.json"), index.dump(2) + "\n", mode);
   remove_stale(written);
 }
 
@@ -141,15 +141,15 @@ nlohmann::json peft_adapter_config(const lora::LoraSpec& spec, const std::string
 }
 
 void write_peft_adapter(const std::string& dir, const lora::LoraSpec& spec, const std::string& base_model,
-                        const std::vector<TensorView>& tensors) {
+                        const std::vector<TensorView>& tensors, WriteMode mode) {
   make_dirs(dir);
   std::vector<TensorView> named;
   for (auto t : tensors) {
     t.name = kPeftPrefix + t.name;
     named.push_back(t);
   }
-  write_safetensors(path_join(dir, "adapter_model.safetensors"), named, {{"format", "pt"}});
-  write_file_atomic(path_join(dir, "adapter_config.json"), peft_adapter_config(spec, base_model).dump(2) + "\n");
+  write_safetensors(path_join(dir, "adapter_model.safetensors"), named, {{"format", "pt"}}, mode);
+  write_file_atomic(path_join(dir, "adapter_config.json"), peft_adapter_config(spec, base_model).dump(2) + "\n", mode);
 }
 
 const TensorView* PeftAdapter::find(const std::string& name) const {

@@ -42,14 +42,15 @@ class ModelDir {
 // shard of its own) plus model.safetensors.index.json. Each file is written atomically; then the weight files of an
 // earlier checkpoint in `dir` that the new set does not name are removed (a loader never mixes the two).
 void write_model_weights(const std::string& dir, const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
-                         const std::map<std::string, std::string>& metadata = {{"format", "pt"}});
+                         const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
+                         WriteMode mode = WriteMode::kAtomic);
 
 // PEFT adapters.
 constexpr const char* kPeftPrefix = "base_model.model.";
 nlohmann::json peft_adapter_config(const lora::LoraSpec& spec, const std::string& base_model_name_or_path);
 // `tensors` named as llmft names them (model.layers.{i}...lora_A.weight); saved with PEFT's prefix.
 void write_peft_adapter(const std::string& dir, const lora::LoraSpec& spec, const std::string& base_model,
-                        const std::vector<TensorView>& tensors);
+                        const std::vector<TensorView>& tensors, WriteMode mode = WriteMode::kAtomic);
 
 struct PeftAdapter {
   lora::LoraSpec spec;

@@ -156,9 +156,9 @@ std::string safetensors_header(const std::vector<TensorView>& tensors, const std
 }
 
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata) {
+                       const std::map<std::string, std::string>& metadata, WriteMode mode) {
   std::string header = safetensors_header(tensors, metadata);
-  AtomicFileWriter w(path);
+  AtomicFileWriter w(path, mode);
   w.write(header);
   for (const auto& t : tensors) w.write(t.data, t.nbytes);
   w.commit();

@@ -52,9 +52,9 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-// Writes tensors (their bytes are copied from the views) to `path` atomically.
+// Writes tensors (their bytes are copied from the views) to `path` (atomically unless mode says in place).
 void write_safetensors(const std::string& path, const std::vector<TensorView>& tensors,
-                       const std::map<std::string, std::string>& metadata = {});
+                       const std::map<std::string, std::string>& metadata = {}, WriteMode mode = WriteMode::kAtomic);
 
 // The bytes write_safetensors would produce for this header (exposed for tests).
 std::string safetensors_header(const std::vector<TensorView>& tensors, const std::map<std::string, std::string>& metadata);

@@ -85,40 +85,15 @@ void fsync_dir(const std::string& path) {
   if (f.fd >= 0) ::fsync(f.fd);
 }
 
-void write_file_atomic(const std::string& path, std::string_view data) {
-  std::random_device rd;
-  std::string tmp = fmt::format("{}.tmp.{}.{:x}", path, ::getpid(), rd());
-  {
-    Fd f{::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)};
-    LLMFT_CHECK(f.fd >= 0, Status::kIo, "cannot create {}: {}", tmp, errno_text());
-    size_t done = 0;
-    while (done < data.size()) {
-      ssize_t n = ::write(f.fd, data.data() + done, data.size() - done);
-      if (n < 0 && errno == EINTR) continue;
-      if (n < 0) {
-        std::string why = errno_text();
-        ::unlink(tmp.c_str());
-        LLMFT_FAIL(Status::kIo, "cannot write {} ({} of {} bytes written): {}", path, done, data.size(), why);
-      }
-      done += static_cast<size_t>(n);
-    }
-    if (::fsync(f.fd) != 0) {
-      std::string why = errno_text();
-      ::unlink(tmp.c_str());
-      LLMFT_FAIL(Status::kIo, "cannot fsync {}: {}", tmp, why);
-    }
-  }
-  if (::rename(tmp.c_str(), path.c_str()) != 0) {
-    std::string why = errno_text();
-    ::unlink(tmp.c_str());
-    LLMFT_FAIL(Status::kIo, "cannot rename {} to {}: {}", tmp, path, why);
-  }
-  fsync_dir(path_dirname(path));
+void write_file_atomic(const std::string& path, std::string_view data, WriteMode mode) {
+  AtomicFileWriter w(path, mode);
+  w.write(data);
+  w.commit();
 }
 
-AtomicFileWriter::AtomicFileWriter(std::string path) : path_(std::move(path)) {
+AtomicFileWriter::AtomicFileWriter(std::string path, WriteMode mode) : path_(std::move(path)), mode_(mode) {
   std::random_device rd;
-  tmp_ = fmt::format("{}.tmp.{}.{:x}", path_, ::getpid(), rd());
+  tmp_ = mode_ == WriteMode::kInPlace ? path_ : fmt::format("{}.tmp.{}.{:x}", path_, ::getpid(), rd());
   fd_ = ::open(tmp_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   LLMFT_CHECK(fd_ >= 0, Status::kIo, "cannot create {}: {}", tmp_, errno_text());
 }
@@ -145,8 +120,9 @@ void AtomicFileWriter::commit() {
   LLMFT_CHECK(::fsync(fd_) == 0, Status::kIo, "cannot fsync {}: {}", tmp_, errno_text());
   LLMFT_CHECK(::close(fd_) == 0, Status::kIo, "cannot close {}: {}", tmp_, errno_text());
   fd_ = -1;
-  LLMFT_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, Status::kIo, "cannot rename {} to {}: {}", tmp_, path_,
-              errno_text());
+  if (mode_ == WriteMode::kAtomic)
+    LLMFT_CHECK(::rename(tmp_.c_str(), path_.c_str()) == 0, Status::kIo, "cannot rename {} to {}: {}", tmp_, path_,
+                errno_text());
   committed_ = true;
   fsync_dir(path_dirname(path_));
 }

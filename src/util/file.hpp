@@ -17,14 +17,19 @@ bool file_exists(const std::string& path);
 bool is_directory(const std::string& path);
 void make_dirs(const std::string& path);  // mkdir -p; throws kIo naming the path
 
-// Writes `data` to `path` atomically: the file either has its old content or all of the new one.
-void write_file_atomic(const std::string& path, std::string_view data);
+// kAtomic: a file is written under a temporary name and renamed into place, so `path` has its old content or all of
+// the new one. kInPlace: written at `path` itself, for file systems that cannot rename (object-store mounts), where
+// the caller commits a set of files another way (a manifest written last); an unfinished file is removed.
+enum class WriteMode { kAtomic, kInPlace };
+
+// Writes `data` to `path` (fsynced) as `mode` says.
+void write_file_atomic(const std::string& path, std::string_view data, WriteMode mode = WriteMode::kAtomic);
 
 // Streams a large file to a temporary name beside `path`; commit() fsyncs and renames it into place. Destroyed
 // without commit() (an error, a full disk), it removes the temporary file: the old `path`, if any, is untouched.
 class AtomicFileWriter {
  public:
-  explicit AtomicFileWriter(std::string path);
+  explicit AtomicFileWriter(std::string path, WriteMode mode = WriteMode::kAtomic);
   ~AtomicFileWriter();
   AtomicFileWriter(const AtomicFileWriter&) = delete;
   AtomicFileWriter& operator=(const AtomicFileWriter&) = delete;
@@ -35,6 +40,7 @@ class AtomicFileWriter {
 
  private:
   std::string path_, tmp_;
+  WriteMode mode_;
   int fd_ = -1;
   uint64_t written_ = 0;
   bool committed_ = false;
