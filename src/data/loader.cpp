@@ -37,18 +37,18 @@ int64_t PackedLoader::row_at(int64_t g) {
 
 MicroBatch PackedLoader::next() {
   MicroBatch mb;
-  const int64_t base = state_.micro_batches * world_ * rows_per_micro_ + rank_ * rows_per_micro_;
+  const int64_t base = state_.rows + rank_ * rows_per_micro_;
   for (int64_t r = 0; r < rows_per_micro_; ++r) rows_.row(row_at(base + r), mb.ids, mb.trained);
-  ++state_.micro_batches;
+  state_.rows += world_ * rows_per_micro_;
   return mb;
 }
 
 double PackedLoader::epoch() const {
-  return static_cast<double>(state_.micro_batches * world_ * rows_per_micro_) / static_cast<double>(rows_.rows());
+  return static_cast<double>(state_.rows) / static_cast<double>(rows_.rows());
 }
 
 std::pair<int64_t, int64_t> PackedLoader::position() const {
-  int64_t g = state_.micro_batches * world_ * rows_per_micro_;
+  const int64_t g = state_.rows;
   return {g / rows_.rows(), g % rows_.rows()};
 }
 

@@ -2,7 +2,9 @@
 // an order shuffled by (seed, epoch). The row stream is cut into global micro-batches of micro_batch_size x world
 // rows and rank r takes its own contiguous slice of each, so an optimizer step covers the same rows whatever the
 // split across ranks and micro-batches, and two ranks never read the same row in an epoch. The position is one
-// counter, saved and restored exactly with checkpoints.
+// counter of the global row stream, saved and restored exactly with checkpoints; it does not depend on the world
+// size, so a job resumed on another number of ranks reads exactly the rows that were left (for a global step of the
+// same number of rows).
 #pragma once
 
 #include <cstdint>
@@ -13,7 +15,7 @@
 namespace llmft::data {
 
 struct LoaderState {
-  int64_t micro_batches = 0;  // micro-batches served to each rank so far
+  int64_t rows = 0;  // rows of the global stream served so far (all ranks together)
 };
 
 // One rank's micro-batch: the documents of its rows.

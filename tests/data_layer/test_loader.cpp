@@ -3,6 +3,7 @@
 // step covers the same rows whatever the split over ranks and micro-batches; the position is saved and restored
 // exactly.
 #include <gtest/gtest.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <map>
@@ -116,6 +117,46 @@ TEST(Loader, PositionIsRestoredExactly) {
   b.restore(saved);
   EXPECT_EQ(b.position(), position);
   for (int i = 0; i < 20; ++i) EXPECT_EQ(rows_of(b.next()), after[static_cast<size_t>(i)]) << "micro-batch " << i;
+}
+
+// Elastic resume: 2 ranks train 5 steps of 4 rows and stop; the job continues on 1 rank (2 x 2 accumulation) or on
+// 4 ranks (1 row each). The rest of the epoch is exactly the rows not yet trained, each once, in the order the
+// uninterrupted 2-rank job would have trained them step by step.
+TEST(Loader, AResumeOnAnotherWorldSizeTrainsExactlyTheRowsLeft) {
+  Rows rows(40);
+  const uint64_t seed = 5;
+  std::vector<data::PackedLoader> two;
+  for (int r = 0; r < 2; ++r) two.emplace_back(*rows.source, 2, r, 2, seed);
+  std::set<int32_t> trained;
+  for (int s = 0; s < 5; ++s)
+    for (auto& l : two)
+      for (int32_t id : rows_of(l.next())) EXPECT_TRUE(trained.insert(id).second) << "row " << id << " twice";
+  const data::LoaderState saved = two[0].state();
+  EXPECT_EQ(saved.rows, 20);
+  EXPECT_EQ(two[1].state().rows, saved.rows) << "every rank holds the same global position";
+  const auto uninterrupted = steps_of(*rows.source, 2, 2, 1, 15, seed);  // steps 1-15 (epoch 1 ends after step 10)
+  for (const auto& [world, micro, accum] : std::vector<std::tuple<int, int64_t, int>>{{1, 2, 2}, {4, 1, 1}}) {
+    SCOPED_TRACE(fmt::format("resumed on {} rank(s)", world));
+    std::vector<data::PackedLoader> loaders;
+    for (int r = 0; r < world; ++r) {
+      loaders.emplace_back(*rows.source, micro, r, world, seed);
+      loaders.back().restore(saved);
+    }
+    std::set<int32_t> rest = trained;
+    for (int s = 5; s < 15; ++s) {
+      std::vector<int32_t> step;
+      for (int a = 0; a < accum; ++a)
+        for (auto& l : loaders) {
+          auto got = rows_of(l.next());
+          step.insert(step.end(), got.begin(), got.end());
+        }
+      if (s < 10)
+        for (int32_t id : step) EXPECT_TRUE(rest.insert(id).second) << "row " << id << " trained twice in epoch 1";
+      std::sort(step.begin(), step.end());
+      EXPECT_EQ(step, uninterrupted[static_cast<size_t>(s)]) << "step " << s + 1;
+    }
+    EXPECT_EQ(rest.size(), 40u) << "every row of the epoch trained once";
+  }
 }
 
 TEST(Loader, BadArgumentsAreErrors) {
