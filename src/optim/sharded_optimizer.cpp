@@ -3,6 +3,8 @@
 #include <c10/core/InferenceMode.h>
 
 #include <cmath>
+#include <string>
+#include <unordered_map>
 
 #include "util/check.hpp"
 
@@ -224,6 +226,76 @@ StepResult ShardedOptimizer::finish_step(double lr, double max_grad_norm, double
   if (!plan_.shard_params) model_.refresh_compute();
   ++step_;
   return r;
+}
+
+ShardedOptimizer::State ShardedOptimizer::export_state() {
+  c10::InferenceMode guard;
+  State out;
+  out.steps = step_;
+  auto& units = model_.units();
+  for (size_t i = 0; i < units.size(); ++i) {
+    const model::Unit& u = units[i];
+    if (u.trainable.empty()) continue;
+    const UnitState& s = states_[i];
+    at::Tensor m = s.m, v = s.v;
+    if (plan_.shard_optimizer) {  // the full (padded) moments from every rank's slice
+      m = at::empty({u.trainable.padded_numel()}, s.m.options());
+      v = at::empty({u.trainable.padded_numel()}, s.v.options());
+      comm_.all_gather(m, s.m)->wait();
+      comm_.all_gather(v, s.v)->wait();
+    }
+    for (size_t k = 0; k < u.trainable.slots().size(); ++k) {
+      const model::ParamSlot& slot = u.trainable.slots()[k];
+      out.names.push_back(slot.name);
+      out.exp_avg.push_back(u.trainable.view(k, m).clone());
+      out.exp_avg_sq.push_back(u.trainable.view(k, v).clone());
+    }
+  }
+  return out;
+}
+
+void ShardedOptimizer::import_state(const State& st, const std::string& origin) {
+  c10::InferenceMode guard;
+  std::unordered_map<std::string, size_t> index;
+  for (size_t i = 0; i < st.names.size(); ++i) index[st.names[i]] = i;
+  auto& units = model_.units();
+  for (size_t i = 0; i < units.size(); ++i) {
+    const model::Unit& u = units[i];
+    if (u.trainable.empty()) continue;
+    UnitState& s = states_[i];
+    at::Tensor m = at::zeros({u.trainable.padded_numel()}, s.m.options()), v = at::zeros_like(m);
+    for (size_t k = 0; k < u.trainable.slots().size(); ++k) {
+      const model::ParamSlot& slot = u.trainable.slots()[k];
+      auto it = index.find(slot.name);
+      LLMFT_CHECK(it != index.end(), Status::kFormat, "{}: no optimizer state for {}", origin, slot.name);
+      const at::Tensor &a = st.exp_avg[it->second], &b = st.exp_avg_sq[it->second];
+      LLMFT_CHECK(a.numel() == slot.numel && b.numel() == slot.numel, Status::kFormat,
+                  "{}: the optimizer state of {} has {} / {} values, the parameter {}", origin, slot.name, a.numel(),
+                  b.numel(), slot.numel);
+      u.trainable.view(k, m).copy_(a.reshape(slot.shape));
+      u.trainable.view(k, v).copy_(b.reshape(slot.shape));
+    }
+    s.m.copy_(m.narrow(0, s.offset, s.numel));
+    s.v.copy_(v.narrow(0, s.offset, s.numel));
+  }
+  step_ = st.steps;
+}
+
+void ShardedOptimizer::parameters_changed() {
+  c10::InferenceMode guard;
+  if (!plan_.shard_params) {
+    model_.refresh_compute();
+    return;
+  }
+  const int64_t world = comm_.size(), rank = comm_.rank();
+  auto& units = model_.units();
+  for (size_t i = 0; i < units.size(); ++i) {
+    model::Unit& u = units[i];
+    UnitState& s = states_[i];
+    if (!u.trainable.empty() && u.trainable.flat.defined()) s.master_shard.copy_(u.trainable.flat.narrow(0, s.offset, s.numel));
+    const int64_t Pf = u.frozen.padded_numel();
+    if (!u.frozen.empty() && u.frozen.flat.defined()) s.frozen_shard.copy_(u.frozen.flat.narrow(0, rank * (Pf / world), Pf / world));
+  }
 }
 
 MemoryReport ShardedOptimizer::memory() const {

@@ -70,6 +70,23 @@ class ShardedOptimizer : public model::ParamProvider {
   void gather_parameters(bool trainable_only);
   void release_parameters();
 
+  // The optimizer's state as plain data, in a layout that does not depend on the world size: per trainable parameter
+  // (by its Hugging Face / PEFT name) the full Adam moments, unpadded, plus the number of steps taken. Collective at
+  // ZeRO stages >= 1 (the moments are all-gathered from the shards); every rank gets the whole state.
+  struct State {
+    int64_t steps = 0;
+    std::vector<std::string> names;
+    std::vector<at::Tensor> exp_avg, exp_avg_sq;  // fp32, each of its parameter's shape
+  };
+  State export_state();
+  // Takes this rank's slice of every moment from `s` (any world size wrote it). Throws naming a parameter that is
+  // missing or of another size.
+  void import_state(const State& s, const std::string& origin);
+
+  // After the caller wrote new values into the full trainable (and frozen) buffers made by gather_parameters (or, at
+  // stages 0-2, into the buffers themselves): keep this rank's slices of them and refresh the compute copies.
+  void parameters_changed();
+
   MemoryReport memory() const;
   const ShardingPlan& plan() const { return plan_; }
   int64_t steps() const { return step_; }
