@@ -57,8 +57,9 @@ void install_log_sink() {
   });
 }
 
-// SIGINT (Ctrl-C) and SIGTERM (what Kubernetes and torchrun send first) ask training to stop at the next step; the
-// handler is reset after one signal, so a second one ends the process at once.
+// SIGINT (Ctrl-C) and SIGTERM (what Kubernetes and torchrun send first) ask training to finish the step it is in and
+// write a checkpoint; the handler is reset after one signal, so a second one ends the process at once (a checkpoint
+// being written then is left without its manifest: never used).
 llmft::StopRequest g_stop{0};
 
 void request_stop(int sig) { g_stop.store(sig); }
@@ -91,14 +92,13 @@ int cmd_train(const std::vector<std::string>& args) {
   Parsed p = parse(args, kTrainHelp, false);
   install_log_sink();
   stop_on_signals();
-  llmft::TrainSummary s;
-  try {
-    s = llmft::train(p.config, &g_stop);
-  } catch (const llmft::Error& e) {
+  const llmft::TrainSummary s = llmft::train(p.config, &g_stop);
+  if (s.stopped) {
     const int sig = g_stop.load();
-    if (e.status() != llmft::Status::kCancelled || sig == 0) throw;
-    std::fprintf(stderr, "llmft train: stopped by SIG%s: %s\n", sig == SIGINT ? "INT" : "TERM", e.what());
-    return 128 + sig;  // as the shell reports a process ended by the signal
+    std::printf("stopped by %s after step %lld: checkpoint %s; run the same command again to continue from it\n",
+                sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : "request", static_cast<long long>(s.steps),
+                s.checkpoint_dir.c_str());
+    return 0;
   }
   std::printf("done: %lld steps, loss %.4f -> %.4f, held-out loss %.4f -> %.4f, held-out answer tokens predicted "
               "%.1f%% -> %.1f%%, sample answers exactly right %lld/%lld -> %lld/%lld, %.0f tokens/s\n",

@@ -72,6 +72,18 @@ struct TrainSection {
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   int64_t eval_every = 0;     // optimizer steps between evaluations (0: only before and after)
   int64_t threads = 0;        // intra-op threads (0: all cores)
+  // auto: continue from the newest complete checkpoint under checkpoint.dir, if any; never: start afresh; else the
+  // path of a checkpoint-<step> directory to continue from.
+  std::string resume = "auto";
+};
+
+// Checkpoints: <dir>/checkpoint-<step>/ (a loadable PEFT adapter or HF model, the optimizer and training state, a
+// manifest written last). Written every `every` steps and when the host asks the job to stop.
+struct CheckpointSection {
+  int64_t every = 500;  // optimizer steps between checkpoints (0: only when stopped)
+  int64_t keep = 2;     // newest checkpoints kept (0: all); older ones are removed once a newer one is complete
+  std::string dir;      // empty: <output.dir>
+  double grace_s = 30;  // a stop must end within this: a warning says when the last step and save took longer
 };
 
 // Data parallelism. The world (rank, size, master) comes from the launcher's environment: torchrun / Kubeflow
@@ -122,6 +134,7 @@ struct Config {
   TrainSection train;
   DistSection dist;
   OutputSection output;
+  CheckpointSection checkpoint;
   LogSection log;
   GenerateSection generate;
   ExportSection export_;

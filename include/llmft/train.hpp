@@ -24,6 +24,11 @@ struct TrainSummary {
   int rank = 0, world_size = 1;  // this process in the data-parallel job
   // What this rank held between optimizer steps (ZeRO shards these by dist.zero_stage).
   int64_t optimizer_state_bytes = 0, parameter_bytes = 0, gradient_bytes = 0;
+  bool stopped = false;        // the host asked the job to stop: it wrote checkpoint_dir and ends unfinished
+  std::string checkpoint_dir;  // the newest checkpoint this run wrote
+  std::string resumed_from;    // the checkpoint this run continued from (empty: it started afresh)
+  int64_t tokens = 0;          // training tokens of all ranks, over the whole run (resumed parts included)
+  double seconds = 0;          // time in training steps, over the whole run
 };
 
 // A host's request that a running job stop: 0 while it should go on; any other value (the host's reason, e.g. a signal
@@ -31,10 +36,12 @@ struct TrainSummary {
 // ranks agree on it with each step's reduction, so a request on any rank stops every rank after the same step.
 using StopRequest = std::atomic<int>;
 
-// Trains as `config` says, writing <output.dir>/{config.yaml, metrics.jsonl, samples.txt, adapter/ (LoRA) or
-// model/ (full)} (and base/ for the embedded model). Progress goes to the log sink (llmft/log.hpp). A run that fails
-// or is stopped (`stop`: Status::kCancelled, whose message names the step and the reason) writes no weights and leaves
-// the output directory's files as the last finished run wrote them, plus <output.dir>/run_failed.json.
+// Trains as `config` says (llmft/trainer.hpp: create, step until done, checkpoint every checkpoint.every steps,
+// finish), writing <output.dir>/{config.yaml, metrics.jsonl, samples.txt, training_summary.json, adapter/ (LoRA) or
+// model/ (full)} (and base/ for the embedded model). Progress goes to the log sink (llmft/log.hpp). When `stop` is
+// set, every rank finishes the step it is in and the job writes a checkpoint and returns (summary.stopped); running
+// the same configuration again continues from it (train.resume=auto). A run that fails writes no weights and
+// leaves the output directory's files as the last finished run wrote them, plus <output.dir>/run_failed.json.
 LLMFT_API TrainSummary train(const Config& config, const StopRequest* stop = nullptr);
 
 struct Generation {

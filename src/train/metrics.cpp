@@ -31,7 +31,7 @@ std::string py_float(const std::string& name, double v) {
 }
 }  // namespace
 
-void MetricsSink::record(const Fields& fields, const Fields& extra, const std::string& suffix) {
+std::string MetricsSink::record(const Fields& fields, const Fields& extra, const std::string& suffix) {
   std::string line = "{", json = "{";
   for (size_t i = 0; i < fields.size(); ++i) {
     const auto& [name, v] = fields[i];
@@ -44,12 +44,18 @@ void MetricsSink::record(const Fields& fields, const Fields& extra, const std::s
     json += fmt::format("{}\"{}\": {}", i ? ", " : "", name, std::isfinite(v) ? fmt::format("{}", v) : "null");
   }
   line += "}";
-  json += "}\n";
+  json += "}";
   log_info("{}{}", line, suffix);
-  if (file_) {
-    LLMFT_CHECK(std::fputs(json.c_str(), file_) >= 0 && std::fflush(file_) == 0, Status::kIo, "cannot write {}: {}",
+  replay({json});
+  return json;
+}
+
+void MetricsSink::replay(const std::vector<std::string>& json_lines) {
+  if (!file_) return;
+  for (const auto& j : json_lines)
+    LLMFT_CHECK(std::fputs(j.c_str(), file_) >= 0 && std::fputc('\n', file_) != EOF, Status::kIo, "cannot write {}: {}",
                 path_, std::strerror(errno));
-  }
+  LLMFT_CHECK(std::fflush(file_) == 0, Status::kIo, "cannot write {}: {}", path_, std::strerror(errno));
 }
 
 }  // namespace llmft::job

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdio>
+#include <cstdint>
 #include <string>
 #include <utility>
 #include <vector>
@@ -18,7 +19,10 @@ class MetricsSink {
   // fields: (name, value) in print order; floats print as Python's repr would (loss and epoch rounded as HF does).
   // extra: written to the JSON line only; suffix: appended to the printed line.
   using Fields = std::vector<std::pair<std::string, double>>;
-  void record(const Fields& fields, const Fields& extra = {}, const std::string& suffix = "");
+  // Returns the JSON object written (one line, no newline).
+  std::string record(const Fields& fields, const Fields& extra = {}, const std::string& suffix = "");
+  // Writes lines recorded earlier (a resumed run's history) without logging them.
+  void replay(const std::vector<std::string>& json_lines);
 
  private:
   FILE* file_ = nullptr;

@@ -224,6 +224,14 @@ void preflight(const Config& c, Job job) {
     not_an_input(inputs, c.data.cache_dir.empty() ? "output.dir" : "data.cache_dir", cache, "the prepared-data cache");
     require_writable_dir(cache, c.data.cache_dir.empty() ? "output.dir" : "data.cache_dir");
   }
+  if (!c.checkpoint.dir.empty()) {  // else output.dir, checked above
+    not_an_input(inputs, "checkpoint.dir", c.checkpoint.dir, "checkpoints");
+    require_writable_dir(c.checkpoint.dir, "checkpoint.dir");
+  }
+  if (c.train.resume != "auto" && c.train.resume != "never")
+    LLMFT_CHECK(is_directory(c.train.resume), Status::kNotFound,
+                "train.resume: {} is not a checkpoint folder (give auto, never, or a checkpoint-<step> folder)",
+                c.train.resume);
   const io::ModelConfig m = model_config(c);
   const std::string origin = c.model.path.empty() ? "the embedded model" : c.model.path;
   check_settings_fit(c, m, origin);

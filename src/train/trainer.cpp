@@ -29,7 +29,11 @@
 #include "util/check.hpp"
 #include "util/file.hpp"
 #include "util/log.hpp"
+#include "util/build_info.hpp"
 #include "util/sha256.hpp"
+#include "train/checkpoints.hpp"
+#include "llmft/trainer.hpp"
+#include <torch/version.h>
 
 namespace llmft {
 
@@ -129,7 +133,7 @@ at::ScalarType file_dtype(const std::string& torch_dtype) {
 }
 
 // tokenizer.json (or tokenizer.model) and its companions, next to saved weights.
-void copy_tokenizer_files(const std::string& tokenizer_path, const std::string& dir) {
+void copy_tokenizer_files(const std::string& tokenizer_path, const std::string& dir, WriteMode mode = WriteMode::kAtomic) {
   std::string src_dir = is_directory(tokenizer_path) ? tokenizer_path : path_dirname(tokenizer_path);
   std::string main = is_directory(tokenizer_path) ? "" : path_basename(tokenizer_path);
   for (const std::string& f : {std::string("tokenizer.json"), std::string("tokenizer.model"), std::string("tokenizer_config.json"),
@@ -137,7 +141,7 @@ void copy_tokenizer_files(const std::string& tokenizer_path, const std::string& 
     if (f.empty()) continue;
     std::string p = path_join(src_dir, f);
     std::string dst = path_join(dir, f == main && f != "tokenizer.model" ? "tokenizer.json" : f);
-    if (file_exists(p) && !file_exists(dst)) write_file_atomic(dst, read_file(p));
+    if (file_exists(p) && !file_exists(dst)) write_file_atomic(dst, read_file(p), mode);
   }
 }
 
@@ -246,64 +250,284 @@ void check_ranks_agree(comm::Communicator& comm, const Config& c) {
 }
 
 void save_model_dir(const model::Decoder& m, const nlohmann::json& config_json, const std::string& tokenizer_path,
-                    const std::string& dir) {
+                    const std::string& dir, at::ScalarType dtype, WriteMode mode = WriteMode::kAtomic) {
   make_dirs(dir);
   std::vector<at::Tensor> keep;
-  auto views = views_of(m, false, file_dtype(m.config().torch_dtype), keep);
-  io::write_model_weights(dir, views, 5ull << 30);
-  write_file_atomic(path_join(dir, "config.json"), config_json.dump(2) + "\n");
-  copy_tokenizer_files(tokenizer_path, dir);
+  auto views = views_of(m, false, dtype, keep);
+  io::write_model_weights(dir, views, 5ull << 30, {{"format", "pt"}}, mode);
+  write_file_atomic(path_join(dir, "config.json"), config_json.dump(2) + "\n", mode);
+  copy_tokenizer_files(tokenizer_path, dir, mode);
+}
+
+// What a checkpoint must agree with to be continued from: identities of the inputs. The base weights are
+// fingerprinted by their config.json, each weight file's name, size and safetensors header (names, dtypes, shapes,
+// offsets) and its first and last MiB, so a resume does not read a 140 GB model through; the tokenizer and its
+// tokenizer_config.json (the chat template) by content; the training rows by their count, tokens and 64 rows spread
+// over them.
+std::string weights_identity(const std::string& model_path) {
+  if (model_path.empty()) return "embedded (model.* and train.seed)";
+  Sha256 h;
+  for (const std::string& name : list_directory(model_path)) {
+    const std::string p = path_join(model_path, name);
+    if (is_directory(p)) continue;
+    if (name == "config.json") {
+      h.update(read_file(p));
+    } else if (name.size() > 12 && name.compare(name.size() - 12, 12, ".safetensors") == 0) {
+      MappedFile f(p);
+      uint64_t header = 0;
+      if (f.size() >= 8) std::memcpy(&header, f.data(), 8);
+      const size_t head = static_cast<size_t>(std::min<uint64_t>(f.size(), 8 + std::min<uint64_t>(header, f.size())));
+      const size_t mib = 1 << 20;
+      h.update(name + ":" + std::to_string(f.size()) + ";");
+      h.update(f.data(), std::min(f.size(), head + mib));
+      if (f.size() > head + mib) h.update(f.data() + f.size() - std::min(mib, f.size() - head - mib), std::min(mib, f.size() - head - mib));
+    }
+  }
+  return h.hex_digest();
+}
+
+std::string tokenizer_identity(const std::string& tok_path) {
+  Sha256 h;
+  const std::string dir = is_directory(tok_path) ? tok_path : path_dirname(tok_path);
+  for (const std::string& f : {is_directory(tok_path) ? path_join(dir, "tokenizer.json") : tok_path,
+                               is_directory(tok_path) ? path_join(dir, "tokenizer.model") : std::string(),
+                               path_join(dir, "tokenizer_config.json")})
+    if (!f.empty() && file_exists(f) && !is_directory(f)) h.update(path_basename(f) + ":" + read_file(f) + ";");
+  return h.hex_digest();
+}
+
+std::string rows_identity(const data::RowSource& rows) {
+  Sha256 h;
+  h.update(fmt::format("{} rows, {} tokens;", rows.rows(), rows.tokens()));
+  const int64_t n = rows.rows(), picks = std::min<int64_t>(64, n);
+  for (int64_t i = 0; i < picks; ++i) {
+    std::vector<std::vector<int32_t>> ids;
+    std::vector<std::vector<uint8_t>> trained;
+    rows.row(i * n / picks, ids, trained);
+    for (size_t d = 0; d < ids.size(); ++d) {
+      h.update(ids[d].data(), ids[d].size() * sizeof(int32_t));
+      h.update(trained[d].data(), trained[d].size());
+    }
+  }
+  return h.hex_digest();
+}
+
+nlohmann::ordered_json state_to_json(const TrainState& s) {
+  nlohmann::ordered_json j;
+  j["step"] = s.step;
+  j["rows"] = s.rows;
+  j["tokens"] = s.tokens;
+  j["seconds"] = s.seconds;
+  j["first_loss"] = s.first_loss;
+  j["first_logged"] = s.first_logged;
+  j["interval_loss"] = s.interval_loss;
+  j["interval_steps"] = s.interval_steps;
+  j["interval_tokens"] = s.interval_tokens;
+  j["interval_seconds"] = s.interval_seconds;
+  j["eval_loss_before"] = s.eval_loss_before;
+  j["eval_accuracy_before"] = s.eval_accuracy_before;
+  j["samples_before"] = s.samples_before;
+  return j;
+}
+
+// Doubles are written by nlohmann's shortest round-trip form, so they come back bit for bit.
+TrainState state_from_json(const nlohmann::json& j, const std::string& origin) {
+  TrainState s;
+  try {
+    s.step = j.at("step").get<int64_t>();
+    s.rows = j.at("rows").get<int64_t>();
+    s.tokens = j.at("tokens").get<int64_t>();
+    s.seconds = j.at("seconds").get<double>();
+    s.first_loss = j.at("first_loss").get<double>();
+    s.first_logged = j.at("first_logged").get<bool>();
+    s.interval_loss = j.at("interval_loss").get<double>();
+    s.interval_steps = j.at("interval_steps").get<int64_t>();
+    s.interval_tokens = j.at("interval_tokens").get<int64_t>();
+    s.interval_seconds = j.at("interval_seconds").get<double>();
+    s.eval_loss_before = j.at("eval_loss_before").get<double>();
+    s.eval_accuracy_before = j.at("eval_accuracy_before").get<double>();
+    s.samples_before = j.at("samples_before").get<std::vector<std::string>>();
+  } catch (const nlohmann::json::exception& e) {
+    LLMFT_FAIL(Status::kFormat, "{}: the training state is incomplete: {}", origin, plain_error(e));
+  }
+  return s;
+}
+
+io::TensorView byte_view(const std::string& name, const std::vector<uint8_t>& bytes) {
+  io::TensorView v;
+  v.name = name;
+  v.dtype = io::DType::kU8;
+  v.shape = {static_cast<int64_t>(bytes.size())};
+  v.data = bytes.data();
+  v.nbytes = bytes.size();
+  return v;
+}
+
+io::TensorView f32_view(const std::string& name, const at::Tensor& t) {
+  io::TensorView v;
+  v.name = name;
+  v.dtype = io::DType::kF32;
+  v.shape = t.sizes().vec();
+  v.data = static_cast<const uint8_t*>(t.data_ptr());
+  v.nbytes = static_cast<size_t>(t.numel()) * sizeof(float);
+  return v;
+}
+
+at::Tensor f32_tensor(const io::TensorView& v, const std::string& origin) {
+  LLMFT_CHECK(v.dtype == io::DType::kF32 && v.nbytes == static_cast<size_t>(v.numel()) * 4, Status::kFormat,
+              "{}: {} must be F32", origin, v.name);
+  at::Tensor t = at::empty(v.shape, at::kFloat);
+  std::memcpy(t.data_ptr(), v.data, v.nbytes);
+  return t;
+}
+
+// Settings a resumed run must share with the checkpoint's run: what it trains (model, tokenizer, data, template,
+// LoRA, mode) and the order it trains in (seed). The global batch is compared apart (world sizes may differ).
+bool must_not_change(const std::string& key) {
+  for (const char* prefix : {"model.", "tokenizer.", "data.", "lora.", "train.mode", "train.seed"})
+    if (key.rfind(prefix, 0) == 0) return key != "data.threads" && key != "data.cache_dir";
+  return false;
 }
 
 }  // namespace
 
-namespace {
+// ---------------------------------------------------------------------------------------------------------------
+// The trainer's parts, built by create() in this order.
+struct Trainer::Impl {
+  ~Impl() {
+    if (quieted) set_log_level(saved_level);
+  }
+  LogLevel saved_level = log_level();
+  bool quieted = false;
+  Config c;
+  std::unique_ptr<comm::Communicator> comm;
+  bool leader = false;
+  std::unique_ptr<RunFiles> run;
+  const StopRequest* host_stop = nullptr;
+  StopRequest own_stop{0};
 
-// The job once its communicator and run files exist: tokenizer, examples, model, optimizer, loader, the loop, saving.
-TrainSummary run_training(const Config& c, std::unique_ptr<comm::Communicator>& comm, RunFiles& run,
-                          const StopRequest* stop) {
+  std::string tok_path;
+  std::unique_ptr<Tokenizer> tok;
+  job::TrainData td;
+  std::string mode;  // lora | full
+  job::LoadedModel lm;
+  std::unique_ptr<optim::ShardedOptimizer> opt;
+  std::unique_ptr<data::PackedLoader> loader;
+  int64_t rows_per_step = 0, steps = 0;
+  double lr_peak = 0;
+  std::unique_ptr<optim::Schedule> sched;
+  std::unique_ptr<job::MetricsSink> metrics;
+  std::unique_ptr<data::Templater> fmt;
+  Samples samples;
+  at::Generator dropout;
+  std::string identity_weights, identity_tokenizer, identity_rows;
+
+  TrainState st;
+  bool stopped = false;
+  std::string resumed_from, last_checkpoint;
+  TrainSummary summary;
+
+  model::Decoder& model() { return *lm.decoder; }
+  std::string checkpoint_root() const { return c.checkpoint.dir.empty() ? c.output.dir : c.checkpoint.dir; }
+  int64_t tokens_per_eval_batch() const { return c.data.seq_len * c.train.micro_batch_size; }
+
+  std::vector<std::string> generate_samples() {
+    opt->gather_parameters(false);  // ZeRO-3 gathers the parameters on every rank first (a collective)
+    std::vector<std::string> out = leader ? answer(model(), *tok, *fmt, samples.records, c.generate)
+                                          : std::vector<std::string>(samples.records.size());
+    opt->release_parameters();
+    return out;
+  }
+
+  void log_record(const job::MetricsSink::Fields& fields, const job::MetricsSink::Fields& extra = {},
+                  const std::string& suffix = "") {
+    st.log_history.push_back(metrics->record(fields, extra, suffix));
+  }
+
+  EvalStats evaluate_and_log() {
+    Eval e = llmft::evaluate(model(), td.prepared.eval, tokens_per_eval_batch(), opt.get());
+    log_record({{"eval_loss", e.loss}, {"eval_perplexity", std::exp(e.loss)}, {"eval_accuracy", e.accuracy},
+                {"epoch", loader->epoch()}},
+               {{"step", static_cast<double>(st.step)}});
+    return {e.loss, e.accuracy};
+  }
+
+  std::vector<std::pair<std::string, std::string>> identities() const {
+    return {{"the base weights (model.path)", identity_weights},
+            {"the tokenizer and its chat template", identity_tokenizer},
+            {"the training rows (data.*)", identity_rows}};
+  }
+
+  void build(const Config& config, const StopRequest* stop);
+  void build_parts();
+  void write_checkpoint_files(const std::string& dir, WriteMode wm, const optim::ShardedOptimizer::State& os,
+                              const std::vector<std::vector<uint8_t>>& rng);
+  void restore(const std::string& dir);
+};
+
+void Trainer::Impl::build(const Config& config, const StopRequest* stop) {
+  c = config;
+  host_stop = stop;
+  job::preflight(c, job::Job::kTrain);  // settings, output locations and memory, before any data or weights are read
+  const comm::World world = comm::resolve_world(c.dist);
+  at::set_num_threads(job::cpu_threads(c.train.threads, world.local_size));
+  comm = comm::make_communicator(c.dist, world);
+  leader = comm->rank() == 0;
+  if (!leader && saved_level < LogLevel::kWarn) {  // rank 0 speaks for the job; the others warn and fail only
+    set_log_level(LogLevel::kWarn);
+    quieted = true;
+  }
+  check_ranks_agree(*comm, c);  // before anyone prepares data or writes a file
+  run = std::make_unique<RunFiles>(c.output.dir, leader);
+  try {
+    build_parts();
+  } catch (const std::exception& e) {
+    run->record_failure(e.what());
+    throw;
+  }
+}
+
+void Trainer::Impl::build_parts() {
   c10::InferenceMode guard;
   const auto seed = static_cast<uint64_t>(c.train.seed);
-  const bool leader = comm->rank() == 0;
-  std::string tok_path = job::resolve_tokenizer_path(c);
-  Tokenizer tok = Tokenizer::from_file(tok_path);
-  job::TrainData td = job::load_training_data(c, tok, seed, leader, [&] { comm->barrier(); });
+  tok_path = job::resolve_tokenizer_path(c);
+  tok = std::make_unique<Tokenizer>(Tokenizer::from_file(tok_path));
+  td = job::load_training_data(c, *tok, seed, leader, [&] { comm->barrier(); });
   data::PreparedData& data = td.prepared;
   log_info("data: {}: {} rows ({} tokens) to train on, {} held-out examples", td.description, data.train->rows(),
            data.train->tokens(), data.eval.size());
-  const std::string mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
-  job::LoadedModel lm = job::load_model(c, tok, mode, 16 * comm->size());
-  model::Decoder& m = *lm.decoder;
-  log_info("{}", job::trainable_parameters_line(m));
+  mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
+  lm = job::load_model(c, *tok, mode, 16 * comm->size());
+  log_info("{}", job::trainable_parameters_line(model()));
 
-  TrainSummary summary;
   summary.output_dir = c.output.dir;
   summary.rank = comm->rank();
   summary.world_size = comm->size();
-  if (leader) write_file_atomic(run.staged("config.yaml"), config_to_yaml(c));
+  if (leader) write_file_atomic(run->staged("config.yaml"), config_to_yaml(c));
   if (leader && !lm.dir && mode == "lora") {  // the embedded model is the adapter's base: keep it beside the adapter
-    save_model_dir(m, m.config().to_json(), tok_path, run.staged("base"));
-    lm.base_name = run.final_path("base");
+    save_model_dir(model(), model().config().to_json(), tok_path, run->staged("base"),
+                   file_dtype(model().config().torch_dtype));
   }
+  if (!lm.dir && mode == "lora") lm.base_name = run->final_path("base");
   optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
-  optim::ShardedOptimizer opt(m, *comm, static_cast<int>(c.dist.zero_stage), adam);
-  data::PackedLoader loader(*data.train, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
-  LLMFT_CHECK(c.train.grad_accum >= 1, Status::kInvalidArgument, "train.grad_accum must be >= 1");
-  const int64_t rows_per_step = c.train.micro_batch_size * c.train.grad_accum * comm->size();
-  const int64_t steps = c.train.max_steps > 0
-                            ? c.train.max_steps
-                            : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * static_cast<double>(loader.rows_per_epoch()) /
-                                                                                 static_cast<double>(rows_per_step))));
-  const double lr_peak = c.train.lr > 0 ? c.train.lr : !lm.dir ? 3e-3 : mode == "lora" ? 2e-4 : 2e-5;
-  optim::Schedule sched{c.train.lr_scheduler, lr_peak, c.train.warmup_steps, steps};
-  optim::validate(sched);
-  job::MetricsSink metrics(comm->rank() == 0 ? run.staged("metrics.jsonl") : "");
-  log_info("training: {} steps of {} rows x {} tokens ({} rows per epoch), ZeRO stage {}, {} rank(s)", steps,
-           rows_per_step, c.data.seq_len, loader.rows_per_epoch(), c.dist.zero_stage, comm->size());
+  opt = std::make_unique<optim::ShardedOptimizer>(model(), *comm, static_cast<int>(c.dist.zero_stage), adam);
+  loader = std::make_unique<data::PackedLoader>(*data.train, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
+  rows_per_step = c.train.micro_batch_size * c.train.grad_accum * comm->size();
+  steps = c.train.max_steps > 0
+              ? c.train.max_steps
+              : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * static_cast<double>(loader->rows_per_epoch()) /
+                                                                   static_cast<double>(rows_per_step))));
+  lr_peak = c.train.lr > 0 ? c.train.lr : !lm.dir ? 3e-3 : mode == "lora" ? 2e-4 : 2e-5;
+  sched = std::make_unique<optim::Schedule>(optim::Schedule{c.train.lr_scheduler, lr_peak, c.train.warmup_steps, steps});
+  optim::validate(*sched);
+  metrics = std::make_unique<job::MetricsSink>(leader ? run->staged("metrics.jsonl") : "");
+  dropout = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  identity_weights = weights_identity(c.model.path);
+  identity_tokenizer = tokenizer_identity(tok_path);
+  identity_rows = rows_identity(*data.train);
 
-  // Held-out questions answered before training.
-  std::unique_ptr<data::Templater> fmt = job::templater_for(c, tok, data.template_name);
-  Samples samples;
+  // The sample questions: the configured prompts, else distinct held-out records.
+  fmt = job::templater_for(c, *tok, data.template_name);
   for (const auto& p : c.generate.prompts) {
     data::Sample s;
     s.instruction.instruction = p;
@@ -313,166 +537,446 @@ TrainSummary run_training(const Config& c, std::unique_ptr<comm::Communicator>& 
     }
     samples.records.push_back(s);
   }
-  if (c.generate.prompts.empty()) {  // distinct held-out questions
+  if (c.generate.prompts.empty()) {
     std::set<std::string> seen;
     for (size_t i = 0; i < data.eval_samples.size() && static_cast<int64_t>(samples.records.size()) < c.generate.num_samples; ++i)
       if (seen.insert(data::Templater::question(data.eval_samples[i])).second) samples.records.push_back(data.eval_samples[i]);
   }
-  // Generation runs on rank 0 (ZeRO-3 gathers the parameters on every rank first, a collective).
-  auto generate_samples = [&] {
-    opt.gather_parameters(false);
-    std::vector<std::string> out = leader ? answer(m, tok, *fmt, samples.records, c.generate)
-                                          : std::vector<std::string>(samples.records.size());
-    opt.release_parameters();
-    return out;
-  };
-  samples.before = generate_samples();
-  if (!data.eval.empty()) {
-    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size, &opt);
-    summary.eval_loss_before = e.loss;
-    summary.eval_accuracy_before = e.accuracy;
-    record_eval(metrics, e, 0.0);
+
+  // Continue from a checkpoint, or start: the questions answered and the held-out loss before training.
+  std::string from;
+  if (c.train.resume == "auto") {
+    auto found = job::find_latest_checkpoint(checkpoint_root(), [&](const std::string& w) {
+      if (leader) log_message(LogLevel::kWarn, w);
+    });
+    if (found) from = *found;
+  } else if (c.train.resume != "never") {
+    from = c.train.resume;
   }
+  if (!from.empty()) {
+    restore(from);
+    resumed_from = from;
+  } else {
+    st.samples_before = generate_samples();
+    if (!data.eval.empty()) {
+      EvalStats e = evaluate_and_log();
+      st.eval_loss_before = e.loss;
+      st.eval_accuracy_before = e.accuracy;
+    }
+  }
+  log_info("training: {} steps of {} rows x {} tokens ({} rows per epoch), ZeRO stage {}, {} rank(s){}", steps,
+           rows_per_step, c.data.seq_len, loader->rows_per_epoch(), c.dist.zero_stage, comm->size(),
+           resumed_from.empty() ? std::string() : fmt::format(", continuing after step {} from {}", st.step, resumed_from));
+}
 
-  // The loop: micro-batches -> forward/backward (gradients of the summed loss) -> one optimizer step.
-  at::Generator dropout = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
-  double interval_loss = 0, first_loss = NAN;
-  int64_t interval_steps = 0, interval_tokens = 0, total_tokens = 0;
-  auto interval_start = Clock::now(), train_start = Clock::now();
-  for (int64_t step = 0; step < steps; ++step) {
-    opt.begin_step();
-    double sums[4] = {0, 0, 0, 0};  // loss sum, targets, tokens, stop reason (this rank)
-    for (int64_t micro = 0; micro < c.train.grad_accum; ++micro) {
-      model::Batch b = to_batch(loader.next());
-      opt.set_last_micro_batch(micro + 1 == c.train.grad_accum);
-      sums[0] += m.forward_backward(b, &opt, c.lora.dropout > 0 ? &dropout : nullptr);
-      sums[1] += static_cast<double>(b.num_targets);
-      sums[2] += static_cast<double>(b.ids.numel());
-    }
-    const int stop_reason = stop ? stop->load() : 0;
-    sums[3] = stop_reason != 0 ? 1.0 : 0.0;
-    at::Tensor global = at::tensor({sums[0], sums[1], sums[2], sums[3]}, at::kDouble);
-    comm->all_reduce(global)->wait();
-    if (global[3].item<double>() > 0) {
-      // Every rank sees the same sum, so all of them stop here, before this step's update.
-      const std::string why = stop_reason != 0 ? fmt::format("the host asked it to stop (reason {})", stop_reason)
-                                               : std::string("another rank was asked to stop");
-      LLMFT_FAIL(Status::kCancelled, "training stopped during step {} of {}: {}; no weights were written and {} keeps "
-                 "the files of the last run that finished", step + 1, steps, why, c.output.dir);
-    }
-    const double loss = global[0].item<double>() / std::max(1.0, global[1].item<double>());
-    const double lr = sched.lr_at(step);
-    optim::StepResult r = opt.finish_step(lr, c.train.max_grad_norm, global[1].item<double>());
-    if (!std::isfinite(loss) || r.skipped) {
-      // Nothing non-finite was applied to the weights (the optimizer skips such a step) and nothing is saved. The
-      // weights were checked finite when loaded and token ids are within the vocabulary, so at the first step the
-      // model's own numbers overflow; later, the updates diverged.
-      const std::string what = !std::isfinite(loss) ? fmt::format("the loss is {}", loss)
-                                                     : fmt::format("the gradient norm is {}", r.grad_norm);
-      LLMFT_FAIL(Status::kInvalidArgument, "step {}: {}, not finite; {}", step + 1, what,
-                 step == 0 ? fmt::format("at the first step, so the weights of {} overflow in {} on this data: try "
-                                         "model.dtype=float32 or check the model",
-                                         c.model.path.empty() ? "the embedded model" : c.model.path, c.model.dtype)
-                           : fmt::format("after {} finite steps the updates diverged: lower train.lr (peak {}) or "
-                                         "clip harder with train.max_grad_norm (now {}); no weights were written",
-                                         step, lr_peak, c.train.max_grad_norm));
-    }
+void Trainer::Impl::write_checkpoint_files(const std::string& dir, WriteMode wm, const optim::ShardedOptimizer::State& os,
+                                           const std::vector<std::vector<uint8_t>>& rng) {
+  // The trained tensors in fp32 (the master weights: exact resume), loadable as they are: a PEFT adapter, or a
+  // Hugging Face model directory.
+  std::vector<at::Tensor> keep;
+  if (mode == "lora") {
+    io::write_peft_adapter(dir, model().options().lora, lm.base_name, views_of(model(), true, at::kFloat, keep), wm);
+  } else {
+    save_model_dir(model(), lm.dir ? lm.dir->config_json() : model().config().to_json(), tok_path, dir, at::kFloat, wm);
+  }
+  std::vector<io::TensorView> moments;
+  for (size_t i = 0; i < os.names.size(); ++i) {
+    moments.push_back(f32_view(os.names[i] + ".exp_avg", os.exp_avg[i]));
+    moments.push_back(f32_view(os.names[i] + ".exp_avg_sq", os.exp_avg_sq[i]));
+  }
+  io::write_safetensors(path_join(dir, "optimizer.safetensors"), moments,
+                        {{"format", "llmft-adamw"}, {"step", std::to_string(os.steps)}}, wm);
+  std::vector<io::TensorView> gens;
+  for (size_t r = 0; r < rng.size(); ++r) gens.push_back(byte_view(fmt::format("rank{}.lora_dropout", r), rng[r]));
+  io::write_safetensors(path_join(dir, "rng_state.safetensors"), gens, {{"format", "llmft-rng"}}, wm);
 
-    if (step == 0) {
-      const optim::MemoryReport mem = opt.memory();
+  // trainer_state.json as Hugging Face's Trainer writes it (global_step, epoch, log_history, ...), with llmft's own
+  // state and what the resumed run must agree with under "llmft".
+  nlohmann::ordered_json history = nlohmann::ordered_json::array();
+  for (const auto& line : st.log_history) history.push_back(nlohmann::ordered_json::parse(line));
+  nlohmann::ordered_json ts;
+  ts["global_step"] = st.step;
+  ts["epoch"] = loader->epoch();
+  ts["max_steps"] = steps;
+  ts["logging_steps"] = c.log.every;
+  ts["eval_steps"] = c.train.eval_every;
+  ts["save_steps"] = c.checkpoint.every;
+  ts["train_batch_size"] = c.train.micro_batch_size;
+  ts["num_train_epochs"] = c.train.epochs;
+  ts["total_flos"] = 0;
+  ts["log_history"] = history;
+  nlohmann::ordered_json l;
+  l["format"] = "llmft-trainer-state/1";
+  l["state"] = state_to_json(st);
+  l["world_size"] = comm->size();
+  l["global_batch_rows"] = rows_per_step;
+  l["mode"] = mode;
+  nlohmann::ordered_json cfg = nlohmann::ordered_json::object();
+  for (const auto& [key, value] : config_values(c)) cfg[key] = value;
+  l["config"] = cfg;
+  nlohmann::ordered_json ids = nlohmann::ordered_json::object();
+  for (const auto& [what, id] : identities()) ids[what] = id;
+  l["identities"] = ids;
+  ts["llmft"] = l;
+  write_file_atomic(path_join(dir, "trainer_state.json"), ts.dump(2) + "\n", wm);
+  write_file_atomic(path_join(dir, "config.yaml"), config_to_yaml(c), wm);
+}
+
+void Trainer::Impl::restore(const std::string& dir) {
+  c10::InferenceMode guard;
+  LLMFT_CHECK(is_directory(dir), Status::kNotFound, "train.resume: {} is not a checkpoint folder", dir);
+  job::verify_checkpoint(dir);
+  const std::string tpath = path_join(dir, "trainer_state.json");
+  nlohmann::json ts;
+  try {
+    ts = nlohmann::json::parse(read_file(tpath));
+  } catch (const nlohmann::json::exception& e) {
+    LLMFT_FAIL(Status::kFormat, "{}: not valid JSON: {}", tpath, plain_error(e));
+  }
+  LLMFT_CHECK(ts.contains("llmft") && ts["llmft"].value("format", "") == "llmft-trainer-state/1", Status::kFormat,
+              "{}: not written by llmft (no \"llmft\" section)", tpath);
+  const nlohmann::json& l = ts["llmft"];
+
+  // What must not change, each named with both values.
+  const auto saved_cfg = l.value("config", nlohmann::json::object());
+  for (const auto& [key, value] : config_values(c)) {
+    if (!must_not_change(key) || !saved_cfg.contains(key)) continue;
+    const std::string before = saved_cfg[key].get<std::string>();
+    LLMFT_CHECK(before == value, Status::kInvalidArgument,
+                "cannot continue from {}: {} was {} there and is {} now; it must not change in a resumed run "
+                "(train.resume=never starts afresh)", dir, key, before, value);
+  }
+  std::string changed;  // other settings may change (a longer run, a lower learning rate): said once, plainly
+  for (const auto& [key, value] : config_values(c)) {
+    if (must_not_change(key) || !saved_cfg.contains(key) || saved_cfg[key].get<std::string>() == value) continue;
+    bool operational = false;
+    for (const char* p : {"output.", "log.", "generate.", "checkpoint.", "dist.", "export.", "train.resume", "train.threads"})
+      operational = operational || key.rfind(p, 0) == 0;
+    if (!operational) changed += fmt::format("{}{} {} -> {}", changed.empty() ? "" : ", ", key, saved_cfg[key].get<std::string>(), value);
+  }
+  if (!changed.empty() && leader)
+    log_message(LogLevel::kWarn, fmt::format("continuing from {} with changed settings: {}", dir, changed));
+  const auto saved_ids = l.value("identities", nlohmann::json::object());
+  for (const auto& [what, id] : identities())
+    LLMFT_CHECK(!saved_ids.contains(what) || saved_ids[what].get<std::string>() == id, Status::kInvalidArgument,
+                "cannot continue from {}: {} changed since it was written (fingerprint {} there, {} now)", dir, what,
+                saved_ids.value(what, std::string()).substr(0, 16), id.substr(0, 16));
+  const int64_t saved_batch = l.value("global_batch_rows", int64_t{0});
+  LLMFT_CHECK(saved_batch == rows_per_step, Status::kInvalidArgument,
+              "cannot continue from {}: its global batch was {} rows per step ({} ranks), now it is {} "
+              "(train.micro_batch_size {} x train.grad_accum {} x {} ranks); set them so the product is {}",
+              dir, saved_batch, l.value("world_size", 0), rows_per_step, c.train.micro_batch_size, c.train.grad_accum,
+              comm->size(), saved_batch);
+  LLMFT_CHECK(l.value("mode", "") == mode, Status::kInvalidArgument, "cannot continue from {}: it trained {} and this run trains {}",
+              dir, l.value("mode", ""), mode);
+  TrainState restored = state_from_json(l.at("state"), tpath);
+  for (const auto& rec : ts.value("log_history", nlohmann::json::array())) restored.log_history.push_back(rec.dump());
+
+  // The trained weights: into the full buffers (ZeRO-3 gathers them first), then each rank keeps its slice.
+  opt->gather_parameters(mode == "lora");
+  if (mode == "lora") {
+    io::PeftAdapter a = io::read_peft_adapter(dir);
+    model().load_lora([&](const std::string& n) { return a.find(n); }, path_join(dir, "adapter_model.safetensors"));
+  } else {
+    io::ModelDir md(dir);
+    model().load_base([&](const std::string& n) { return md.find(n); }, dir);
+  }
+  opt->parameters_changed();
+  opt->release_parameters();
+
+  // Optimizer moments (any world size wrote them) and the generators.
+  io::SafetensorsFile of(path_join(dir, "optimizer.safetensors"));
+  optim::ShardedOptimizer::State os;
+  os.steps = restored.step;
+  for (const auto& t : of.tensors()) {
+    constexpr std::string_view suffix = ".exp_avg";
+    if (t.name.size() > suffix.size() && t.name.compare(t.name.size() - suffix.size(), suffix.size(), suffix) == 0) {
+      const std::string name = t.name.substr(0, t.name.size() - suffix.size());
+      os.names.push_back(name);
+      os.exp_avg.push_back(f32_tensor(t, of.path()));
+      os.exp_avg_sq.push_back(f32_tensor(of.get(name + ".exp_avg_sq"), of.path()));
+    }
+  }
+  opt->import_state(os, of.path());
+  io::SafetensorsFile rf(path_join(dir, "rng_state.safetensors"));
+  const int saved_world = static_cast<int>(rf.tensors().size());
+  // A rank the saved job did not have takes rank 0's generator (every rank starts from the same seed).
+  const int from_rank = comm->rank() < saved_world ? comm->rank() : 0;
+  const io::TensorView& g = rf.get(fmt::format("rank{}.lora_dropout", from_rank));
+  at::Tensor gs = at::empty({static_cast<int64_t>(g.nbytes)}, at::kByte);
+  std::memcpy(gs.data_ptr(), g.data, g.nbytes);
+  dropout.set_state(gs);
+  for (const auto& t : rf.tensors()) restored.rng.emplace_back(t.data, t.data + t.nbytes);
+
+  loader->restore({restored.rows});
+  st = std::move(restored);
+  if (leader) metrics->replay(st.log_history);  // metrics.jsonl of this run starts with the history it continues
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Trainer::~Trainer() = default;
+
+std::unique_ptr<Trainer> Trainer::create(const Config& config, const StopRequest* stop) {
+  auto impl = std::make_unique<Impl>();
+  impl->build(config, stop);
+  return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+int64_t Trainer::total_steps() const { return impl_->steps; }
+bool Trainer::done() const { return impl_->stopped || impl_->st.step >= impl_->steps; }
+const TrainState& Trainer::state() const { return impl_->st; }
+const std::string& Trainer::resumed_from() const { return impl_->resumed_from; }
+void Trainer::request_stop(int reason) { impl_->own_stop.store(reason == 0 ? 1 : reason); }
+
+StepStats Trainer::step() {
+  Impl& t = *impl_;
+  LLMFT_CHECK(!done(), Status::kInvalidArgument, "the trainer is done ({} of {} steps{})", t.st.step, t.steps,
+              t.stopped ? ", stopped" : "");
+  c10::InferenceMode guard;
+  const Config& c = t.c;
+  const auto start = Clock::now();
+  t.opt->begin_step();
+  double sums[4] = {0, 0, 0, 0};  // loss sum, targets, tokens, stop requested (this rank)
+  for (int64_t micro = 0; micro < c.train.grad_accum; ++micro) {
+    model::Batch b = to_batch(t.loader->next());
+    t.opt->set_last_micro_batch(micro + 1 == c.train.grad_accum);
+    sums[0] += t.model().forward_backward(b, t.opt.get(), c.lora.dropout > 0 ? &t.dropout : nullptr);
+    sums[1] += static_cast<double>(b.num_targets);
+    sums[2] += static_cast<double>(b.ids.numel());
+  }
+  sums[3] = (t.host_stop && t.host_stop->load() != 0) || t.own_stop.load() != 0 ? 1.0 : 0.0;
+  at::Tensor global = at::tensor({sums[0], sums[1], sums[2], sums[3]}, at::kDouble);
+  t.comm->all_reduce(global)->wait();  // every rank sees the same sums, so all of them stop after the same step
+  const double loss = global[0].item<double>() / std::max(1.0, global[1].item<double>());
+  const double lr = t.sched->lr_at(t.st.step);
+  optim::StepResult r = t.opt->finish_step(lr, c.train.max_grad_norm, global[1].item<double>());
+  if (!std::isfinite(loss) || r.skipped) {
+    // Nothing non-finite was applied to the weights (the optimizer skips such a step) and nothing is saved. The
+    // weights were checked finite when loaded and token ids are within the vocabulary, so at the first step the
+    // model's own numbers overflow; later, the updates diverged.
+    const std::string what = !std::isfinite(loss) ? fmt::format("the loss is {}", loss)
+                                                   : fmt::format("the gradient norm is {}", r.grad_norm);
+    LLMFT_FAIL(Status::kInvalidArgument, "step {}: {}, not finite; {}", t.st.step + 1, what,
+               t.st.step == 0 ? fmt::format("at the first step, so the weights of {} overflow in {} on this data: try "
+                                            "model.dtype=float32 or check the model",
+                                            c.model.path.empty() ? "the embedded model" : c.model.path, c.model.dtype)
+                              : fmt::format("after {} finite steps the updates diverged: lower train.lr (peak {}) or "
+                                            "clip harder with train.max_grad_norm (now {}); no weights were written",
+                                            t.st.step, t.lr_peak, c.train.max_grad_norm));
+  }
+  if (t.st.step == 0 || t.summary.optimizer_state_bytes == 0) {
+    const optim::MemoryReport mem = t.opt->memory();
+    if (t.st.step == 0 || !t.resumed_from.empty())
       log_message(LogLevel::kInfo,
-                  fmt::format("[llmft] rank {}: ZeRO stage {} holds {:.2f} MB of optimizer state, {:.2f} MB of parameters "
+                  fmt::format("rank {}: ZeRO stage {} holds {:.2f} MB of optimizer state, {:.2f} MB of parameters "
                               "and {:.2f} MB of gradients between steps",
-                              comm->rank(), c.dist.zero_stage, mem.optimizer_state_bytes / 1e6, mem.parameter_bytes / 1e6,
-                              mem.gradient_bytes / 1e6));
-      summary.optimizer_state_bytes = mem.optimizer_state_bytes;
-      summary.parameter_bytes = mem.parameter_bytes;
-      summary.gradient_bytes = mem.gradient_bytes;
+                              t.comm->rank(), c.dist.zero_stage, mem.optimizer_state_bytes / 1e6,
+                              mem.parameter_bytes / 1e6, mem.gradient_bytes / 1e6));
+    t.summary.optimizer_state_bytes = mem.optimizer_state_bytes;
+    t.summary.parameter_bytes = mem.parameter_bytes;
+    t.summary.gradient_bytes = mem.gradient_bytes;
+  }
+
+  TrainState& st = t.st;
+  ++st.step;
+  st.rows = t.loader->state().rows;
+  const auto step_tokens = static_cast<int64_t>(global[2].item<double>());
+  const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+  st.tokens += step_tokens;
+  st.seconds += secs;
+  st.interval_loss += loss;
+  ++st.interval_steps;
+  st.interval_tokens += step_tokens;
+  st.interval_seconds += secs;
+  if (st.step % std::max<int64_t>(1, c.log.every) == 0 || st.step == t.steps || global[3].item<double>() > 0) {
+    const double mean = st.interval_loss / static_cast<double>(st.interval_steps);
+    if (!st.first_logged) {
+      st.first_loss = mean;
+      st.first_logged = true;
     }
-    interval_loss += loss;
-    ++interval_steps;
-    interval_tokens += static_cast<int64_t>(global[2].item<double>());
-    if ((step + 1) % std::max<int64_t>(1, c.log.every) == 0 || step + 1 == steps) {
-      double secs = std::chrono::duration<double>(Clock::now() - interval_start).count();
-      double mean = interval_loss / static_cast<double>(interval_steps);
-      if (std::isnan(first_loss)) first_loss = mean;
-      summary.last_loss = mean;
-      metrics.record({{"loss", mean}, {"grad_norm", r.grad_norm}, {"learning_rate", lr}, {"epoch", loader.epoch()}},
-                     {{"step", static_cast<double>(step + 1)}, {"tokens_per_second", interval_tokens / secs}},
-                     fmt::format(" | step {} | {:.0f} tokens/s", step + 1, interval_tokens / secs));
-      total_tokens += interval_tokens;
-      interval_loss = 0;
-      interval_steps = 0;
-      interval_tokens = 0;
-      interval_start = Clock::now();
-    }
-    if (c.train.eval_every > 0 && (step + 1) % c.train.eval_every == 0 && step + 1 < steps && !data.eval.empty()) {
-      record_eval(metrics, evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size, &opt), loader.epoch());
+    const double tps = static_cast<double>(st.interval_tokens) / std::max(1e-9, st.interval_seconds);
+    t.log_record({{"loss", mean}, {"grad_norm", r.grad_norm}, {"learning_rate", lr}, {"epoch", t.loader->epoch()}},
+                 {{"step", static_cast<double>(st.step)}, {"tokens_per_second", tps}},
+                 fmt::format(" | step {} | {:.0f} tokens/s", st.step, tps));
+    st.interval_loss = 0;
+    st.interval_steps = 0;
+    st.interval_tokens = 0;
+    st.interval_seconds = 0;
+  }
+  if (c.train.eval_every > 0 && st.step % c.train.eval_every == 0 && st.step < t.steps && !t.td.prepared.eval.empty())
+    t.evaluate_and_log();
+  StepStats out;
+  out.step = st.step;
+  out.loss = loss;
+  out.grad_norm = r.grad_norm;
+  out.learning_rate = lr;
+  out.epoch = t.loader->epoch();
+  out.tokens = step_tokens;
+  out.stop_requested = global[3].item<double>() > 0;
+  t.stopped = out.stop_requested;
+  return out;
+}
+
+EvalStats Trainer::evaluate() {
+  c10::InferenceMode guard;
+  Eval e = llmft::evaluate(impl_->model(), impl_->td.prepared.eval, impl_->tokens_per_eval_batch(), impl_->opt.get());
+  return {e.loss, e.accuracy};
+}
+
+std::string Trainer::save(const std::string& root_in) {
+  Impl& t = *impl_;
+  c10::InferenceMode guard;
+  const std::string root = root_in.empty() ? t.checkpoint_root() : root_in;
+  // Every rank contributes: the optimizer's moments and the trained weights (gathered from ZeRO shards), and each
+  // rank's generator; rank 0 writes.
+  optim::ShardedOptimizer::State os = t.opt->export_state();
+  at::Tensor mine = t.dropout.get_state().contiguous();
+  at::Tensor all = at::empty({mine.numel() * t.comm->size()}, at::kByte);
+  t.comm->all_gather(all, mine)->wait();
+  std::vector<std::vector<uint8_t>> rng(static_cast<size_t>(t.comm->size()));
+  for (int r = 0; r < t.comm->size(); ++r) {
+    const auto* p = all.data_ptr<uint8_t>() + r * mine.numel();
+    rng[static_cast<size_t>(r)].assign(p, p + mine.numel());
+  }
+  t.st.rng = rng;
+  t.opt->gather_parameters(t.mode == "lora");
+  std::string error;
+  job::CheckpointWrite w;
+  if (t.leader) {
+    try {
+      w = job::write_checkpoint(root, t.st.step, [&](const std::string& dir, WriteMode wm) {
+        t.write_checkpoint_files(dir, wm, os, rng);
+      });
+      job::prune_checkpoints(root, t.c.checkpoint.keep);
+    } catch (const std::exception& e) {
+      error = e.what();
     }
   }
-  summary.steps = steps;
-  summary.first_loss = first_loss;
-  summary.tokens_per_second = total_tokens / std::chrono::duration<double>(Clock::now() - train_start).count();
+  t.opt->release_parameters();
+  // Every rank learns whether rank 0's write succeeded, so all of them stop or go on together.
+  at::Tensor failed = at::tensor({error.empty() ? 0.0 : 1.0}, at::kDouble);
+  t.comm->all_reduce(failed)->wait();
+  if (!error.empty()) LLMFT_FAIL(Status::kIo, "checkpoint of step {} not written: {}", t.st.step, error);
+  LLMFT_CHECK(failed.item<double>() == 0, Status::kIo, "rank {}: rank 0 could not write the checkpoint of step {} under {} "
+              "(its error says why)", t.comm->rank(), t.st.step, root);
+  const std::string dir = path_join(root, fmt::format("checkpoint-{}", t.st.step));
+  if (t.leader)
+    log_info("checkpoint: {} ({:.1f} MB in {:.2f} s{})", dir, static_cast<double>(w.bytes) / 1e6, w.seconds,
+             w.renamed ? "" : ", written in place: this file system cannot rename folders");
+  t.last_checkpoint = dir;
+  return dir;
+}
 
-  // After: held-out loss, the same questions again, the trained weights.
-  if (!data.eval.empty()) {
-    Eval e = evaluate(m, data.eval, c.data.seq_len * c.train.micro_batch_size, &opt);
+void Trainer::restore(const std::string& dir) { impl_->restore(dir); }
+
+TrainSummary Trainer::finish() {
+  Impl& t = *impl_;
+  c10::InferenceMode guard;
+  const Config& c = t.c;
+  TrainSummary summary = t.summary;
+  summary.steps = t.st.step;
+  summary.first_loss = t.st.first_loss;
+  summary.tokens = t.st.tokens;
+  summary.seconds = t.st.seconds;
+  summary.tokens_per_second = static_cast<double>(t.st.tokens) / std::max(1e-9, t.st.seconds);
+  summary.eval_loss_before = t.st.eval_loss_before;
+  summary.eval_accuracy_before = t.st.eval_accuracy_before;
+  summary.resumed_from = t.resumed_from;
+  summary.checkpoint_dir = t.last_checkpoint;
+  for (auto it = t.st.log_history.rbegin(); it != t.st.log_history.rend(); ++it) {
+    const auto j = nlohmann::json::parse(*it);
+    if (j.contains("loss")) {
+      summary.last_loss = j["loss"].is_number() ? j["loss"].get<double>() : NAN;
+      break;
+    }
+  }
+  if (!t.td.prepared.eval.empty()) {
+    EvalStats e = t.evaluate_and_log();
     summary.eval_loss_after = e.loss;
     summary.eval_accuracy_after = e.accuracy;
-    record_eval(metrics, e, loader.epoch());
   }
-  samples.after = generate_samples();
-  summary.samples = static_cast<int64_t>(samples.records.size());
-  for (size_t i = 0; i < samples.records.size(); ++i) {
-    const std::string ref = trim(data::Templater::reference(samples.records[i]));
-    summary.samples_right_before += !ref.empty() && samples.before[i] == ref;
-    summary.samples_right_after += !ref.empty() && samples.after[i] == ref;
+  t.samples.before = t.st.samples_before;
+  t.samples.before.resize(t.samples.records.size());
+  t.samples.after = t.generate_samples();
+  summary.samples = static_cast<int64_t>(t.samples.records.size());
+  for (size_t i = 0; i < t.samples.records.size(); ++i) {
+    const std::string ref = trim(data::Templater::reference(t.samples.records[i]));
+    summary.samples_right_before += !ref.empty() && t.samples.before[i] == ref;
+    summary.samples_right_after += !ref.empty() && t.samples.after[i] == ref;
   }
   // Saving: ZeRO-3 gathers what is saved (a LoRA adapter: the adapter tensors only); rank 0 writes.
-  opt.gather_parameters(mode == "lora");
-  if (leader) {
-    write_samples(run.staged("samples.txt"), samples);
-    if (mode == "lora") {
+  t.opt->gather_parameters(t.mode == "lora");
+  if (t.leader) {
+    write_samples(t.run->staged("samples.txt"), t.samples);
+    if (t.mode == "lora") {
       summary.adapter_dir = path_join(c.output.dir, "adapter");
       std::vector<at::Tensor> keep;
-      model::DecoderOptions o = m.options();
-      io::write_peft_adapter(summary.adapter_dir, o.lora, lm.base_name, views_of(m, true, at::kFloat, keep));
+      io::write_peft_adapter(summary.adapter_dir, t.model().options().lora, t.lm.base_name,
+                             views_of(t.model(), true, at::kFloat, keep));
     } else {
       summary.model_dir = path_join(c.output.dir, "model");
-      save_model_dir(m, lm.dir ? lm.dir->config_json() : m.config().to_json(), tok_path, summary.model_dir);
+      save_model_dir(t.model(), t.lm.dir ? t.lm.dir->config_json() : t.model().config().to_json(), t.tok_path,
+                     summary.model_dir, file_dtype(t.model().config().torch_dtype));
     }
+    nlohmann::ordered_json js;
+    js["steps"] = summary.steps;
+    js["tokens"] = summary.tokens;
+    js["train_seconds"] = summary.seconds;
+    js["tokens_per_second"] = summary.tokens_per_second;
+    js["first_loss"] = summary.first_loss;
+    js["last_loss"] = summary.last_loss;
+    js["eval_loss_before"] = summary.eval_loss_before;
+    js["eval_loss_after"] = summary.eval_loss_after;
+    js["eval_accuracy_before"] = summary.eval_accuracy_before;
+    js["eval_accuracy_after"] = summary.eval_accuracy_after;
+    js["world_size"] = summary.world_size;
+    js["resumed_from"] = summary.resumed_from;
+    js["output"] = t.mode == "lora" ? summary.adapter_dir : summary.model_dir;
+    js["versions"] = {{"llmft", LLMFT_VERSION_STRING}, {"libtorch", TORCH_VERSION}};
+    nlohmann::ordered_json ids = nlohmann::ordered_json::object();
+    for (const auto& [what, id] : t.identities()) ids[what] = id;
+    js["identities"] = ids;
+    write_file_atomic(t.run->staged("training_summary.json"), js.dump(2) + "\n");
   }
-  opt.release_parameters();
-  run.commit();     // the weights are saved: the run's files take the place of the previous run's
-  comm->barrier();  // every rank leaves once the files are written (rank 0 may serve the store the others use)
-  for (size_t i = 0; i < samples.records.size(); ++i)
-    log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, data::Templater::question(samples.records[i]),
-             samples.before[i], samples.after[i]);
+  t.opt->release_parameters();
+  t.run->commit();     // the weights are saved: the run's files take the place of the previous run's
+  t.comm->barrier();   // every rank leaves once the files are written (rank 0 may serve the store the others use)
+  for (size_t i = 0; i < t.samples.records.size(); ++i)
+    log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, data::Templater::question(t.samples.records[i]),
+             t.samples.before[i], t.samples.after[i]);
   return summary;
 }
 
-}  // namespace
-
+// The job: create, step until done (a checkpoint every checkpoint.every steps, and one when asked to stop), finish.
 TrainSummary train(const Config& c, const StopRequest* stop) {
-  job::preflight(c, job::Job::kTrain);  // settings, output locations and memory, before any data or weights are read
-  const comm::World world = comm::resolve_world(c.dist);
-  at::set_num_threads(job::cpu_threads(c.train.threads, world.local_size));
-  std::unique_ptr<comm::Communicator> comm = comm::make_communicator(c.dist, world);
-  const bool leader = comm->rank() == 0;
-  // Rank 0 speaks for the job; the others log warnings and errors only (prefixed with their rank).
-  struct QuietRanks {
-    LogLevel saved = log_level();
-    explicit QuietRanks(bool quiet) {
-      if (quiet && saved < LogLevel::kWarn) set_log_level(LogLevel::kWarn);
-    }
-    ~QuietRanks() { set_log_level(saved); }
-  } quiet(!leader);
-  check_ranks_agree(*comm, c);  // before anyone prepares data or writes a file
-  RunFiles run(c.output.dir, leader);
+  std::unique_ptr<Trainer> t = Trainer::create(c, stop);
   try {
-    return run_training(c, comm, run, stop);
+    while (!t->done()) {
+      const StepStats s = t->step();
+      if (s.stop_requested) {  // every rank finished this step: save it and return
+        const auto start = Clock::now();
+        TrainSummary summary;
+        summary.steps = s.step;
+        summary.stopped = true;
+        summary.output_dir = c.output.dir;
+        summary.resumed_from = t->resumed_from();
+        summary.checkpoint_dir = t->save();
+        const double took = std::chrono::duration<double>(Clock::now() - start).count();
+        if (took > c.checkpoint.grace_s)
+          log_message(LogLevel::kWarn, fmt::format("the checkpoint after the stop took {:.1f} s, more than "
+                                                   "checkpoint.grace_s ({:.0f} s): give the job more time to stop "
+                                                   "(Kubernetes: terminationGracePeriodSeconds)", took, c.checkpoint.grace_s));
+        return summary;
+      }
+      // The last step is saved too: a job restarted after it finished (a pod restarted by its controller) continues
+      // from there with no step left and writes the same outputs again.
+      if (c.checkpoint.every > 0 && (s.step % c.checkpoint.every == 0 || t->done())) t->save();
+    }
+    return t->finish();
   } catch (const std::exception& e) {
-    run.record_failure(e.what());
+    t->impl_->run->record_failure(e.what());
     throw;
   }
 }

@@ -1,0 +1,97 @@
+// The training job as an object with explicit state, for hosts that drive it step by step (the llmft program's
+// train, the C ABI, tests and the benchmark all use this one step):
+//
+//   auto t = llmft::Trainer::create(config);      // settings checked, ranks joined, data, model, optimizer
+//   while (!t->done()) t->step();                  // one optimizer step each
+//   llmft::TrainSummary s = t->finish();           // final evaluation, samples, trained weights
+//
+// save() writes a checkpoint (<checkpoint.dir>/checkpoint-<step>/: a loadable PEFT adapter or Hugging Face model,
+// optimizer.safetensors, rng_state.safetensors, trainer_state.json with the log history and this TrainState,
+// config.yaml, manifest.json written last); restore() continues from one exactly: the same losses and weights, bit
+// for bit, as a run that was never interrupted, on the same number of ranks (and the same rows, in fp32 tolerance,
+// on another number of ranks with the same global batch). Every method that touches the model is collective: each
+// rank of a data-parallel job calls it in the same order. No libtorch type appears here.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "llmft/config.hpp"
+#include "llmft/train.hpp"
+
+namespace llmft {
+
+struct StepStats {
+  int64_t step = 0;            // optimizer steps taken, this one included
+  double loss = 0;             // token-weighted mean loss of this step over every rank
+  double grad_norm = 0;        // before clipping
+  double learning_rate = 0;    // used by this step
+  double epoch = 0;            // epochs of the training split consumed after it
+  int64_t tokens = 0;          // tokens of this step, all ranks
+  bool stop_requested = false; // a stop was asked for on some rank: this was the last step (done() is true)
+};
+
+struct EvalStats {
+  double loss = 0, accuracy = 0;  // token-weighted held-out loss; share of target tokens predicted (top-1)
+};
+
+// Where a run is: saved with each checkpoint and restored as it is.
+struct TrainState {
+  int64_t step = 0;               // optimizer steps taken
+  int64_t rows = 0;               // rows of the global data stream consumed (all ranks; independent of the world size)
+  int64_t tokens = 0;             // training tokens of all ranks so far
+  double seconds = 0;             // time spent in steps so far
+  double first_loss = 0;          // mean loss of the first logged interval (0 until then)
+  bool first_logged = false;
+  double interval_loss = 0;       // the log interval in progress: summed step losses, steps, tokens, seconds
+  int64_t interval_steps = 0, interval_tokens = 0;
+  double interval_seconds = 0;
+  double eval_loss_before = 0, eval_accuracy_before = 0;
+  std::vector<std::string> samples_before;      // answers to the sample questions before training
+  std::vector<std::vector<uint8_t>> rng;        // per rank: the state of its LoRA-dropout generator
+  std::vector<std::string> log_history;         // every record logged so far, one JSON object each (metrics.jsonl)
+};
+
+class LLMFT_API Trainer {
+ public:
+  // Checks every setting and output location, joins the other ranks (refusing ranks that disagree), prepares the
+  // data, loads the model and builds the optimizer; then continues from a checkpoint as train.resume says (auto: the
+  // newest complete one under checkpoint.dir, skipping, with a warning naming the file, any that does not verify).
+  // `stop` (optional) is polled at every step, as request_stop() is.
+  static std::unique_ptr<Trainer> create(const Config& config, const StopRequest* stop = nullptr);
+  ~Trainer();
+  Trainer(const Trainer&) = delete;
+  Trainer& operator=(const Trainer&) = delete;
+
+  int64_t total_steps() const;
+  bool done() const;  // total_steps() taken, or stopped
+  // One optimizer step: micro-batches, forward and backward, gradient reduction, clipping, the AdamW update; logs
+  // every log.every steps and evaluates every train.eval_every. Throws naming the step if it is not finite.
+  StepStats step();
+  EvalStats evaluate();
+  // Writes a checkpoint of the current step (rank 0 writes; the others contribute their shards) under `root`
+  // (empty: checkpoint.dir, else output.dir) and keeps the newest checkpoint.keep there; returns its folder. A write
+  // that fails (a full disk) throws naming the path and changes neither the training state nor earlier checkpoints.
+  std::string save(const std::string& root = "");
+  // Continues from the checkpoint folder `dir`: refused, naming the key and both values, when it was written by a
+  // run whose model, data, tokenizer, template, LoRA settings, seed or global batch differ.
+  void restore(const std::string& dir);
+  // Asks the job to stop after the step in progress (thread-safe; each rank's request is seen by all of them).
+  void request_stop(int reason = 1);
+  const TrainState& state() const;
+  const std::string& resumed_from() const;  // the checkpoint create() continued from, or empty
+  // After the last step: held-out evaluation, sample answers, the trained adapter or model and the run's files
+  // (staged in <output.dir>/in_progress, moved into place now).
+  TrainSummary finish();
+
+  struct Impl;
+
+ private:
+  friend TrainSummary train(const Config&, const StopRequest*);
+  explicit Trainer(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace llmft
