@@ -103,6 +103,29 @@ TEST(DistResume, ARankKilledAndTheJobRestartedContinuesBitForBit) {
               read_file(path_join(ref, "adapter/adapter_model.safetensors")));
 }
 
+// Full fine-tuning at ZeRO-3 (parameters, gradients and moments sharded): the checkpoint gathers them; the resumed
+// job shards them again and ends with the same model, byte for byte.
+TEST(DistResume, FullFineTuningAtZero3StoppedAndResumedBitForBit) {
+  LLMFT_REQUIRE_DATA(kModel);
+  auto args = [](const std::string& out) {
+    std::vector<std::string> a = job_args(out, 0.0);
+    for (const char* x : {"train.mode=full", "dist.zero_stage=3", "checkpoint.every=0"}) a.push_back(x);
+    return a;
+  };
+  const std::string ref = temp_dir("dresume-full-ref");
+  auto procs = start_world(2, args(ref), ref);
+  ASSERT_EQ(finish(procs), (std::vector<int>{0, 0})) << logs(ref, 2);
+  const std::string out = temp_dir("dresume-full");
+  procs = start_world(2, args(out), out + ".1");
+  wait_for_step(procs[0], 4);
+  for (auto& p : procs) ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(finish(procs), (std::vector<int>{0, 0})) << logs(out + ".1", 2);
+  procs = start_world(2, args(out), out + ".2");
+  ASSERT_EQ(finish(procs), (std::vector<int>{0, 0})) << logs(out + ".2", 2);
+  EXPECT_EQ(records(out), records(ref));
+  EXPECT_TRUE(read_file(path_join(out, "model/model.safetensors")) == read_file(path_join(ref, "model/model.safetensors")));
+}
+
 TEST(DistResume, StoppedOnTwoRanksContinuesOnOneAndOnFour) {
   LLMFT_REQUIRE_DATA(kModel);
   const std::string ref = temp_dir("dresume-eref");

@@ -1,6 +1,7 @@
 // PEFT judges llmft's adapters, both ways, on small random bases of every family that transformers itself wrote:
 //  - an adapter llmft trained (llmft::train) loads with PeftModel.from_pretrained with no missing or unexpected key
 //    and no warning, and PEFT's logits equal llmft's for the same base + adapter (fp32, <= 1e-5 relative);
+//  - so does the adapter inside a checkpoint-<step>/ folder, beside the optimizer and training state;
 //  - an adapter PEFT trained and saved (save_pretrained) loads in llmft with PEFT's logits.
 // Targets q/k/v/o and all-linear, with and without rsLoRA, several r / alpha.
 #include <gtest/gtest.h>
@@ -17,6 +18,7 @@ struct AdapterCase {
   const char* name;
   const char* arch;
   std::vector<std::string> settings;  // lora.* for llmft, as key=value
+  bool from_checkpoint = false;       // judge the adapter of <output.dir>/checkpoint-2 (with checkpoint.every=2)
 };
 
 void PrintTo(const AdapterCase& c, std::ostream* os) { *os << c.name; }
@@ -29,6 +31,7 @@ TEST_P(OursInPeft, LoadsCleanlyWithTheSameLogits) {
   std::string base = test::make_base(c.arch);
   ASSERT_FALSE(base.empty());
   std::string adapter_dir = test::llmft_lora(base, c.settings);
+  if (c.from_checkpoint) adapter_dir = path_join(path_dirname(adapter_dir), "checkpoint-2");
   io::ModelDir dir(base);
   io::PeftAdapter adapter = io::read_peft_adapter(adapter_dir);
   auto ids = test::probe_ids(dir.config().vocab_size);
@@ -57,7 +60,8 @@ INSTANTIATE_TEST_SUITE_P(
         AdapterCase{"llama_all_linear_rslora", "llama", {"lora.target_modules=all-linear", "lora.r=4", "lora.alpha=32", "lora.use_rslora=true"}},
         AdapterCase{"mistral_all_linear", "mistral", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=8"}},
         AdapterCase{"qwen2_qkvo_rslora_r16", "qwen2", {"lora.target_modules=q_proj,k_proj,v_proj,o_proj", "lora.r=16", "lora.alpha=32", "lora.use_rslora=true"}},
-        AdapterCase{"qwen3_all_linear", "qwen3", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16"}}),
+        AdapterCase{"qwen3_all_linear", "qwen3", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16"}},
+        AdapterCase{"llama_checkpoint_adapter", "llama", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16", "checkpoint.every=2"}, true}),
     [](const auto& info) { return std::string(info.param.name); });
 
 struct PeftCase {

@@ -152,6 +152,34 @@ TEST(Resume, SigtermWritesACheckpointExitsZeroAndContinuesBitForBit) {
   expect_same_as_reference(out, "stopped by SIGTERM");
 }
 
+// Full fine-tuning: the checkpoint is a Hugging Face model folder in fp32 (the master weights); stopped and resumed,
+// the job ends with the same model, byte for byte.
+TEST(Resume, FullFineTuningStoppedAndResumedEndsWithTheSameModel) {
+  LLMFT_REQUIRE_DATA(kModel);
+  auto args = [](const std::string& out) {
+    std::vector<std::string> a = job_args(out);
+    a.push_back("train.mode=full");
+    a.push_back("checkpoint.every=0");
+    return a;
+  };
+  const std::string ref = test::temp_dir("resume-full-ref");
+  ASSERT_EQ(run(args(ref), ref + ".log"), 0) << read_file(ref + ".log");
+  const std::string out = test::temp_dir("resume-full-ft");
+  test::Proc p = start(args(out), out + ".1.log");
+  wait_for_step(p, 4);
+  ::kill(p.pid, SIGTERM);
+  ASSERT_EQ(test::wait_for(p, std::chrono::seconds(120)), 0) << read_file(out + ".1.log");
+  std::string ckpt;
+  for (const auto& name : list_directory(out))
+    if (job::checkpoint_step(name) > 0) ckpt = path_join(out, name);
+  ASSERT_FALSE(ckpt.empty());
+  EXPECT_TRUE(file_exists(path_join(ckpt, "config.json")) && file_exists(path_join(ckpt, "model.safetensors")))
+      << "a full fine-tune's checkpoint is a model folder";
+  ASSERT_EQ(run(args(out), out + ".2.log"), 0) << read_file(out + ".2.log");
+  EXPECT_EQ(records(out), records(ref));
+  EXPECT_TRUE(read_file(path_join(out, "model/model.safetensors")) == read_file(path_join(ref, "model/model.safetensors")));
+}
+
 // A finished run with checkpoints at steps 6, 9 and 12 (the last step; 3 was removed as the fourth), to corrupt
 // copies of.
 std::string run_with_checkpoints() {
