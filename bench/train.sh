@@ -3,7 +3,7 @@
 # ~40M-parameter Llama (random weights that transformers writes as a Hugging Face directory), the same LoRA (r 16,
 # alpha 32, every linear layer) or full fine-tuning, the same batch (4 rows x 512 tokens) and step (token-mean
 # cross-entropy, backward, clipping at 1.0, AdamW), 2 threads each:
-#   llmft        bench/bench_train.cpp
+#   llmft        bench/bench_train.cpp (Trainer::step, the llmft program's step, on rows of one 512-token document)
 #   hf+peft      transformers' LlamaForCausalLM (SDPA) + PEFT get_peft_model, a plain training loop
 #   eager        plain PyTorch 2.x: the block written out with SDPA (bench/train_torch.py)
 #   compile      the same under torch.compile (its compile time is excluded; the warm-up step pays it)
@@ -17,6 +17,7 @@ build=${1:-$root/build}
 steps=${2:-4}
 threads=${3:-2}
 py=${LLMFT_PYTHON:-${LLMFT_VENV:-$root/.venv}/bin/python}
+tok=${LLMFT_TEST_DATA:-$root/../shared/data}/models/stories260K-hf/tokenizer.json  # tokenizes llmft's documents
 [[ -x $build/bench/bench_train ]] || cmake --build "$build" --target bench_train > /dev/null
 model=$build/bench-model
 [[ -f $model/model.safetensors ]] || "$py" "$root/bench/make_model.py" "$model" > /dev/null 2>&1
@@ -24,7 +25,7 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 for dtype in float32 bfloat16; do
   for mode in lora full; do
-    "$build/bench/bench_train" "$model" "$mode" "$steps" "$threads" "$dtype" > "$work/$dtype-$mode-llmft.json"
+    "$build/bench/bench_train" "$model" "$mode" "$steps" "$threads" "$dtype" "$tok" > "$work/$dtype-$mode-llmft.json"
     for impl in hf eager compile; do
       OMP_NUM_THREADS=$threads "$py" "$root/bench/train_torch.py" "$impl" "$model" "$mode" "$steps" "$threads" "$dtype" \
         2> "$work/$dtype-$mode-$impl.log" | tail -1 > "$work/$dtype-$mode-$impl.json" || true

@@ -463,6 +463,10 @@ struct Trainer::Impl {
   void write_checkpoint_files(const std::string& dir, WriteMode wm, const optim::ShardedOptimizer::State& os,
                               const std::vector<std::vector<uint8_t>>& rng);
   void restore(const std::string& dir);
+  nlohmann::json check_resumable(const std::string& dir);
+  void restore_from(const std::string& dir, const nlohmann::json& trainer_state);
+  std::string resume_dir;         // found (and verified) before any data or weights are loaded
+  nlohmann::json resume_state;
 };
 
 void Trainer::Impl::build(const Config& config, const StopRequest* stop) {
@@ -479,6 +483,19 @@ void Trainer::Impl::build(const Config& config, const StopRequest* stop) {
   }
   check_ranks_agree(*comm, c);  // before anyone prepares data or writes a file
   run = std::make_unique<RunFiles>(c.output.dir, leader);
+  mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
+  rows_per_step = c.train.micro_batch_size * c.train.grad_accum * comm->size();
+  // The checkpoint to continue from, and whether this run may: before data preparation or model loading.
+  if (c.train.resume == "auto") {
+    auto found = job::find_latest_checkpoint(checkpoint_root(), [&](const std::string& w) {
+      if (leader) log_message(LogLevel::kWarn, w);
+    });
+    if (found) resume_dir = *found;
+  } else if (c.train.resume != "never") {
+    resume_dir = c.train.resume;
+    job::verify_checkpoint(resume_dir);
+  }
+  if (!resume_dir.empty()) resume_state = check_resumable(resume_dir);
   try {
     build_parts();
   } catch (const std::exception& e) {
@@ -496,7 +513,6 @@ void Trainer::Impl::build_parts() {
   data::PreparedData& data = td.prepared;
   log_info("data: {}: {} rows ({} tokens) to train on, {} held-out examples", td.description, data.train->rows(),
            data.train->tokens(), data.eval.size());
-  mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
   lm = job::load_model(c, *tok, mode, 16 * comm->size());
   log_info("{}", job::trainable_parameters_line(model()));
 
@@ -512,7 +528,6 @@ void Trainer::Impl::build_parts() {
   optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
   opt = std::make_unique<optim::ShardedOptimizer>(model(), *comm, static_cast<int>(c.dist.zero_stage), adam);
   loader = std::make_unique<data::PackedLoader>(*data.train, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
-  rows_per_step = c.train.micro_batch_size * c.train.grad_accum * comm->size();
   steps = c.train.max_steps > 0
               ? c.train.max_steps
               : std::max<int64_t>(1, static_cast<int64_t>(std::ceil(c.train.epochs * static_cast<double>(loader->rows_per_epoch()) /
@@ -543,19 +558,10 @@ void Trainer::Impl::build_parts() {
       if (seen.insert(data::Templater::question(data.eval_samples[i])).second) samples.records.push_back(data.eval_samples[i]);
   }
 
-  // Continue from a checkpoint, or start: the questions answered and the held-out loss before training.
-  std::string from;
-  if (c.train.resume == "auto") {
-    auto found = job::find_latest_checkpoint(checkpoint_root(), [&](const std::string& w) {
-      if (leader) log_message(LogLevel::kWarn, w);
-    });
-    if (found) from = *found;
-  } else if (c.train.resume != "never") {
-    from = c.train.resume;
-  }
-  if (!from.empty()) {
-    restore(from);
-    resumed_from = from;
+  // Continue from the checkpoint, or start: the questions answered and the held-out loss before training.
+  if (!resume_dir.empty()) {
+    restore_from(resume_dir, resume_state);
+    resumed_from = resume_dir;
   } else {
     st.samples_before = generate_samples();
     if (!data.eval.empty()) {
@@ -623,9 +629,14 @@ void Trainer::Impl::write_checkpoint_files(const std::string& dir, WriteMode wm,
 }
 
 void Trainer::Impl::restore(const std::string& dir) {
-  c10::InferenceMode guard;
   LLMFT_CHECK(is_directory(dir), Status::kNotFound, "train.resume: {} is not a checkpoint folder", dir);
   job::verify_checkpoint(dir);
+  restore_from(dir, check_resumable(dir));
+}
+
+// The checkpoint's trainer_state.json, once its settings are found compatible with this run's: everything that needs
+// no data, tokenizer or model, so a mismatch is refused before any of them is loaded.
+nlohmann::json Trainer::Impl::check_resumable(const std::string& dir) {
   const std::string tpath = path_join(dir, "trainer_state.json");
   nlohmann::json ts;
   try {
@@ -656,11 +667,6 @@ void Trainer::Impl::restore(const std::string& dir) {
   }
   if (!changed.empty() && leader)
     log_message(LogLevel::kWarn, fmt::format("continuing from {} with changed settings: {}", dir, changed));
-  const auto saved_ids = l.value("identities", nlohmann::json::object());
-  for (const auto& [what, id] : identities())
-    LLMFT_CHECK(!saved_ids.contains(what) || saved_ids[what].get<std::string>() == id, Status::kInvalidArgument,
-                "cannot continue from {}: {} changed since it was written (fingerprint {} there, {} now)", dir, what,
-                saved_ids.value(what, std::string()).substr(0, 16), id.substr(0, 16));
   const int64_t saved_batch = l.value("global_batch_rows", int64_t{0});
   LLMFT_CHECK(saved_batch == rows_per_step, Status::kInvalidArgument,
               "cannot continue from {}: its global batch was {} rows per step ({} ranks), now it is {} "
@@ -669,6 +675,18 @@ void Trainer::Impl::restore(const std::string& dir) {
               comm->size(), saved_batch);
   LLMFT_CHECK(l.value("mode", "") == mode, Status::kInvalidArgument, "cannot continue from {}: it trained {} and this run trains {}",
               dir, l.value("mode", ""), mode);
+  return ts;
+}
+
+void Trainer::Impl::restore_from(const std::string& dir, const nlohmann::json& ts) {
+  c10::InferenceMode guard;
+  const std::string tpath = path_join(dir, "trainer_state.json");
+  const nlohmann::json& l = ts["llmft"];
+  const auto saved_ids = l.value("identities", nlohmann::json::object());
+  for (const auto& [what, id] : identities())
+    LLMFT_CHECK(!saved_ids.contains(what) || saved_ids[what].get<std::string>() == id, Status::kInvalidArgument,
+                "cannot continue from {}: {} changed since it was written (fingerprint {} there, {} now)", dir, what,
+                saved_ids.value(what, std::string()).substr(0, 16), id.substr(0, 16));
   TrainState restored = state_from_json(l.at("state"), tpath);
   for (const auto& rec : ts.value("log_history", nlohmann::json::array())) restored.log_history.push_back(rec.dump());
 
@@ -710,7 +728,12 @@ void Trainer::Impl::restore(const std::string& dir) {
 
   loader->restore({restored.rows});
   st = std::move(restored);
-  if (leader) metrics->replay(st.log_history);  // metrics.jsonl of this run starts with the history it continues
+  if (leader) {  // metrics.jsonl of this run is the history it continues, then what it adds
+    metrics.reset();
+    std::remove(run->staged("metrics.jsonl").c_str());
+    metrics = std::make_unique<job::MetricsSink>(run->staged("metrics.jsonl"));
+    metrics->replay(st.log_history);
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -725,6 +748,8 @@ std::unique_ptr<Trainer> Trainer::create(const Config& config, const StopRequest
 }
 
 int64_t Trainer::total_steps() const { return impl_->steps; }
+int64_t Trainer::trainable_parameters() const { return impl_->model().trainable_parameters(); }
+int64_t Trainer::all_parameters() const { return impl_->model().all_parameters(); }
 bool Trainer::done() const { return impl_->stopped || impl_->st.step >= impl_->steps; }
 const TrainState& Trainer::state() const { return impl_->st; }
 const std::string& Trainer::resumed_from() const { return impl_->resumed_from; }

@@ -324,6 +324,7 @@ TEST(Resume, ChangesThatMustNotChangeAreRefusedNamingTheKey) {
     const std::string log = read_file(out + ".log");
     EXPECT_NE(log.find(c.expect), std::string::npos) << log;
     EXPECT_NE(log.find(ckpt), std::string::npos) << log;
+    EXPECT_EQ(log.find("trainable params"), std::string::npos) << "refused before the model is loaded:\n" << log;
   }
 }
 
