@@ -124,6 +124,7 @@ struct ExportSection {
   std::string out;      // merged checkpoint directory (default: <output.dir>/merged)
   double max_shard_mb = 5000;
   bool overwrite = false;  // replace the weight files a previous checkpoint left in `out` (else such a directory is refused)
+  bool after_train = false;  // llmft train (LoRA): merge the trained adapter into its base at the end, into `out`
 };
 
 struct Config {

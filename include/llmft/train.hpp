@@ -21,6 +21,7 @@ struct TrainSummary {
   double tokens_per_second = 0;                       // training tokens (all ranks) per second
   int64_t samples = 0, samples_right_before = 0, samples_right_after = 0;  // held-out answers matching the reference
   std::string output_dir, adapter_dir, model_dir;
+  std::string merged_dir;      // export.after_train: the merged checkpoint
   int rank = 0, world_size = 1;  // this process in the data-parallel job
   // What this rank held between optimizer steps (ZeRO shards these by dist.zero_stage).
   int64_t optimizer_state_bytes = 0, parameter_bytes = 0, gradient_bytes = 0;

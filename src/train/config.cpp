@@ -205,6 +205,7 @@ const std::vector<Field>& schema() {
       str_field("export.adapter", "llmft export: PEFT adapter to merge (default <output.dir>/adapter)", REF(export_.adapter)),
       str_field("export.out", "llmft export: merged checkpoint directory (default <output.dir>/merged)", REF(export_.out)),
       bool_field("export.overwrite", "llmft export: replace the weight files of a checkpoint already in export.out (else refused)", REF(export_.overwrite)),
+      bool_field("export.after_train", "llmft train with LoRA: also write the merged model (export.out, default <output.dir>/merged) when training ends", REF(export_.after_train)),
       float_field("export.max_shard_mb", "shard size limit of the merged checkpoint, MB", REF(export_.max_shard_mb), kPositive),
   };
   return fields;

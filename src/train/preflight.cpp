@@ -228,6 +228,15 @@ void preflight(const Config& c, Job job) {
     not_an_input(inputs, "checkpoint.dir", c.checkpoint.dir, "checkpoints");
     require_writable_dir(c.checkpoint.dir, "checkpoint.dir");
   }
+  if (c.export_.after_train && mode == "lora") {  // the merge at the end must not be the step that fails
+    const std::string out = c.export_.out.empty() ? path_join(c.output.dir, "merged") : c.export_.out;
+    not_an_input(inputs, "export.out", out, "the merged checkpoint");
+    require_writable_dir(out, "export.out");
+    const std::vector<std::string> old = weight_files(out);
+    LLMFT_CHECK(old.empty() || c.export_.overwrite || c.export_.out.empty(), Status::kInvalidArgument,
+                "export.out {} already holds a checkpoint's weight files; export.after_train would replace them: "
+                "choose an empty directory, or say export.overwrite=true", out);
+  }
   if (c.train.resume != "auto" && c.train.resume != "never")
     LLMFT_CHECK(is_directory(c.train.resume), Status::kNotFound,
                 "train.resume: {} is not a checkpoint folder (give auto, never, or a checkpoint-<step> folder)",

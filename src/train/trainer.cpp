@@ -999,7 +999,15 @@ TrainSummary train(const Config& c, const StopRequest* stop) {
       // from there with no step left and writes the same outputs again.
       if (c.checkpoint.every > 0 && (s.step % c.checkpoint.every == 0 || t->done())) t->save();
     }
-    return t->finish();
+    TrainSummary summary = t->finish();
+    if (c.export_.after_train && !summary.adapter_dir.empty() && t->impl_->leader) {
+      Config e = c;
+      e.export_.adapter = summary.adapter_dir;
+      e.export_.overwrite = e.export_.overwrite || e.export_.out.empty();  // <output.dir>/merged is this run's own
+      summary.merged_dir = export_merged(e);
+      log_info("merged: {}", summary.merged_dir);
+    }
+    return summary;
   } catch (const std::exception& e) {
     t->impl_->run->record_failure(e.what());
     throw;

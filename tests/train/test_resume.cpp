@@ -360,5 +360,25 @@ TEST(Resume, TrainerObjectSaveRestoreRepeatsTheSameSteps) {
   EXPECT_EQ(s.steps, 5);
 }
 
+// At the end: the adapter, training_summary.json, and with export.after_train the merged model, the same bytes as
+// `llmft export` of that adapter writes.
+TEST(Resume, TheEndWritesASummaryAndTheMergedModelIfAsked) {
+  LLMFT_REQUIRE_DATA(kModel);
+  const std::string out = test::temp_dir("resume-end");
+  std::vector<std::string> args = job_args(out, 3);
+  args.push_back("export.after_train=true");
+  const TrainSummary s = train(load_config("", args));
+  ASSERT_EQ(s.merged_dir, path_join(out, "merged"));
+  const Json summary = Json::parse(read_file(path_join(out, "training_summary.json")));
+  EXPECT_EQ(summary.at("steps"), 3);
+  EXPECT_EQ(summary.at("tokens").get<int64_t>(), s.tokens);
+  EXPECT_TRUE(summary.at("identities").contains("the base weights (model.path)"));
+  Config e = load_config("", {"model.path=" + test::data_path("models/stories260K-hf"), "export.adapter=" + s.adapter_dir,
+                              "export.out=" + path_join(out, "merged-by-export")});
+  export_merged(e);
+  EXPECT_TRUE(read_file(path_join(out, "merged/model.safetensors")) ==
+              read_file(path_join(out, "merged-by-export/model.safetensors")));
+}
+
 }  // namespace
 }  // namespace llmft
