@@ -82,9 +82,9 @@ inline int wait_for(Proc& p, std::chrono::seconds timeout) {
   }
 }
 
-// Runs `llmft train` as a world of `n` ranks on this machine; returns each rank's exit status.
-inline std::vector<int> run_world(int n, const std::vector<std::string>& args, const std::string& log_prefix,
-                                  std::chrono::seconds timeout = std::chrono::seconds(600)) {
+// Starts `llmft train` as a world of `n` ranks on this machine (rank r logs to <log_prefix>.rank<r>.log), one math
+// thread each.
+inline std::vector<Proc> start_world(int n, const std::vector<std::string>& args, const std::string& log_prefix) {
   const int port = free_port();
   std::vector<Proc> procs;
   for (int r = 0; r < n; ++r) {
@@ -93,12 +93,42 @@ inline std::vector<int> run_world(int n, const std::vector<std::string>& args, c
     procs.push_back(spawn(argv,
                           {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(n)},
                            {"LOCAL_RANK", std::to_string(r)}, {"LOCAL_WORLD_SIZE", std::to_string(n)},
-                           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)}},
+                           {"MASTER_ADDR", "127.0.0.1"}, {"MASTER_PORT", std::to_string(port)},
+                           {"OMP_NUM_THREADS", "1"}},
                           log_prefix + ".rank" + std::to_string(r) + ".log"));
   }
+  return procs;
+}
+
+// Runs `llmft train` as a world of `n` ranks on this machine; returns each rank's exit status.
+inline std::vector<int> run_world(int n, const std::vector<std::string>& args, const std::string& log_prefix,
+                                  std::chrono::seconds timeout = std::chrono::seconds(600)) {
+  std::vector<Proc> procs = start_world(n, args, log_prefix);
   std::vector<int> codes;
   for (auto& p : procs) codes.push_back(wait_for(p, timeout));
   return codes;
+}
+
+// Waits until the process's log shows `| step k |` (or the process has ended).
+inline void wait_for_step(const Proc& p, int64_t k) {
+  const std::string mark = "| step " + std::to_string(k) + " |";
+  for (int i = 0; i < 6000; ++i) {
+    if (file_exists(p.log) && read_file(p.log).find(mark) != std::string::npos) return;
+    if (::waitpid(p.pid, nullptr, WNOHANG) != 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(2));
+  }
+}
+
+// The records of <out>/metrics.jsonl without their timing field: what a resumed run must repeat bit for bit.
+inline std::vector<nlohmann::json> metric_records(const std::string& out) {
+  std::vector<nlohmann::json> v;
+  std::ifstream f(path_join(out, "metrics.jsonl"));
+  for (std::string line; std::getline(f, line);) {
+    nlohmann::json j = nlohmann::json::parse(line);
+    j.erase("tokens_per_second");
+    v.push_back(j);
+  }
+  return v;
 }
 
 // The training losses a run logged to <out>/metrics.jsonl (or, while it runs, <out>/in_progress/metrics.jsonl), in

@@ -33,45 +33,10 @@ std::vector<std::string> job_args(const std::string& out, double dropout) {
           "output.dir=" + out};
 }
 
-std::vector<Proc> start_world(int n, const std::vector<std::string>& args, const std::string& prefix) {
-  const int port = free_port();
-  std::vector<Proc> procs;
-  for (int r = 0; r < n; ++r) {
-    std::vector<std::string> argv = {llmft_bin(), "train"};
-    argv.insert(argv.end(), args.begin(), args.end());
-    procs.push_back(spawn(argv,
-                          {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(n)}, {"LOCAL_RANK", std::to_string(r)},
-                           {"LOCAL_WORLD_SIZE", std::to_string(n)}, {"MASTER_ADDR", "127.0.0.1"},
-                           {"MASTER_PORT", std::to_string(port)}, {"OMP_NUM_THREADS", "1"}},
-                          prefix + ".rank" + std::to_string(r) + ".log"));
-  }
-  return procs;
-}
-
 std::vector<int> finish(std::vector<Proc>& procs) {
   std::vector<int> codes;
   for (auto& p : procs) codes.push_back(wait_for(p, std::chrono::seconds(600)));
   return codes;
-}
-
-void wait_for_step(const Proc& p, int k) {
-  const std::string mark = fmt::format("| step {} |", k);
-  for (int i = 0; i < 3000; ++i) {
-    if (file_exists(p.log) && read_file(p.log).find(mark) != std::string::npos) return;
-    if (::waitpid(p.pid, nullptr, WNOHANG) != 0) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(5));
-  }
-}
-
-std::vector<Json> records(const std::string& out) {
-  std::vector<Json> v;
-  std::ifstream f(path_join(out, "metrics.jsonl"));
-  for (std::string line; std::getline(f, line);) {
-    Json j = Json::parse(line);
-    j.erase("tokens_per_second");
-    v.push_back(j);
-  }
-  return v;
 }
 
 std::string logs(const std::string& prefix, int n) {
@@ -96,7 +61,7 @@ TEST(DistResume, ARankKilledAndTheJobRestartedContinuesBitForBit) {
   EXPECT_NE(codes[0], 0) << "rank 0 must notice its peer is gone";
   procs = start_world(2, job_args(out, 0.1), out + ".2");
   ASSERT_EQ(finish(procs), (std::vector<int>{0, 0})) << logs(out + ".2", 2);
-  const auto want = records(ref), got = records(out);
+  const auto want = metric_records(ref), got = metric_records(out);
   ASSERT_EQ(got.size(), want.size());
   for (size_t i = 0; i < got.size(); ++i) EXPECT_EQ(got[i], want[i]) << "record " << i;
   EXPECT_TRUE(read_file(path_join(out, "adapter/adapter_model.safetensors")) ==
@@ -122,7 +87,7 @@ TEST(DistResume, FullFineTuningAtZero3StoppedAndResumedBitForBit) {
   ASSERT_EQ(finish(procs), (std::vector<int>{0, 0})) << logs(out + ".1", 2);
   procs = start_world(2, args(out), out + ".2");
   ASSERT_EQ(finish(procs), (std::vector<int>{0, 0})) << logs(out + ".2", 2);
-  EXPECT_EQ(records(out), records(ref));
+  EXPECT_EQ(metric_records(out), metric_records(ref));
   EXPECT_TRUE(read_file(path_join(out, "model/model.safetensors")) == read_file(path_join(ref, "model/model.safetensors")));
 }
 
@@ -144,7 +109,7 @@ TEST(DistResume, StoppedOnTwoRanksContinuesOnOneAndOnFour) {
   ASSERT_FALSE(ckpt.empty()) << logs(stopped, 2);
   const int64_t at = job::checkpoint_step(ckpt);
 
-  const auto want = records(ref);
+  const auto want = metric_records(ref);
   io::SafetensorsFile want_adapter(path_join(ref, "adapter/adapter_model.safetensors"));
   struct Resume {
     int world;
@@ -160,7 +125,7 @@ TEST(DistResume, StoppedOnTwoRanksContinuesOnOneAndOnFour) {
     procs = start_world(r.world, a, out);
     ASSERT_EQ(finish(procs), std::vector<int>(static_cast<size_t>(r.world), 0)) << logs(out, r.world);
     EXPECT_NE(read_file(out + ".rank0.log").find(fmt::format("continuing after step {}", at)), std::string::npos);
-    const auto got = records(out);
+    const auto got = metric_records(out);
     ASSERT_EQ(got.size(), want.size());
     for (size_t i = 0; i < got.size(); ++i) {
       for (const char* key : {"loss", "eval_loss", "grad_norm"}) {

@@ -60,27 +60,7 @@ int run(const std::vector<std::string>& args, const std::string& log, const std:
   return test::wait_for(p, std::chrono::seconds(600));
 }
 
-// metrics.jsonl without its timing field: what must be equal bit for bit.
-std::vector<Json> records(const std::string& out) {
-  std::vector<Json> v;
-  std::ifstream f(path_join(out, "metrics.jsonl"));
-  for (std::string line; std::getline(f, line);) {
-    Json j = Json::parse(line);
-    j.erase("tokens_per_second");
-    v.push_back(j);
-  }
-  return v;
-}
-
-// Waits until the log shows step `k` (or the process ended).
-void wait_for_step(const test::Proc& p, int64_t k) {
-  const std::string mark = fmt::format("| step {} |", k);
-  for (int i = 0; i < 6000; ++i) {
-    if (file_exists(p.log) && read_file(p.log).find(mark) != std::string::npos) return;
-    if (::waitpid(p.pid, nullptr, WNOHANG) != 0) return;
-    std::this_thread::sleep_for(std::chrono::milliseconds(2));
-  }
-}
+std::vector<Json> records(const std::string& out) { return test::metric_records(out); }
 
 struct Reference {
   std::vector<Json> metrics;
