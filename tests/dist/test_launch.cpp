@@ -60,8 +60,13 @@ TEST(Launch, TwoNodesOfTwoProcessesInNetworkNamespaces) {
   const std::string a = "llmft-a-" + tag, b = "llmft-b-" + tag, va = "lva" + tag, vb = "lvb" + tag;
   const int subnet = 64 + static_cast<int>(getpid() % 128);
   const std::string addr_a = "10.231." + std::to_string(subnet) + ".1", addr_b = "10.231." + std::to_string(subnet) + ".2";
+  // `ip netns add` turns /run/netns into a mount point of its own; when it was none before, it is unmounted again once
+  // empty, so a chroot (../shared/tools/fresh-machine.sh) is left removable.
+  const bool netns_was_mounted = sh("mountpoint -q /run/netns 2>/dev/null") == 0;
   auto cleanup = [&] {
     sh("ip netns del " + a + " 2>/dev/null; ip netns del " + b + " 2>/dev/null; ip link del " + va + " 2>/dev/null");
+    if (!netns_was_mounted)
+      sh("[ -z \"$(ls -A /run/netns 2>/dev/null)\" ] && mountpoint -q /run/netns && umount /run/netns 2>/dev/null; true");
   };
   cleanup();
   const std::string setup = "set -e; ip netns add " + a + "; ip netns add " + b + "; ip link add " + va +
