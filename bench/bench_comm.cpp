@@ -35,8 +35,8 @@ double seconds_per_call(const std::function<void()>& call, int calls) {
 
 int main(int argc, char** argv) {
   const double max_mb = argc > 1 ? std::atof(argv[1]) : 256;
-  DistSection d;
-  d.backend = "gloo";
+  comm::DistOptions d;
+  d.backend = comm::Backend::kGloo;
   const comm::World w = comm::resolve_world(d);
   auto ours = comm::make_communicator(d, w);
   const int n = w.size;

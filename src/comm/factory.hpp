@@ -7,7 +7,6 @@
 
 #include "comm/communicator.hpp"
 #include "comm/world.hpp"
-#include "llmft/config.hpp"
 
 namespace llmft::comm {
 
@@ -16,10 +15,10 @@ struct CommOptions {
   std::chrono::milliseconds rendezvous_timeout{600000};  // reaching the store and forming the group
 };
 
-CommOptions comm_options(const DistSection& d);
+CommOptions comm_options(const DistOptions& d);
 
-// "auto": single for a world of one, NCCL when dist.backend says so or CUDA is in use (device != "cpu"), else Gloo.
-std::unique_ptr<Communicator> make_communicator(const DistSection& d, const World& w, bool gpu = false);
+// Backend::kAuto: single for a world of one, NCCL when CUDA is in use (`gpu`), else Gloo.
+std::unique_ptr<Communicator> make_communicator(const DistOptions& d, const World& w, bool gpu = false);
 
 std::unique_ptr<Communicator> make_gloo(const World& w, const CommOptions& o);
 std::unique_ptr<Communicator> make_nccl(const World& w, const CommOptions& o);

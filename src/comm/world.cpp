@@ -36,7 +36,7 @@ struct Env {
 
 }  // namespace
 
-World resolve_world(const DistSection& d, const Getenv& getenv) {
+World resolve_world(const DistOptions& d, const Getenv& getenv) {
   Env env{getenv};
   World w;
   std::string rank_var, size_var, node_var;
@@ -98,7 +98,7 @@ World resolve_world(const DistSection& d, const Getenv& getenv) {
   return w;
 }
 
-World resolve_world(const DistSection& d) {
+World resolve_world(const DistOptions& d) {
   return resolve_world(d, [](const char* name) { return static_cast<const char*>(std::getenv(name)); });
 }
 

@@ -14,7 +14,7 @@
 #include <functional>
 #include <string>
 
-#include "llmft/config.hpp"
+#include "comm/options.hpp"
 
 namespace llmft::comm {
 
@@ -30,7 +30,7 @@ struct World {
 };
 
 using Getenv = std::function<const char*(const char*)>;
-World resolve_world(const DistSection& d, const Getenv& getenv);
-World resolve_world(const DistSection& d);  // from the process environment
+World resolve_world(const DistOptions& d, const Getenv& getenv);
+World resolve_world(const DistOptions& d);  // from the process environment
 
 }  // namespace llmft::comm

@@ -22,12 +22,10 @@ struct Templater::Impl {
   std::unique_ptr<tok::ChatFormatter> chat;
 };
 
-Templater::Templater(const Tokenizer& tok, const DataSection& d, Format format)
+Templater::Templater(const Tokenizer& tok, const DataOptions& d, Format format)
     : tok_(tok), train_on_inputs_(d.train_on_inputs), impl_(new Impl) {
-  LLMFT_CHECK(d.assistant_turns == "all" || d.assistant_turns == "last", Status::kInvalidArgument,
-              "data.assistant_turns \"{}\" is not all or last", d.assistant_turns);
-  last_turn_only_ = d.assistant_turns == "last";
-  name_ = d.template_name;
+  last_turn_only_ = d.assistant_turns == AssistantTurns::kLast;
+  name_ = template_kind_name(d.template_kind);
   const bool chat_format = format == Format::kShareGpt || format == Format::kMessages;
   if (name_ == "auto") {
     name_ = chat_format ? "chat" : format == Format::kDolly ? "dolly" : format == Format::kAlpaca ? "alpaca" : "none";
@@ -162,7 +160,7 @@ std::string Templater::fingerprint() const {
 
 // ---- building ----
 
-std::vector<std::string> dataset_files(const DataSection& d, FormatSpec* spec) {
+std::vector<std::string> dataset_files(const DataOptions& d, FormatSpec* spec) {
   if (!d.dataset_info.empty()) {
     LLMFT_CHECK(!d.dataset.empty(), Status::kInvalidArgument, "data.dataset_info needs data.dataset (the entry to use)");
     std::string file;
@@ -204,11 +202,9 @@ void parse_item(Item& it, const FormatSpec& spec) {
 
 }  // namespace
 
-Dataset build_dataset(const DataSection& d, const Tokenizer& tok, uint64_t seed, size_t threads, const Progress& progress) {
+Dataset build_dataset(const DataOptions& d, const Tokenizer& tok, uint64_t seed, size_t threads, const Progress& progress) {
   auto t0 = std::chrono::steady_clock::now();
   LLMFT_CHECK(d.seq_len >= 8, Status::kInvalidArgument, "data.seq_len must be at least 8, got {}", d.seq_len);
-  LLMFT_CHECK(d.overlong == "truncate" || d.overlong == "drop", Status::kInvalidArgument,
-              "data.overlong \"{}\" is not truncate or drop", d.overlong);
   Dataset set;
   DatasetReport& rep = set.report;
   Problems& problems = rep.problems;
@@ -279,7 +275,7 @@ Dataset build_dataset(const DataSection& d, const Tokenizer& tok, uint64_t seed,
     if (!it.ok) continue;
     auto& ex = it.example;
     if (static_cast<int64_t>(ex.ids.size()) > d.seq_len) {
-      bool keep = d.overlong == "truncate";
+      bool keep = d.overlong == Overlong::kTruncate;
       if (keep) {
         ex.ids.resize(static_cast<size_t>(d.seq_len));
         ex.trained.resize(static_cast<size_t>(d.seq_len));

@@ -14,7 +14,6 @@
 
 #include "data/formats.hpp"
 #include "data/records.hpp"
-#include "llmft/config.hpp"
 #include "llmft/tokenizer.hpp"
 
 namespace llmft::data {
@@ -27,7 +26,7 @@ struct Example {
 class Templater {
  public:
   // template_name: "auto" picks by format (alpaca, dolly, chat for conversations, none for completions and text).
-  Templater(const Tokenizer& tok, const DataSection& d, Format format);
+  Templater(const Tokenizer& tok, const DataOptions& d, Format format);
   ~Templater();
   const std::string& name() const { return name_; }
   // False (with a reason and detail) when the template cannot render this record.
@@ -65,10 +64,10 @@ struct Dataset {
 using Progress = std::function<void(int64_t records, int64_t bytes, int64_t total_bytes)>;
 
 // Reads, templates and tokenizes data.path (or the generated dataset when empty) on `threads` threads.
-Dataset build_dataset(const DataSection& d, const Tokenizer& tok, uint64_t seed, size_t threads = 0,
+Dataset build_dataset(const DataOptions& d, const Tokenizer& tok, uint64_t seed, size_t threads = 0,
                       const Progress& progress = nullptr);
 
 // Resolves data.path, data.format, data.columns/tags and data.dataset_info/data.dataset into files and a spec.
-std::vector<std::string> dataset_files(const DataSection& d, FormatSpec* spec);
+std::vector<std::string> dataset_files(const DataOptions& d, FormatSpec* spec);
 
 }  // namespace llmft::data

@@ -17,7 +17,19 @@ const char* format_name(Format f) {
   return "?";
 }
 
-namespace {
+const char* template_kind_name(TemplateKind t) {
+  switch (t) {
+    case TemplateKind::kAuto: return "auto";
+    case TemplateKind::kAlpaca: return "alpaca";
+    case TemplateKind::kDolly: return "dolly";
+    case TemplateKind::kChat: return "chat";
+    case TemplateKind::kNone: return "none";
+  }
+  return "?";
+}
+
+const char* assistant_turns_name(AssistantTurns t) { return t == AssistantTurns::kLast ? "last" : "all"; }
+const char* overlong_name(Overlong o) { return o == Overlong::kDrop ? "drop" : "truncate"; }
 
 Format parse_format(const std::string& s) {
   for (Format f : {Format::kAlpaca, Format::kDolly, Format::kShareGpt, Format::kMessages, Format::kPromptCompletion, Format::kText})
@@ -25,6 +37,14 @@ Format parse_format(const std::string& s) {
   LLMFT_FAIL(Status::kInvalidArgument,
              "data.format \"{}\" is not one of alpaca, dolly, sharegpt, messages, prompt_completion, text", s);
 }
+
+TemplateKind parse_template_kind(const std::string& s) {
+  for (TemplateKind t : {TemplateKind::kAuto, TemplateKind::kAlpaca, TemplateKind::kDolly, TemplateKind::kChat, TemplateKind::kNone})
+    if (s == template_kind_name(t)) return t;
+  LLMFT_FAIL(Status::kInvalidArgument, "data.template \"{}\" is not one of auto, alpaca, dolly, chat, none", s);
+}
+
+namespace {
 
 // Format defaults, before any override.
 FormatSpec defaults_for(Format f) {
@@ -73,8 +93,8 @@ void apply_overrides(FormatSpec& s, const std::vector<std::string>& kv, const ch
 
 }  // namespace
 
-FormatSpec FormatSpec::from_config(const DataSection& d) {
-  FormatSpec s = defaults_for(parse_format(d.format));
+FormatSpec FormatSpec::from_config(const DataOptions& d) {
+  FormatSpec s = defaults_for(d.format);
   apply_overrides(s, d.columns, "columns");
   apply_overrides(s, d.tags, "tags");
   return s;

@@ -16,13 +16,11 @@
 #include <nlohmann/json.hpp>
 
 #include "data/synthetic.hpp"
-#include "llmft/config.hpp"
+#include "data/options.hpp"
 
 namespace llmft::data {
 
 using OJson = nlohmann::ordered_json;
-
-enum class Format { kAlpaca, kDolly, kShareGpt, kMessages, kPromptCompletion, kText };
 
 struct FormatSpec {
   Format format = Format::kAlpaca;
@@ -34,11 +32,9 @@ struct FormatSpec {
   std::string system_tag = "system", observation_tag = "observation", function_tag = "function_call";
 
   // From data.format / data.columns / data.tags, or a dataset_info.json entry. Throws naming a bad value.
-  static FormatSpec from_config(const DataSection& d);
+  static FormatSpec from_config(const DataOptions& d);
   static FormatSpec from_dataset_info(const std::string& path, const std::string& name, std::string* file_name);
 };
-
-const char* format_name(Format f);
 
 struct Sample {
   enum class Kind { kInstruction, kChat, kCompletion, kText } kind = Kind::kInstruction;

@@ -138,7 +138,7 @@ Sample sample_from_json(const nlohmann::json& j) {
   return s;
 }
 
-nlohmann::json write_prepared(const Dataset& ds, const std::string& dir, const Tokenizer& tok, const DataSection& d,
+nlohmann::json write_prepared(const Dataset& ds, const std::string& dir, const Tokenizer& tok, const DataOptions& d,
                               const ShardIdentity& id, int64_t max_shard_tokens) {
   make_dirs(dir);
   PackPlan train = plan_rows(ds.train, d.seq_len, d.packing);
@@ -209,14 +209,15 @@ PreparedData open_prepared(const std::string& dir, const Tokenizer& tok, const s
   return out;
 }
 
-std::string preparation_fingerprint(const DataSection& d, const Tokenizer& tok, const Templater& t, uint64_t seed) {
+std::string preparation_fingerprint(const DataOptions& d, const Tokenizer& tok, const Templater& t, uint64_t seed) {
   Sha256 h;
   h.update(tok.fingerprint());
   h.update(t.fingerprint());
   h.update(fmt::format("\nformat={}\ncolumns={}\ntags={}\ninfo={}:{}\nseq_len={}\npacking={}\noverlong={}\n"
                        "eval={}:{}\nseed={}\nturns={}\ninputs={}\nsynthetic={}\n",
-                       d.format, fmt::join(d.columns, ","), fmt::join(d.tags, ","), d.dataset_info, d.dataset, d.seq_len,
-                       d.packing, d.overlong, d.eval_fraction, d.eval_count, seed, d.assistant_turns, d.train_on_inputs,
+                       format_name(d.format), fmt::join(d.columns, ","), fmt::join(d.tags, ","), d.dataset_info, d.dataset,
+                       d.seq_len, d.packing, overlong_name(d.overlong), d.eval_fraction, d.eval_count, seed,
+                       assistant_turns_name(d.assistant_turns), d.train_on_inputs,
                        d.synthetic_records));
   if (!d.path.empty() || !d.dataset_info.empty()) {
     FormatSpec spec;

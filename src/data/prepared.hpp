@@ -46,7 +46,7 @@ struct PreparedData {
 // Writes dataset's train split (packed or padded) and eval split (one example per row) as shards of at most
 // max_shard_tokens tokens under dir, then the manifest; returns the manifest.
 nlohmann::json write_prepared(const Dataset& dataset, const std::string& dir, const Tokenizer& tok,
-                              const DataSection& d, const ShardIdentity& id, int64_t max_shard_tokens = 64 << 20);
+                              const DataOptions& d, const ShardIdentity& id, int64_t max_shard_tokens = 64 << 20);
 
 bool is_prepared(const std::string& dir);
 // Opens prepared data; refuses data prepared with another tokenizer (or, when given, other preparation settings).
@@ -54,7 +54,7 @@ PreparedData open_prepared(const std::string& dir, const Tokenizer& tok, const s
 
 // The fingerprint of a preparation: tokenizer, template, data settings and the dataset files' identity
 // (path, size, modification time).
-std::string preparation_fingerprint(const DataSection& d, const Tokenizer& tok, const Templater& t, uint64_t seed);
+std::string preparation_fingerprint(const DataOptions& d, const Tokenizer& tok, const Templater& t, uint64_t seed);
 
 nlohmann::json sample_to_json(const Sample& s);
 Sample sample_from_json(const nlohmann::json& j);

@@ -10,6 +10,7 @@
 #include "io/dtype_convert.hpp"
 #include "llmft/train.hpp"
 #include "train/preflight.hpp"
+#include "train/resolve.hpp"
 #include "train/setup.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
@@ -134,11 +135,12 @@ PrepareSummary prepare(const Config& c, const PrepareProgress& progress) {
   Tokenizer tok = Tokenizer::from_file(job::resolve_tokenizer_path(c));
   const auto seed = static_cast<uint64_t>(c.train.seed);
   data::FormatSpec spec;
-  if (!c.data.path.empty() || !c.data.dataset_info.empty()) data::dataset_files(c.data, &spec);
-  data::Templater t(tok, c.data, c.data.path.empty() && c.data.dataset_info.empty() ? data::Format::kAlpaca : spec.format);
-  const std::string fp = data::preparation_fingerprint(c.data, tok, t, seed);
-  data::Dataset ds = data::build_dataset(c.data, tok, seed, static_cast<size_t>(c.data.threads), progress);
-  nlohmann::json m = data::write_prepared(ds, c.output.dir, tok, c.data, {tok.fingerprint(), fp});
+  const data::DataOptions d = job::data_options(c.data);
+  if (!c.data.path.empty() || !c.data.dataset_info.empty()) data::dataset_files(d, &spec);
+  data::Templater t(tok, d, c.data.path.empty() && c.data.dataset_info.empty() ? data::Format::kAlpaca : spec.format);
+  const std::string fp = data::preparation_fingerprint(d, tok, t, seed);
+  data::Dataset ds = data::build_dataset(d, tok, seed, static_cast<size_t>(c.data.threads), progress);
+  nlohmann::json m = data::write_prepared(ds, c.output.dir, tok, d, {tok.fingerprint(), fp});
   PrepareSummary s;
   s.dir = c.output.dir;
   const auto& r = ds.report;

@@ -1,5 +1,7 @@
 #include "train/setup.hpp"
 
+#include "train/resolve.hpp"
+
 #include <algorithm>
 #include <sched.h>
 
@@ -90,13 +92,14 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
 TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed, bool leader,
                              const std::function<void()>& barrier) {
   TrainData out;
+  const data::DataOptions d = data_options(c.data);
   if (!c.data.path.empty() && data::is_prepared(c.data.path)) {
     out.prepared = data::open_prepared(c.data.path, tok);
     out.description = "prepared data in " + c.data.path;
     return out;
   }
   if (c.data.path.empty() && c.data.dataset_info.empty()) {
-    out.in_memory = std::make_unique<data::Dataset>(data::build_dataset(c.data, tok, seed, static_cast<size_t>(c.data.threads)));
+    out.in_memory = std::make_unique<data::Dataset>(data::build_dataset(d, tok, seed, static_cast<size_t>(c.data.threads)));
     data::Dataset& ds = *out.in_memory;
     out.prepared.train = data::rows_in_memory(ds.train, data::plan_rows(ds.train, c.data.seq_len, c.data.packing));
     out.prepared.eval = ds.eval;
@@ -106,15 +109,15 @@ TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t see
     return out;
   }
   data::FormatSpec spec;
-  data::dataset_files(c.data, &spec);  // validates paths and format first
-  data::Templater t(tok, c.data, spec.format);
-  const std::string fp = data::preparation_fingerprint(c.data, tok, t, seed);
+  data::dataset_files(d, &spec);  // validates paths and format first
+  data::Templater t(tok, d, spec.format);
+  const std::string fp = data::preparation_fingerprint(d, tok, t, seed);
   std::string cache = c.data.cache_dir.empty() ? path_join(c.output.dir, "data-cache") : c.data.cache_dir;
   std::string dir = path_join(cache, fp.substr(0, 16));
   if (leader && !data::is_prepared(dir)) {
     log_info("preparing {} into {}", c.data.path.empty() ? c.data.dataset : c.data.path, dir);
-    data::Dataset ds = data::build_dataset(c.data, tok, seed, static_cast<size_t>(c.data.threads));
-    log_preparation(data::write_prepared(ds, dir, tok, c.data, {tok.fingerprint(), fp}));
+    data::Dataset ds = data::build_dataset(d, tok, seed, static_cast<size_t>(c.data.threads));
+    log_preparation(data::write_prepared(ds, dir, tok, d, {tok.fingerprint(), fp}));
   } else if (leader) {
     log_info("using the data prepared earlier in {}", dir);
   }
@@ -125,12 +128,12 @@ TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t see
 }
 
 std::unique_ptr<data::Templater> templater_for(const Config& c, const Tokenizer& tok, const std::string& name) {
-  DataSection d = c.data;
-  d.template_name = name.empty() ? c.data.template_name : name;
-  data::Format f = d.template_name == "chat" ? data::Format::kMessages
-                   : d.template_name == "dolly" ? data::Format::kDolly
-                   : d.template_name == "none" ? data::Format::kPromptCompletion
-                                               : data::Format::kAlpaca;
+  data::DataOptions d = data_options(c.data);
+  if (!name.empty()) d.template_kind = data::parse_template_kind(name);
+  data::Format f = d.template_kind == data::TemplateKind::kChat    ? data::Format::kMessages
+                   : d.template_kind == data::TemplateKind::kDolly ? data::Format::kDolly
+                   : d.template_kind == data::TemplateKind::kNone  ? data::Format::kPromptCompletion
+                                                                  : data::Format::kAlpaca;
   return std::make_unique<data::Templater>(tok, d, f);
 }
 

@@ -25,6 +25,7 @@
 #include "optim/sharded_optimizer.hpp"
 #include "train/metrics.hpp"
 #include "train/preflight.hpp"
+#include "train/resolve.hpp"
 #include "train/setup.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
@@ -473,9 +474,10 @@ void Trainer::Impl::build(const Config& config, const StopRequest* stop) {
   c = config;
   host_stop = stop;
   job::preflight(c, job::Job::kTrain);  // settings, output locations and memory, before any data or weights are read
-  const comm::World world = comm::resolve_world(c.dist);
+  const comm::DistOptions dist = job::dist_options(c.dist);
+  const comm::World world = comm::resolve_world(dist);
   at::set_num_threads(job::cpu_threads(c.train.threads, world.local_size));
-  comm = comm::make_communicator(c.dist, world);
+  comm = comm::make_communicator(dist, world);
   leader = comm->rank() == 0;
   if (!leader && saved_level < LogLevel::kWarn) {  // rank 0 speaks for the job; the others warn and fail only
     set_log_level(LogLevel::kWarn);

@@ -8,7 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "llmft/config.hpp"
+#include "data/options.hpp"
 #include "llmft/tokenizer.hpp"
 #include "util/file.hpp"
 
@@ -57,10 +57,10 @@ inline std::string gzip(const std::string& s) {
   return out;
 }
 
-inline DataSection section(const std::string& path, const std::string& format = "alpaca") {
-  DataSection d;
+inline llmft::data::DataOptions section(const std::string& path, const std::string& format = "alpaca") {
+  data::DataOptions d;
   d.path = path;
-  d.format = format;
+  d.format = data::parse_format(format);
   d.eval_count = 1;
   d.seq_len = 4096;
   return d;

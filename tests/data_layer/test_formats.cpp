@@ -20,7 +20,7 @@ Tokenizer shared(const std::string& name) {
 }
 
 
-data::Example encode(const Tokenizer& tok, const DataSection& d, const std::string& record_json) {
+data::Example encode(const Tokenizer& tok, const data::DataOptions& d, const std::string& record_json) {
   data::FormatSpec spec = data::FormatSpec::from_config(d);
   data::Sample s;
   std::string reason, detail;
@@ -36,14 +36,14 @@ data::Example encode(const Tokenizer& tok, const DataSection& d, const std::stri
 TEST(DataFormats, AlpacaTrainsTheResponseAndEos) {
   LLMFT_REQUIRE_DATA("tokenizers/llama3_1/tokenizer.json");
   auto tok = shared("llama3_1");
-  DataSection d;
+  data::DataOptions d;
   auto e = encode(tok, d, R"({"instruction": "Add.", "input": "2 and 3", "output": "5"})");
   EXPECT_EQ(trained_text(tok, e), "5<|eot_id|>");
   d.train_on_inputs = true;
   auto all = encode(tok, d, R"({"instruction": "Add.", "input": "2 and 3", "output": "5"})");
   EXPECT_EQ(std::count(all.trained.begin(), all.trained.end(), 1), static_cast<long>(all.ids.size()) - 1);
   // Renamed columns.
-  DataSection r;
+  data::DataOptions r;
   r.columns = {"prompt=question", "response=answer", "query=context"};
   auto re = encode(tok, r, R"({"question": "Add.", "context": "2 and 3", "answer": "5"})");
   EXPECT_EQ(re.ids, e.ids);
@@ -53,8 +53,8 @@ TEST(DataFormats, ShareGptToolCallsThroughQwen3Template) {
   LLMFT_REQUIRE_DATA("tokenizers/qwen3/tokenizer.json");
   LLMFT_REQUIRE_DATA("datasets/llama_factory/glaive_toolcall_en_demo.json");
   auto tok = shared("qwen3");
-  DataSection d;
-  d.format = "sharegpt";
+  data::DataOptions d;
+  d.format = data::Format::kShareGpt;
   d.path = test::data_path("datasets/llama_factory/glaive_toolcall_en_demo.json");
   d.eval_count = 10;
   d.seq_len = 4096;
@@ -79,7 +79,7 @@ TEST(DataFormats, ShareGptToolCallsThroughQwen3Template) {
   }
   EXPECT_TRUE(saw_call);
   // The last assistant turn only.
-  d.assistant_turns = "last";
+  d.assistant_turns = data::AssistantTurns::kLast;
   data::Dataset last = data::build_dataset(d, tok, 3, 2);
   size_t runs = 0;
   for (const auto& e : last.train)
@@ -91,14 +91,14 @@ TEST(DataFormats, DatasetInfoJsonSelectsFormatColumnsAndTags) {
   LLMFT_REQUIRE_DATA("datasets/llama_factory/dataset_info.json");
   LLMFT_REQUIRE_DATA("tokenizers/qwen3/tokenizer.json");
   auto tok = shared("qwen3");
-  DataSection d;
+  data::DataOptions d;
   d.dataset_info = test::data_path("datasets/llama_factory/dataset_info.json");
   d.eval_count = 4;
   d.seq_len = 2048;
   for (const char* name : {"alpaca_en_demo", "identity", "glaive_toolcall_en_demo", "c4_demo"}) {
     d.dataset = name;
-    d.template_name = "auto";
-    if (std::string(name) == "identity" || std::string(name) == "alpaca_en_demo") d.template_name = "chat";
+    d.template_kind = data::TemplateKind::kAuto;
+    if (std::string(name) == "identity" || std::string(name) == "alpaca_en_demo") d.template_kind = data::TemplateKind::kChat;
     auto ds = data::build_dataset(d, tok, 1, 2);
     EXPECT_GT(ds.report.used, 50) << name;
     EXPECT_EQ(ds.report.problems.total(), 0) << name << ": " << ds.report.problems.first();
@@ -112,17 +112,17 @@ TEST(DataFormats, DatasetInfoJsonSelectsFormatColumnsAndTags) {
 TEST(DataFormats, MessagesPromptCompletionAndText) {
   LLMFT_REQUIRE_DATA("tokenizers/llama3_1/tokenizer.json");
   auto tok = shared("llama3_1");
-  DataSection m;
-  m.format = "messages";
+  data::DataOptions m;
+  m.format = data::Format::kMessages;
   auto e = encode(tok, m, R"({"messages": [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello!"}]})");
   EXPECT_EQ(trained_text(tok, e), "Hello!<|eot_id|>");
-  DataSection pc;
-  pc.format = "prompt_completion";
+  data::DataOptions pc;
+  pc.format = data::Format::kPromptCompletion;
   auto p = encode(tok, pc, R"({"prompt": "The sky is", "completion": " blue."})");
   EXPECT_EQ(trained_text(tok, p), " blue.<|eot_id|>");
   EXPECT_EQ(p.ids.front(), 128000);  // BOS from the post-processor, once
-  DataSection t;
-  t.format = "text";
+  data::DataOptions t;
+  t.format = data::Format::kText;
   auto x = encode(tok, t, R"({"text": "Plain text for continued pre-training."})");
   EXPECT_EQ(trained_text(tok, x), "Plain text for continued pre-training.<|eot_id|>");
   // Bad shapes name the field.
@@ -134,11 +134,10 @@ TEST(DataFormats, MessagesPromptCompletionAndText) {
   EXPECT_FALSE(data::to_sample(data::OJson::parse(R"({"messages": [{"role": "robot", "content": "Hi"}]})"),
                                data::FormatSpec::from_config(m), &s, &reason, &detail));
   EXPECT_EQ(reason, "unknown role");
-  DataSection bad;
-  bad.format = "csv";
-  EXPECT_THROW(data::FormatSpec::from_config(bad), Error);
-  DataSection chat_alpaca;
-  chat_alpaca.format = "sharegpt";
-  chat_alpaca.template_name = "alpaca";
+  EXPECT_THROW(data::parse_format("csv"), Error);
+  EXPECT_THROW(data::parse_template_kind("jinja"), Error);
+  data::DataOptions chat_alpaca;
+  chat_alpaca.format = data::Format::kShareGpt;
+  chat_alpaca.template_kind = data::TemplateKind::kAlpaca;
   EXPECT_THROW(data::Templater(tok, chat_alpaca, data::Format::kShareGpt), Error);
 }

@@ -109,9 +109,9 @@ TEST(Packing, AlpacaWithLlama31IsAtLeast99PercentFull) {
   LLMFT_REQUIRE_DATA("datasets/alpaca/alpaca_5000.json");
   LLMFT_REQUIRE_DATA("tokenizers/llama3_1/tokenizer.json");
   auto tok = Tokenizer::from_file(test::data_path("tokenizers/llama3_1/tokenizer.json"));
-  DataSection d;
+  data::DataOptions d;
   d.path = test::data_path("datasets/alpaca/alpaca_5000.json");
-  d.format = "alpaca";
+  d.format = data::Format::kAlpaca;
   d.eval_count = 0;
   d.eval_fraction = 0;
   d.seq_len = 2048;

@@ -61,7 +61,7 @@ TEST(DataRecords, StrictMakesTheEarliestProblemAnError) {
   write(dir, "a.jsonl", "{\"instruction\": \"x\", \"output\": \"ok\"}\n{\"instruction\": \"y\"}\n");
   write(dir, "b.jsonl", "nope\n");
   auto tok = tiny_tokenizer();
-  DataSection d = section(dir);
+  data::DataOptions d = section(dir);
   d.strict = true;
   try {
     data::build_dataset(d, tok, 1, 2);

@@ -164,7 +164,7 @@ TEST(Shards, PreparedDataOpensAsTheRowsItWasWrittenFrom) {
                "\", \"output\": \"answer " + std::to_string(i * i) + "\"}\n";
   const std::string file = test::write(dir, "d.jsonl", records);
   auto tok = test::tiny_tokenizer();
-  DataSection d = test::section(file);
+  data::DataOptions d = test::section(file);
   d.eval_count = 5;
   d.seq_len = 256;
   const data::Dataset ds = data::build_dataset(d, tok, 7, 2);

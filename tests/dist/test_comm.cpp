@@ -23,10 +23,10 @@ std::vector<std::string> on_world(int n, double timeout_s,
   for (int r = 0; r < n; ++r) {
     threads.emplace_back([&, r] {
       try {
-        DistSection d;
-        d.backend = "gloo";
-        d.timeout_s = timeout_s;
-        d.rendezvous_timeout_s = 60;
+        comm::DistOptions d;
+        d.backend = comm::Backend::kGloo;
+        d.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+        d.rendezvous_timeout = std::chrono::seconds(60);
         comm::World w;
         w.rank = r;
         w.size = n;
@@ -113,9 +113,9 @@ TEST(Gloo, AStalledRankIsNamedWhenTheOthersTimeOut) {
 }
 
 TEST(Gloo, AnUnreachableMasterIsAClearErrorAfterTheRendezvousTimeout) {
-  DistSection d;
-  d.backend = "gloo";
-  d.rendezvous_timeout_s = 2;
+  comm::DistOptions d;
+  d.backend = comm::Backend::kGloo;
+  d.rendezvous_timeout = std::chrono::seconds(2);
   comm::World w;
   w.rank = 1;
   w.size = 2;

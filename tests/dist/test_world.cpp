@@ -11,14 +11,14 @@ using namespace llmft;
 
 namespace {
 
-comm::World world(const std::map<std::string, std::string>& env, DistSection d = {}) {
+comm::World world(const std::map<std::string, std::string>& env, comm::DistOptions d = {}) {
   return comm::resolve_world(d, [&](const char* name) -> const char* {
     auto it = env.find(name);
     return it == env.end() ? nullptr : it->second.c_str();
   });
 }
 
-std::string error_of(const std::map<std::string, std::string>& env, DistSection d = {}) {
+std::string error_of(const std::map<std::string, std::string>& env, comm::DistOptions d = {}) {
   try {
     world(env, d);
   } catch (const Error& e) {
@@ -71,7 +71,7 @@ TEST(World, PyTorchJobWithPetVariables) {
 }
 
 TEST(World, IndexedJob) {
-  DistSection d;
+  comm::DistOptions d;
   d.nnodes = 3;
   d.nproc_per_node = 2;
   const auto w = world({{"JOB_COMPLETION_INDEX", "2"}, {"LOCAL_RANK", "1"}, {"MASTER_ADDR", "train-0.train"}}, d);
@@ -85,7 +85,7 @@ TEST(World, IndexedJob) {
 }
 
 TEST(World, ConfigurationOverridesTheEnvironment) {
-  DistSection d;
+  comm::DistOptions d;
   d.master_addr = "10.1.1.1";
   d.master_port = 1234;
   const auto w = world({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_ADDR", "elsewhere"}, {"MASTER_PORT", "9"}}, d);
@@ -98,7 +98,7 @@ TEST(World, InconsistentValuesAreErrorsNamingThem) {
   EXPECT_NE(error_of({{"RANK", "1"}}).find("RANK and WORLD_SIZE"), std::string::npos);
   EXPECT_NE(error_of({{"RANK", "x"}, {"WORLD_SIZE", "2"}}).find("RANK=\"x\""), std::string::npos);
   EXPECT_NE(error_of({{"JOB_COMPLETION_INDEX", "1"}}).find("dist.nnodes"), std::string::npos);
-  DistSection d;
+  comm::DistOptions d;
   d.nnodes = 2;
   EXPECT_NE(error_of({{"JOB_COMPLETION_INDEX", "2"}}, d).find("JOB_COMPLETION_INDEX"), std::string::npos);
   EXPECT_NE(error_of({{"RANK", "0"}, {"WORLD_SIZE", "2"}, {"MASTER_PORT", "70000"}}).find("not a TCP port"),

@@ -35,13 +35,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const std::string path = dir + "/d" + kSuffixes[(pick >> 4) & 3];
   const bool strict = (pick & 0x40) != 0, drop = (pick & 0x80) != 0;
   llmft::write_file_atomic(path, std::string_view(reinterpret_cast<const char*>(data + 1), size - 1));
-  llmft::DataSection d;
+  llmft::data::DataOptions d;
   d.path = path;
-  d.format = format;
+  d.format = llmft::data::parse_format(format);
   d.seq_len = 64;
   d.eval_count = 1;
   d.strict = strict;
-  d.overlong = drop ? "drop" : "truncate";
+  d.overlong = drop ? llmft::data::Overlong::kDrop : llmft::data::Overlong::kTruncate;
   if (format == "sharegpt" || format == "messages") {
     // No chat template here: read and convert the records only.
     llmft::data::Problems problems;
