@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <utility>
 #include <vector>
 
@@ -147,6 +148,13 @@ struct ConfigKey {
 
 // Loads `yaml_path` (empty: defaults only) and applies overrides "a.b=value" (value in YAML syntax) in order.
 LLMFT_API Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides = {});
+// The configuration a YAML text describes (`origin` names it in errors: "file:line").
+LLMFT_API Config config_from_yaml(std::string_view text, const std::string& origin = "<yaml>");
+// Sets one key ("lora.r") from a value in YAML syntax ("8"); errors name the key (unknown keys with "did you
+// mean") and `where` the value came from.
+LLMFT_API void config_set(Config& config, const std::string& key, const std::string& value, const std::string& where = "");
+// One key's value as flow YAML text ("8", "[q_proj, v_proj]"); an unknown key is an error with "did you mean".
+LLMFT_API std::string config_get(const Config& config, const std::string& key);
 // Every key, its type, default and meaning (the README's configuration reference is generated from this).
 LLMFT_API std::vector<ConfigKey> config_keys();
 // Every key and its value (flow YAML text), in the schema's order: what ranks compare before they train together.

@@ -68,6 +68,8 @@ class LLMFT_API Trainer {
   int64_t total_steps() const;
   int64_t trainable_parameters() const;  // as PEFT counts them (tied weights once)
   int64_t all_parameters() const;
+  int rank() const;        // this process in the data-parallel job
+  int world_size() const;
   bool done() const;  // total_steps() taken, or stopped
   // One optimizer step: micro-batches, forward and backward, gradient reduction, clipping, the AdamW update; logs
   // every log.every steps and evaluates every train.eval_every. Throws naming the step if it is not finite.

@@ -281,34 +281,45 @@ void walk(Config& c, const YAML::Node& n, const std::string& prefix, const std::
 
 }  // namespace
 
-Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
+Config config_from_yaml(std::string_view text, const std::string& origin) {
   Config c;
-  if (!yaml_path.empty()) {
-    std::string text = read_file(yaml_path);
-    YAML::Node root;
-    try {
-      root = YAML::Load(text);
-    } catch (const YAML::Exception& e) {
-      LLMFT_FAIL(Status::kFormat, "{}:{}: not valid YAML: {}", yaml_path, e.mark.line + 1, e.msg);
-    }
-    if (!root.IsNull()) {
-      LLMFT_CHECK(root.IsMap(), Status::kFormat, "{}: the top level must be a mapping of sections", yaml_path);
-      std::map<std::string, int> seen;
-      walk(c, root, "", yaml_path, seen);
-    }
+  YAML::Node root;
+  try {
+    root = YAML::Load(std::string(text));
+  } catch (const YAML::Exception& e) {
+    LLMFT_FAIL(Status::kFormat, "{}:{}: not valid YAML: {}", origin, e.mark.line + 1, e.msg);
   }
+  if (!root.IsNull()) {
+    LLMFT_CHECK(root.IsMap(), Status::kFormat, "{}: the top level must be a mapping of sections", origin);
+    std::map<std::string, int> seen;
+    walk(c, root, "", origin, seen);
+  }
+  return c;
+}
+
+void config_set(Config& c, const std::string& key, const std::string& value, const std::string& where) {
+  YAML::Node node;
+  try {
+    node = value.empty() ? YAML::Node(std::string()) : YAML::Load(value);
+  } catch (const YAML::Exception& e) {
+    LLMFT_FAIL(Status::kInvalidArgument, "{}: value \"{}\" is not valid YAML: {}", key, value, e.msg);
+  }
+  apply(c, key, node, where.empty() ? std::string() : " (" + where + ")");
+}
+
+std::string config_get(const Config& c, const std::string& key) {
+  for (const auto& [k, v] : config_values(c))
+    if (k == key) return v;
+  unknown_key(key, "");
+}
+
+Config load_config(const std::string& yaml_path, const std::vector<std::string>& overrides) {
+  Config c = yaml_path.empty() ? Config{} : config_from_yaml(read_file(yaml_path), yaml_path);
   for (const auto& o : overrides) {
     size_t eq = o.find('=');
     LLMFT_CHECK(eq != std::string::npos && eq > 0, Status::kInvalidArgument,
                 "override \"{}\" is not of the form key.sub=value", o);
-    std::string key = o.substr(0, eq), value = o.substr(eq + 1);
-    YAML::Node node;
-    try {
-      node = value.empty() ? YAML::Node(std::string()) : YAML::Load(value);
-    } catch (const YAML::Exception& e) {
-      LLMFT_FAIL(Status::kInvalidArgument, "override {}: value \"{}\" is not valid YAML: {}", key, value, e.msg);
-    }
-    apply(c, key, node, " (command line)");
+    config_set(c, o.substr(0, eq), o.substr(eq + 1), "command line");
   }
   return c;
 }

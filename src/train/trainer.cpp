@@ -752,6 +752,8 @@ std::unique_ptr<Trainer> Trainer::create(const Config& config, const StopRequest
 int64_t Trainer::total_steps() const { return impl_->steps; }
 int64_t Trainer::trainable_parameters() const { return impl_->model().trainable_parameters(); }
 int64_t Trainer::all_parameters() const { return impl_->model().all_parameters(); }
+int Trainer::rank() const { return impl_->comm->rank(); }
+int Trainer::world_size() const { return impl_->comm->size(); }
 bool Trainer::done() const { return impl_->stopped || impl_->st.step >= impl_->steps; }
 const TrainState& Trainer::state() const { return impl_->st; }
 const std::string& Trainer::resumed_from() const { return impl_->resumed_from; }

@@ -1,0 +1,330 @@
+// The C ABI (include/llmft/llmft.h) over the C++ API: every entry point catches everything, turns it into a status
+// and a thread-local message, and never lets an exception, exit or abort cross into the host.
+#include "llmft/llmft.h"
+
+#include <atomic>
+#include <cstring>
+#include <exception>
+#include <memory>
+#include <new>
+#include <string>
+
+#include "llmft/config.hpp"
+#include "llmft/error.hpp"
+#include "llmft/tokenizer.hpp"
+#include "llmft/train.hpp"
+#include "llmft/trainer.hpp"
+#include "util/build_info.hpp"
+
+#if defined(LLMFT_HAVE_NCCL)
+#include <cuda_runtime_api.h>
+#endif
+
+struct llmft_config {
+  llmft::Config config;
+};
+struct llmft_tokenizer {
+  explicit llmft_tokenizer(llmft::Tokenizer t) : tok(std::move(t)) {}
+  llmft::Tokenizer tok;
+};
+struct llmft_trainer {
+  std::unique_ptr<llmft::Trainer> trainer;
+  llmft::StopRequest stop{0};
+  llmft::Config config;
+};
+
+namespace {
+
+thread_local std::string g_last_error;
+
+llmft_status fail(llmft_status s, const std::string& message) {
+  g_last_error = message;
+  return s;
+}
+
+// Runs `fn`, mapping every exception to a status and the thread's last error.
+template <typename Fn>
+llmft_status guarded(const char* what, Fn&& fn) noexcept {
+  try {
+    fn();
+    return LLMFT_OK;
+  } catch (const llmft::Error& e) {
+    return fail(static_cast<llmft_status>(e.status()), std::string(what) + ": " + e.what());
+  } catch (const std::bad_alloc&) {
+    return fail(LLMFT_E_OUT_OF_MEMORY, std::string(what) + ": out of memory");
+  } catch (const std::exception& e) {
+    return fail(LLMFT_E_INTERNAL, std::string(what) + ": " + e.what());
+  } catch (...) {
+    return fail(LLMFT_E_INTERNAL, std::string(what) + ": an unknown exception");
+  }
+}
+
+#define LLMFT_REQUIRE(cond, ...)                                                         \
+  do {                                                                                   \
+    if (!(cond)) throw llmft::Error(llmft::Status::kInvalidArgument, std::string(__VA_ARGS__)); \
+  } while (0)
+
+// The BUFFER_TOO_SMALL protocol for text (with its NUL).
+void put_text(const std::string& s, char* buf, size_t capacity, size_t* n) {
+  if (n) *n = s.size() + 1;
+  if (!buf || capacity < s.size() + 1)
+    throw llmft::Error(llmft::Status::kBufferTooSmall,
+                       "the buffer holds " + std::to_string(capacity) + " bytes; " + std::to_string(s.size() + 1) +
+                           " are needed");
+  std::memcpy(buf, s.data(), s.size());
+  buf[s.size()] = '\0';
+}
+
+template <typename T>
+bool struct_ok(const T* p) {
+  return p && p->struct_size >= sizeof(uint32_t) * 2;
+}
+
+void fill_stats(const llmft::StepStats& s, llmft_step_stats* out) {
+  if (!out) return;
+  out->step = s.step;
+  out->loss = s.loss;
+  out->grad_norm = s.grad_norm;
+  out->learning_rate = s.learning_rate;
+  out->epoch = s.epoch;
+  out->tokens = s.tokens;
+  out->stop_requested = s.stop_requested ? 1 : 0;
+}
+
+}  // namespace
+
+extern "C" {
+
+const char* llmft_status_string(llmft_status status) {
+  return llmft::status_string(static_cast<llmft::Status>(status));
+}
+const char* llmft_last_error(void) { return g_last_error.c_str(); }
+const char* llmft_version(void) { return LLMFT_VERSION_STRING; }
+int32_t llmft_abi_version(void) { return LLMFT_ABI_VERSION; }
+
+void llmft_features_init(llmft_features* f) {
+  if (!f) return;
+  std::memset(f, 0, sizeof *f);
+  f->struct_size = sizeof *f;
+  f->version = 1;
+}
+
+llmft_status llmft_features_get(llmft_features* f) {
+  return guarded("llmft_features_get", [&] {
+    LLMFT_REQUIRE(struct_ok(f), "features: NULL or not initialised (llmft_features_init)");
+#if defined(LLMFT_HAVE_NCCL)
+    f->cuda_compiled = 1;
+    f->nccl_compiled = 1;
+    int count = 0;
+    f->cuda_devices = cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+#else
+    f->cuda_compiled = 0;
+    f->nccl_compiled = 0;
+    f->cuda_devices = 0;
+#endif
+  });
+}
+
+void llmft_config_options_init(llmft_config_options* o) {
+  if (!o) return;
+  std::memset(o, 0, sizeof *o);
+  o->struct_size = sizeof *o;
+  o->version = 1;
+}
+
+llmft_status llmft_config_create(llmft_config** out, const llmft_config_options* o) {
+  if (out) *out = nullptr;
+  return guarded("llmft_config_create", [&] {
+    LLMFT_REQUIRE(out, "out is NULL");
+    auto c = std::make_unique<llmft_config>();
+    if (o && struct_ok(o)) {
+      if (o->yaml_text) c->config = llmft::config_from_yaml(o->yaml_text);
+      else if (o->yaml_path) c->config = llmft::load_config(o->yaml_path);
+    }
+    *out = c.release();
+  });
+}
+
+void llmft_config_free(llmft_config* c) { delete c; }
+
+llmft_status llmft_config_set(llmft_config* c, const char* key, const char* value) {
+  return guarded("llmft_config_set", [&] {
+    LLMFT_REQUIRE(c && key && value, "config, key and value must not be NULL");
+    llmft::config_set(c->config, key, value);
+  });
+}
+
+llmft_status llmft_config_get(const llmft_config* c, const char* key, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_config_get", [&] {
+    LLMFT_REQUIRE(c && key, "config and key must not be NULL");
+    put_text(llmft::config_get(c->config, key), buf, capacity, n);
+  });
+}
+
+llmft_status llmft_config_to_yaml(const llmft_config* c, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_config_to_yaml", [&] {
+    LLMFT_REQUIRE(c, "config is NULL");
+    put_text(llmft::config_to_yaml(c->config), buf, capacity, n);
+  });
+}
+
+llmft_status llmft_tokenizer_create(llmft_tokenizer** out, const char* path) {
+  if (out) *out = nullptr;
+  return guarded("llmft_tokenizer_create", [&] {
+    LLMFT_REQUIRE(out && path, "out and path must not be NULL");
+    *out = new llmft_tokenizer(llmft::Tokenizer::from_file(path));
+  });
+}
+
+void llmft_tokenizer_free(llmft_tokenizer* t) { delete t; }
+
+llmft_status llmft_tokenizer_encode(const llmft_tokenizer* t, const char* text, size_t text_len, int32_t add_special,
+                                    int32_t* ids, size_t capacity, size_t* n) {
+  return guarded("llmft_tokenizer_encode", [&] {
+    LLMFT_REQUIRE(t && (text || text_len == 0), "tokenizer and text must not be NULL");
+    const std::vector<int32_t> v = t->tok.encode(std::string_view(text ? text : "", text_len), add_special != 0);
+    if (n) *n = v.size();
+    if (!ids || capacity < v.size())
+      throw llmft::Error(llmft::Status::kBufferTooSmall, "the buffer holds " + std::to_string(capacity) + " ids; " +
+                                                              std::to_string(v.size()) + " are needed");
+    std::memcpy(ids, v.data(), v.size() * sizeof(int32_t));
+  });
+}
+
+llmft_status llmft_tokenizer_decode(const llmft_tokenizer* t, const int32_t* ids, size_t n_ids, int32_t skip_special,
+                                    char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_tokenizer_decode", [&] {
+    LLMFT_REQUIRE(t && (ids || n_ids == 0), "tokenizer and ids must not be NULL");
+    put_text(t->tok.decode(std::vector<int32_t>(ids, ids + n_ids), skip_special != 0), buf, capacity, n);
+  });
+}
+
+llmft_status llmft_tokenizer_vocab_size(const llmft_tokenizer* t, int64_t* size) {
+  return guarded("llmft_tokenizer_vocab_size", [&] {
+    LLMFT_REQUIRE(t && size, "tokenizer and size must not be NULL");
+    *size = static_cast<int64_t>(t->tok.vocab_size());
+  });
+}
+
+void llmft_step_stats_init(llmft_step_stats* s) {
+  if (!s) return;
+  std::memset(s, 0, sizeof *s);
+  s->struct_size = sizeof *s;
+  s->version = 1;
+}
+
+void llmft_trainer_info_init(llmft_trainer_info* i) {
+  if (!i) return;
+  std::memset(i, 0, sizeof *i);
+  i->struct_size = sizeof *i;
+  i->version = 1;
+}
+
+llmft_status llmft_trainer_create(llmft_trainer** out, const llmft_config* c) {
+  if (out) *out = nullptr;
+  return guarded("llmft_trainer_create", [&] {
+    LLMFT_REQUIRE(out && c, "out and config must not be NULL");
+    auto t = std::make_unique<llmft_trainer>();
+    t->config = c->config;
+    t->trainer = llmft::Trainer::create(t->config, &t->stop);
+    *out = t.release();
+  });
+}
+
+void llmft_trainer_free(llmft_trainer* t) {
+  try {
+    delete t;
+  } catch (...) {  // a destructor that throws must not cross the boundary
+  }
+}
+
+llmft_status llmft_trainer_info_get(const llmft_trainer* t, llmft_trainer_info* i) {
+  return guarded("llmft_trainer_info_get", [&] {
+    LLMFT_REQUIRE(t && struct_ok(i), "trainer is NULL or info not initialised (llmft_trainer_info_init)");
+    i->step = t->trainer->state().step;
+    i->total_steps = t->trainer->total_steps();
+    i->done = t->trainer->done() ? 1 : 0;
+    i->rank = t->trainer->rank();
+    i->world_size = t->trainer->world_size();
+    i->resumed = t->trainer->resumed_from().empty() ? 0 : 1;
+    i->trainable_parameters = t->trainer->trainable_parameters();
+    i->all_parameters = t->trainer->all_parameters();
+  });
+}
+
+llmft_status llmft_trainer_step(llmft_trainer* t, llmft_step_stats* stats) {
+  return guarded("llmft_trainer_step", [&] {
+    LLMFT_REQUIRE(t, "trainer is NULL");
+    fill_stats(t->trainer->step(), stats);
+  });
+}
+
+llmft_status llmft_trainer_run(llmft_trainer* t, llmft_step_callback callback, void* user_data) {
+  return guarded("llmft_trainer_run", [&] {
+    LLMFT_REQUIRE(t, "trainer is NULL");
+    const int64_t every = t->config.checkpoint.every;
+    while (!t->trainer->done()) {
+      const llmft::StepStats s = t->trainer->step();
+      if (s.stop_requested) {
+        t->trainer->save();
+        return;
+      }
+      if (every > 0 && (s.step % every == 0 || t->trainer->done())) t->trainer->save();
+      if (callback) {
+        llmft_step_stats c;
+        llmft_step_stats_init(&c);
+        fill_stats(s, &c);
+        if (callback(&c, user_data) != 0) t->stop.store(1);  // seen by every rank at the next step's reduction
+      }
+    }
+  });
+}
+
+llmft_status llmft_trainer_evaluate(llmft_trainer* t, double* loss, double* accuracy) {
+  return guarded("llmft_trainer_evaluate", [&] {
+    LLMFT_REQUIRE(t, "trainer is NULL");
+    const llmft::EvalStats e = t->trainer->evaluate();
+    if (loss) *loss = e.loss;
+    if (accuracy) *accuracy = e.accuracy;
+  });
+}
+
+llmft_status llmft_trainer_save(llmft_trainer* t, const char* root, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_trainer_save", [&] {
+    LLMFT_REQUIRE(t, "trainer is NULL");
+    const std::string dir = t->trainer->save(root ? root : "");
+    if (buf || n) put_text(dir, buf, capacity, n);
+  });
+}
+
+llmft_status llmft_trainer_restore(llmft_trainer* t, const char* dir) {
+  return guarded("llmft_trainer_restore", [&] {
+    LLMFT_REQUIRE(t && dir, "trainer and checkpoint_dir must not be NULL");
+    t->trainer->restore(dir);
+  });
+}
+
+llmft_status llmft_trainer_request_stop(llmft_trainer* t) {
+  return guarded("llmft_trainer_request_stop", [&] {
+    LLMFT_REQUIRE(t, "trainer is NULL");
+    t->stop.store(1);
+  });
+}
+
+llmft_status llmft_trainer_finish(llmft_trainer* t, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_trainer_finish", [&] {
+    LLMFT_REQUIRE(t, "trainer is NULL");
+    const llmft::TrainSummary s = t->trainer->finish();
+    if (buf || n) put_text(s.adapter_dir.empty() ? s.model_dir : s.adapter_dir, buf, capacity, n);
+  });
+}
+
+llmft_status llmft_export_merged(const llmft_config* c, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_export_merged", [&] {
+    LLMFT_REQUIRE(c, "config is NULL");
+    const std::string out = llmft::export_merged(c->config);
+    if (buf || n) put_text(out, buf, capacity, n);
+  });
+}
+
+}  // extern "C"
