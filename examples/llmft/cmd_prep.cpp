@@ -47,6 +47,7 @@ int cmd_prep(const std::vector<std::string>& args) {
     }
   }
   llmft::Config c = llmft::load_config(file, overrides);
+  if (c.tokenizer.path.empty() && c.model.path.empty()) c.tokenizer.path = default_tokenizer();
   auto t0 = std::chrono::steady_clock::now();
   auto progress = [&](int64_t records, int64_t bytes, int64_t total) {
     double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();

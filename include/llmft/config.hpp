@@ -22,7 +22,7 @@ struct ModelSection {
 };
 
 struct TokenizerSection {
-  std::string path;  // tokenizer.json / tokenizer.model / folder; empty: model.path, else the npm Llama 3.1 tokenizer
+  std::string path;  // tokenizer.json / tokenizer.model / folder; empty: model.path (the llmft program supplies a default)
 };
 
 struct DataSection {

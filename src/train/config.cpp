@@ -140,7 +140,7 @@ const std::vector<Field>& schema() {
       int_field("model.num_layers", "embedded model: decoder layers", REF(model.num_layers), kAtLeastOne),
       int_field("model.num_heads", "embedded model: attention heads", REF(model.num_heads), kAtLeastOne),
       int_field("model.num_kv_heads", "embedded model: key/value heads", REF(model.num_kv_heads), kAtLeastOne),
-      str_field("tokenizer.path", "tokenizer.json, tokenizer.model or a folder; empty: model.path, else the npm Llama 3.1 tokenizer", REF(tokenizer.path)),
+      str_field("tokenizer.path", "tokenizer.json, tokenizer.model or a folder; empty: model.path (the llmft program: else $LLMFT_TOKENIZER or the npm Llama 3.1 tokenizer)", REF(tokenizer.path)),
       str_field("data.path", "dataset: JSON array / JSON lines files (optionally .gz), a folder of them, several separated by commas, or shards from llmft prep; empty: the generated instruction dataset", REF(data.path)),
       str_field("data.format", "alpaca, dolly, sharegpt, messages, prompt_completion or text", REF(data.format), {"alpaca", "dolly", "sharegpt", "messages", "prompt_completion", "text"}),
       list_field("data.columns", "column renames as name=column: prompt, query, response, system, messages, tools, text, completion", REF(data.columns)),

