@@ -11,3 +11,7 @@ configure_package_config_file(${PROJECT_SOURCE_DIR}/cmake/llmftConfig.cmake.in
 write_basic_package_version_file(${PROJECT_BINARY_DIR}/llmftConfigVersion.cmake COMPATIBILITY SameMinorVersion)
 install(FILES ${PROJECT_BINARY_DIR}/llmftConfig.cmake ${PROJECT_BINARY_DIR}/llmftConfigVersion.cmake
   DESTINATION ${CMAKE_INSTALL_LIBDIR}/cmake/llmft)
+# pkg-config, for C hosts and build systems other than CMake (llmft.h needs nothing else).
+file(RELATIVE_PATH LLMFT_PC_UP "/${CMAKE_INSTALL_LIBDIR}/pkgconfig" "/")  # "../.." for lib/pkgconfig
+configure_file(${PROJECT_SOURCE_DIR}/cmake/llmft.pc.in ${PROJECT_BINARY_DIR}/llmft.pc @ONLY)
+install(FILES ${PROJECT_BINARY_DIR}/llmft.pc DESTINATION ${CMAKE_INSTALL_LIBDIR}/pkgconfig)

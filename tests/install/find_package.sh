@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs llmft from BUILD_DIR into a scratch prefix, then configures, builds and runs tests/install/consumer
-# against it with find_package(llmft).   tests/install/find_package.sh BUILD_DIR
+# against it with find_package(llmft), and a C host (consumer_c.c) with pkg-config.
+#   tests/install/find_package.sh BUILD_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
 build=$1
@@ -13,3 +14,8 @@ cmake -S "$here/consumer" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$wor
   || { cat "$work/configure.log"; exit 1; }
 cmake --build "$work/consumer" > "$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 LD_LIBRARY_PATH="$work/prefix/lib:${LD_LIBRARY_PATH:-}" "$work/consumer/consumer"
+# A C host through pkg-config (llmft.pc), with the same prefix.
+test -f "$work/prefix/lib/pkgconfig/llmft.pc" || { echo "no llmft.pc installed"; exit 1; }
+export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
+cc -std=c11 -o "$work/consumer_c" "$here/consumer_c.c" $(pkg-config --cflags --libs llmft) || exit 1
+"$work/consumer_c"
