@@ -1,0 +1,50 @@
+// Driving llmft::Trainer from C++ (include/llmft/trainer.hpp): the host owns the loop — its own log line per step,
+// an early stop when the held-out loss stops improving, a checkpoint when it stops, and the adapter at the end.
+//   step_loop MODEL_DIR OUTPUT_DIR [MAX_STEPS]
+#include <cstdio>
+#include <limits>
+#include <string>
+
+#include "llmft/config.hpp"
+#include "llmft/error.hpp"
+#include "llmft/log.hpp"
+#include "llmft/trainer.hpp"
+
+int main(int argc, char** argv) {
+  if (argc < 3) {
+    std::fprintf(stderr, "usage: step_loop MODEL_DIR OUTPUT_DIR [MAX_STEPS]\n");
+    return 2;
+  }
+  try {
+    llmft::Config c = llmft::load_config("", {"model.path=" + std::string(argv[1]), "output.dir=" + std::string(argv[2]),
+                                              "train.max_steps=" + std::string(argc > 3 ? argv[3] : "20"),
+                                              "data.synthetic_records=64", "data.seq_len=128",
+                                              "generate.num_samples=0", "checkpoint.every=0"});
+    llmft::set_log_level(llmft::LogLevel::kWarn);  // this host prints its own lines
+    auto trainer = llmft::Trainer::create(c);
+    double best = std::numeric_limits<double>::infinity();
+    int worse = 0;
+    while (!trainer->done()) {
+      const llmft::StepStats s = trainer->step();
+      std::printf("[host] step %lld/%lld loss %.4f\n", static_cast<long long>(s.step),
+                  static_cast<long long>(trainer->total_steps()), s.loss);
+      if (s.step % 5 == 0) {
+        const llmft::EvalStats e = trainer->evaluate();
+        std::printf("[host] held-out loss %.4f, accuracy %.3f\n", e.loss, e.accuracy);
+        worse = e.loss < best ? 0 : worse + 1;
+        best = std::min(best, e.loss);
+        if (worse >= 2) {  // no progress twice in a row: keep a checkpoint and stop
+          std::printf("[host] stopping early; checkpoint %s\n", trainer->save().c_str());
+          break;
+        }
+      }
+    }
+    const llmft::TrainSummary summary = trainer->finish();
+    std::printf("[host] adapter: %s after %lld steps\n", summary.adapter_dir.c_str(),
+                static_cast<long long>(summary.steps));
+    return 0;
+  } catch (const llmft::Error& e) {
+    std::fprintf(stderr, "step_loop: %s: %s\n", llmft::status_string(e.status()), e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,25 @@
+"""Fine-tuning from Python through the llmft package (python/llmft, ctypes over the C ABI): a LoRA run on a Hugging
+Face model folder with a progress line per step; Ctrl-C stops after the step with a checkpoint (run it again to
+continue from there).
+    python finetune.py MODEL_DIR OUTPUT_DIR [MAX_STEPS]"""
+import sys
+
+import llmft
+
+
+def main() -> int:
+    if len(sys.argv) < 3:
+        print(__doc__)
+        return 2
+    settings = {"model.path": sys.argv[1], "output.dir": sys.argv[2],
+                "train.max_steps": int(sys.argv[3]) if len(sys.argv) > 3 else 20,
+                "data.synthetic_records": 64, "data.seq_len": 128, "generate.num_samples": 0, "log.every": 1000}
+    with llmft.Config(**settings) as cfg, llmft.Trainer(cfg) as trainer:
+        for s in trainer:
+            print(f"step {s.step}: loss {s.loss:.4f}")
+        print("adapter:", trainer.finish())
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
