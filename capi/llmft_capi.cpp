@@ -30,7 +30,6 @@ struct llmft_tokenizer {
 struct llmft_trainer {
   std::unique_ptr<llmft::Trainer> trainer;
   llmft::StopRequest stop{0};
-  llmft::Config config;
 };
 
 namespace {
@@ -80,6 +79,15 @@ bool struct_ok(const T* p) {
   return p && p->struct_size >= sizeof(uint32_t) * 2;
 }
 
+// Zeroes a versioned options / output struct and stamps its size and version (the *_init functions).
+template <typename T>
+void init_struct(T* p) {
+  if (!p) return;
+  std::memset(p, 0, sizeof *p);
+  p->struct_size = sizeof *p;
+  p->version = 1;
+}
+
 void fill_stats(const llmft::StepStats& s, llmft_step_stats* out) {
   if (!out) return;
   out->step = s.step;
@@ -102,12 +110,7 @@ const char* llmft_last_error(void) { return g_last_error.c_str(); }
 const char* llmft_version(void) { return LLMFT_VERSION_STRING; }
 int32_t llmft_abi_version(void) { return LLMFT_ABI_VERSION; }
 
-void llmft_features_init(llmft_features* f) {
-  if (!f) return;
-  std::memset(f, 0, sizeof *f);
-  f->struct_size = sizeof *f;
-  f->version = 1;
-}
+void llmft_features_init(llmft_features* f) { init_struct(f); }
 
 llmft_status llmft_features_get(llmft_features* f) {
   return guarded("llmft_features_get", [&] {
@@ -125,12 +128,7 @@ llmft_status llmft_features_get(llmft_features* f) {
   });
 }
 
-void llmft_config_options_init(llmft_config_options* o) {
-  if (!o) return;
-  std::memset(o, 0, sizeof *o);
-  o->struct_size = sizeof *o;
-  o->version = 1;
-}
+void llmft_config_options_init(llmft_config_options* o) { init_struct(o); }
 
 llmft_status llmft_config_create(llmft_config** out, const llmft_config_options* o) {
   if (out) *out = nullptr;
@@ -206,27 +204,16 @@ llmft_status llmft_tokenizer_vocab_size(const llmft_tokenizer* t, int64_t* size)
   });
 }
 
-void llmft_step_stats_init(llmft_step_stats* s) {
-  if (!s) return;
-  std::memset(s, 0, sizeof *s);
-  s->struct_size = sizeof *s;
-  s->version = 1;
-}
+void llmft_step_stats_init(llmft_step_stats* s) { init_struct(s); }
 
-void llmft_trainer_info_init(llmft_trainer_info* i) {
-  if (!i) return;
-  std::memset(i, 0, sizeof *i);
-  i->struct_size = sizeof *i;
-  i->version = 1;
-}
+void llmft_trainer_info_init(llmft_trainer_info* i) { init_struct(i); }
 
 llmft_status llmft_trainer_create(llmft_trainer** out, const llmft_config* c) {
   if (out) *out = nullptr;
   return guarded("llmft_trainer_create", [&] {
     LLMFT_REQUIRE(out && c, "out and config must not be NULL");
     auto t = std::make_unique<llmft_trainer>();
-    t->config = c->config;
-    t->trainer = llmft::Trainer::create(t->config, &t->stop);
+    t->trainer = llmft::Trainer::create(c->config, &t->stop);
     *out = t.release();
   });
 }
@@ -262,21 +249,15 @@ llmft_status llmft_trainer_step(llmft_trainer* t, llmft_step_stats* stats) {
 llmft_status llmft_trainer_run(llmft_trainer* t, llmft_step_callback callback, void* user_data) {
   return guarded("llmft_trainer_run", [&] {
     LLMFT_REQUIRE(t, "trainer is NULL");
-    const int64_t every = t->config.checkpoint.every;
-    while (!t->trainer->done()) {
-      const llmft::StepStats s = t->trainer->step();
-      if (s.stop_requested) {
-        t->trainer->save();
-        return;
-      }
-      if (every > 0 && (s.step % every == 0 || t->trainer->done())) t->trainer->save();
-      if (callback) {
+    llmft::Trainer::StepCallback on_step;
+    if (callback)
+      on_step = [&](const llmft::StepStats& s) {
         llmft_step_stats c;
         llmft_step_stats_init(&c);
         fill_stats(s, &c);
-        if (callback(&c, user_data) != 0) t->stop.store(1);  // seen by every rank at the next step's reduction
-      }
-    }
+        return callback(&c, user_data) != 0;
+      };
+    t->trainer->run(on_step);
   });
 }
 

@@ -14,6 +14,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -75,6 +76,11 @@ class LLMFT_API Trainer {
   // every log.every steps and evaluates every train.eval_every. Throws naming the step if it is not finite.
   StepStats step();
   EvalStats evaluate();
+  // Steps until done: a checkpoint every checkpoint.every steps and at the last step, `on_step` (optional) after each
+  // (returning true asks to stop, as request_stop()). When a stop was asked for, the step in which every rank saw it
+  // is the last: its checkpoint is written and its folder returned; otherwise returns "" (call finish()).
+  using StepCallback = std::function<bool(const StepStats&)>;
+  std::string run(const StepCallback& on_step = nullptr);
   // Writes a checkpoint of the current step (rank 0 writes; the others contribute their shards) under `root`
   // (empty: checkpoint.dir, else output.dir) and keeps the newest checkpoint.keep there; returns its folder. A write
   // that fails (a full disk) throws naming the path and changes neither the training state nor earlier checkpoints.

@@ -979,29 +979,40 @@ TrainSummary Trainer::finish() {
 }
 
 // The job: create, step until done (a checkpoint every checkpoint.every steps, and one when asked to stop), finish.
+std::string Trainer::run(const StepCallback& on_step) {
+  const Config& c = impl_->c;
+  while (!done()) {
+    const StepStats s = step();
+    if (s.stop_requested) {  // every rank finished this step: save it and return
+      const auto start = Clock::now();
+      const std::string dir = save();
+      const double took = std::chrono::duration<double>(Clock::now() - start).count();
+      if (took > c.checkpoint.grace_s)
+        log_message(LogLevel::kWarn, fmt::format("the checkpoint after the stop took {:.1f} s, more than "
+                                                 "checkpoint.grace_s ({:.0f} s): give the job more time to stop "
+                                                 "(Kubernetes: terminationGracePeriodSeconds)", took, c.checkpoint.grace_s));
+      return dir;
+    }
+    // The last step is saved too: a job restarted after it finished (a pod restarted by its controller) continues
+    // from there with no step left and writes the same outputs again.
+    if (c.checkpoint.every > 0 && (s.step % c.checkpoint.every == 0 || done())) save();
+    if (on_step && on_step(s)) request_stop();  // seen by every rank in the next step's reduction
+  }
+  return "";
+}
+
 TrainSummary train(const Config& c, const StopRequest* stop) {
   std::unique_ptr<Trainer> t = Trainer::create(c, stop);
   try {
-    while (!t->done()) {
-      const StepStats s = t->step();
-      if (s.stop_requested) {  // every rank finished this step: save it and return
-        const auto start = Clock::now();
-        TrainSummary summary;
-        summary.steps = s.step;
-        summary.stopped = true;
-        summary.output_dir = c.output.dir;
-        summary.resumed_from = t->resumed_from();
-        summary.checkpoint_dir = t->save();
-        const double took = std::chrono::duration<double>(Clock::now() - start).count();
-        if (took > c.checkpoint.grace_s)
-          log_message(LogLevel::kWarn, fmt::format("the checkpoint after the stop took {:.1f} s, more than "
-                                                   "checkpoint.grace_s ({:.0f} s): give the job more time to stop "
-                                                   "(Kubernetes: terminationGracePeriodSeconds)", took, c.checkpoint.grace_s));
-        return summary;
-      }
-      // The last step is saved too: a job restarted after it finished (a pod restarted by its controller) continues
-      // from there with no step left and writes the same outputs again.
-      if (c.checkpoint.every > 0 && (s.step % c.checkpoint.every == 0 || t->done())) t->save();
+    const std::string stopped_at = t->run();
+    if (!stopped_at.empty()) {
+      TrainSummary summary;
+      summary.steps = t->state().step;
+      summary.stopped = true;
+      summary.output_dir = c.output.dir;
+      summary.resumed_from = t->resumed_from();
+      summary.checkpoint_dir = stopped_at;
+      return summary;
     }
     TrainSummary summary = t->finish();
     if (c.export_.after_train && !summary.adapter_dir.empty() && t->impl_->leader) {
