@@ -47,7 +47,7 @@ def _candidates() -> List[str]:
     out = []
     if os.environ.get("LLMFT_LIBRARY"):
         out.append(os.environ["LLMFT_LIBRARY"])
-    out += [str(here / "libllmft.so"), str(here.parent.parent / "build" / "src" / "libllmft.so"), "libllmft.so.0"]
+    out += [str(here / "libllmft.so"), str(here.parent.parent / "build" / "src" / "libllmft.so"), f"libllmft.so.{ABI_VERSION}"]
     return out
 
 
