@@ -7,10 +7,14 @@
 #include <exception>
 #include <memory>
 #include <new>
+#include <optional>
 #include <string>
+#include <vector>
 
 #include "llmft/config.hpp"
 #include "llmft/error.hpp"
+#include "llmft/generator.hpp"
+#include "llmft/log.hpp"
 #include "llmft/tokenizer.hpp"
 #include "llmft/train.hpp"
 #include "llmft/trainer.hpp"
@@ -30,6 +34,13 @@ struct llmft_tokenizer {
 struct llmft_trainer {
   std::unique_ptr<llmft::Trainer> trainer;
   llmft::StopRequest stop{0};
+};
+struct llmft_generator {
+  std::unique_ptr<llmft::Generator> generator;
+  // The last result, kept for the BUFFER_TOO_SMALL protocol (generation is too costly to run twice).
+  std::string last_key;
+  std::string last_text;
+  std::vector<int32_t> last_ids;
 };
 
 namespace {
@@ -86,6 +97,39 @@ void init_struct(T* p) {
   std::memset(p, 0, sizeof *p);
   p->struct_size = sizeof *p;
   p->version = 1;
+}
+
+// A C log callback as a C++ sink (empty when the callback is NULL).
+llmft::LogSink to_sink(llmft_log_callback callback, void* user_data) {
+  if (!callback) return nullptr;
+  return [callback, user_data](llmft::LogLevel level, const std::string& message) {
+    callback(static_cast<int32_t>(level), message.c_str(), user_data);
+  };
+}
+
+std::optional<llmft::LogLevel> to_level(int32_t level) {
+  if (level == LLMFT_LOG_DEFAULT) return std::nullopt;
+  if (level < LLMFT_LOG_DEBUG || level > LLMFT_LOG_OFF)
+    throw llmft::Error(llmft::Status::kInvalidArgument,
+                       "log_level " + std::to_string(level) + " is none of LLMFT_LOG_DEFAULT (-1) .. LLMFT_LOG_OFF (4)");
+  return static_cast<llmft::LogLevel>(level);
+}
+
+llmft::GenerateParams to_params(const llmft_generate_params* p) {
+  llmft::GenerateParams g;
+  if (!p) return g;
+  if (!struct_ok(p)) throw llmft::Error(llmft::Status::kInvalidArgument, "params not initialised (llmft_generate_params_init)");
+  if (p->max_new_tokens != 0) g.max_new_tokens = p->max_new_tokens;
+  if (p->temperature >= 0) g.temperature = p->temperature;
+  if (p->top_p > 0) g.top_p = p->top_p;
+  if (p->seed >= 0) g.seed = static_cast<uint64_t>(p->seed);
+  return g;
+}
+
+std::string params_key(const llmft_generate_params* p) {
+  if (!p) return "-";
+  return std::to_string(p->max_new_tokens) + "/" + std::to_string(p->temperature) + "/" + std::to_string(p->top_p) +
+         "/" + std::to_string(p->seed);
 }
 
 void fill_stats(const llmft::StepStats& s, llmft_step_stats* out) {
@@ -166,11 +210,18 @@ llmft_status llmft_config_to_yaml(const llmft_config* c, char* buf, size_t capac
   });
 }
 
-llmft_status llmft_tokenizer_create(llmft_tokenizer** out, const char* path) {
+void llmft_tokenizer_options_init(llmft_tokenizer_options* o) { init_struct(o); }
+
+llmft_status llmft_tokenizer_create(llmft_tokenizer** out, const llmft_tokenizer_options* o) {
   if (out) *out = nullptr;
   return guarded("llmft_tokenizer_create", [&] {
-    LLMFT_REQUIRE(out && path, "out and path must not be NULL");
-    *out = new llmft_tokenizer(llmft::Tokenizer::from_file(path));
+    LLMFT_REQUIRE(out && struct_ok(o), "out is NULL or options not initialised (llmft_tokenizer_options_init)");
+    LLMFT_REQUIRE(o->path || o->tokenizer_json, "options name neither a path nor tokenizer_json");
+    if (o->path)
+      *out = new llmft_tokenizer(llmft::Tokenizer::from_file(o->path));
+    else
+      *out = new llmft_tokenizer(llmft::Tokenizer::from_json(
+          o->tokenizer_json, o->tokenizer_config_json ? o->tokenizer_config_json : ""));
   });
 }
 
@@ -204,16 +255,69 @@ llmft_status llmft_tokenizer_vocab_size(const llmft_tokenizer* t, int64_t* size)
   });
 }
 
+llmft_status llmft_tokenizer_apply_chat_template(const llmft_tokenizer* t, const char* messages_json,
+                                                 int32_t add_generation_prompt, const char* extra_json,
+                                                 const char* template_source, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_tokenizer_apply_chat_template", [&] {
+    LLMFT_REQUIRE(t && messages_json, "tokenizer and messages_json must not be NULL");
+    put_text(t->tok.apply_chat_template(messages_json, add_generation_prompt != 0, extra_json ? extra_json : "",
+                                        template_source ? template_source : ""),
+             buf, capacity, n);
+  });
+}
+
+void llmft_prepare_summary_init(llmft_prepare_summary* s) { init_struct(s); }
+
+llmft_status llmft_prepare(const llmft_config* c, llmft_progress_callback progress, void* user_data,
+                           llmft_prepare_summary* summary, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_prepare", [&] {
+    LLMFT_REQUIRE(c, "config is NULL");
+    LLMFT_REQUIRE(!summary || struct_ok(summary), "summary not initialised (llmft_prepare_summary_init)");
+    llmft::PrepareProgress on_progress;
+    if (progress)
+      on_progress = [&](int64_t records, int64_t bytes, int64_t total) {
+        if (progress(records, bytes, total, user_data) != 0)
+          throw llmft::Error(llmft::Status::kCancelled, "cancelled by the progress callback after " +
+                                                            std::to_string(records) + " records; nothing was written");
+      };
+    const llmft::PrepareSummary s = llmft::prepare(c->config, on_progress);
+    if (summary) {
+      summary->records = s.records;
+      summary->used = s.used;
+      summary->skipped = s.skipped;
+      summary->truncated = s.truncated;
+      summary->dropped = s.dropped;
+      summary->tokens = s.tokens;
+      summary->trained_tokens = s.trained_tokens;
+      summary->train_rows = s.train_rows;
+      summary->eval_rows = s.eval_rows;
+      summary->utilisation = s.utilisation;
+      summary->seconds = s.seconds;
+    }
+    if (buf || n) put_text(s.dir, buf, capacity, n);
+  });
+}
+
 void llmft_step_stats_init(llmft_step_stats* s) { init_struct(s); }
 
 void llmft_trainer_info_init(llmft_trainer_info* i) { init_struct(i); }
 
-llmft_status llmft_trainer_create(llmft_trainer** out, const llmft_config* c) {
+void llmft_trainer_options_init(llmft_trainer_options* o) {
+  init_struct(o);
+  if (o) o->log_level = LLMFT_LOG_DEFAULT;
+}
+
+llmft_status llmft_trainer_create(llmft_trainer** out, const llmft_trainer_options* o) {
   if (out) *out = nullptr;
   return guarded("llmft_trainer_create", [&] {
-    LLMFT_REQUIRE(out && c, "out and config must not be NULL");
+    LLMFT_REQUIRE(out && struct_ok(o), "out is NULL or options not initialised (llmft_trainer_options_init)");
+    LLMFT_REQUIRE(o->config, "options.config is NULL");
     auto t = std::make_unique<llmft_trainer>();
-    t->trainer = llmft::Trainer::create(c->config, &t->stop);
+    llmft::TrainerOptions to;
+    to.stop = &t->stop;
+    to.log_sink = to_sink(o->log_callback, o->log_user_data);
+    to.log_level = to_level(o->log_level);
+    t->trainer = llmft::Trainer::create(o->config->config, to);
     *out = t.release();
   });
 }
@@ -297,6 +401,91 @@ llmft_status llmft_trainer_finish(llmft_trainer* t, char* buf, size_t capacity, 
     LLMFT_REQUIRE(t, "trainer is NULL");
     const llmft::TrainSummary s = t->trainer->finish();
     if (buf || n) put_text(s.adapter_dir.empty() ? s.model_dir : s.adapter_dir, buf, capacity, n);
+  });
+}
+
+llmft_status llmft_trainer_metrics(const llmft_trainer* t, char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_trainer_metrics", [&] {
+    LLMFT_REQUIRE(t, "trainer is NULL");
+    put_text(t->trainer->last_metrics(), buf, capacity, n);
+  });
+}
+
+void llmft_generator_options_init(llmft_generator_options* o) {
+  init_struct(o);
+  if (o) o->log_level = LLMFT_LOG_DEFAULT;
+}
+
+void llmft_generate_params_init(llmft_generate_params* p) {
+  init_struct(p);
+  if (!p) return;
+  p->temperature = -1;
+  p->seed = -1;
+}
+
+llmft_status llmft_generator_create(llmft_generator** out, const llmft_generator_options* o) {
+  if (out) *out = nullptr;
+  return guarded("llmft_generator_create", [&] {
+    LLMFT_REQUIRE(out && struct_ok(o), "out is NULL or options not initialised (llmft_generator_options_init)");
+    LLMFT_REQUIRE(o->config, "options.config is NULL");
+    auto g = std::make_unique<llmft_generator>();
+    llmft::GeneratorOptions go;
+    go.log_sink = to_sink(o->log_callback, o->log_user_data);
+    go.log_level = to_level(o->log_level);
+    g->generator = llmft::Generator::create(o->config->config, go);
+    *out = g.release();
+  });
+}
+
+void llmft_generator_free(llmft_generator* g) {
+  try {
+    delete g;
+  } catch (...) {
+  }
+}
+
+llmft_status llmft_generator_answer(llmft_generator* g, const char* instruction, const llmft_generate_params* params,
+                                    char* buf, size_t capacity, size_t* n) {
+  return guarded("llmft_generator_answer", [&] {
+    LLMFT_REQUIRE(g && instruction, "generator and instruction must not be NULL");
+    const std::string key = std::string("answer\n") + params_key(params) + "\n" + instruction;
+    if (g->last_key != key) {
+      g->last_key.clear();
+      g->last_text = g->generator->answer(instruction, to_params(params));
+      g->last_key = key;
+    }
+    put_text(g->last_text, buf, capacity, n);
+  });
+}
+
+llmft_status llmft_generator_continue(llmft_generator* g, const int32_t* prompt, size_t n_prompt,
+                                      const llmft_generate_params* params, int32_t* ids, size_t capacity, size_t* n) {
+  return guarded("llmft_generator_continue", [&] {
+    LLMFT_REQUIRE(g && prompt, "generator and prompt must not be NULL");
+    std::string key = "continue\n" + params_key(params) + "\n";
+    key.append(reinterpret_cast<const char*>(prompt), n_prompt * sizeof(int32_t));
+    if (g->last_key != key) {
+      g->last_key.clear();
+      g->last_ids = g->generator->continue_ids(std::vector<int32_t>(prompt, prompt + n_prompt), to_params(params));
+      g->last_key = key;
+    }
+    if (n) *n = g->last_ids.size();
+    if (!ids || capacity < g->last_ids.size())
+      throw llmft::Error(llmft::Status::kBufferTooSmall, "the buffer holds " + std::to_string(capacity) + " ids; " +
+                                                              std::to_string(g->last_ids.size()) + " are needed");
+    std::memcpy(ids, g->last_ids.data(), g->last_ids.size() * sizeof(int32_t));
+  });
+}
+
+llmft_status llmft_set_log_callback(llmft_log_callback callback, void* user_data) {
+  return guarded("llmft_set_log_callback", [&] { llmft::set_log_sink(to_sink(callback, user_data)); });
+}
+
+llmft_status llmft_set_log_level(int32_t level) {
+  return guarded("llmft_set_log_level", [&] {
+    std::optional<llmft::LogLevel> l = to_level(level);
+    LLMFT_REQUIRE(l.has_value(), "llmft_set_log_level needs a level, not LLMFT_LOG_DEFAULT");
+    llmft::set_log_level(*l);
   });
 }
 

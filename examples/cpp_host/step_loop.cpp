@@ -1,5 +1,6 @@
 // Driving llmft::Trainer from C++ (include/llmft/trainer.hpp): the host owns the loop — its own log line per step,
-// an early stop when the held-out loss stops improving, a checkpoint when it stops, and the adapter at the end.
+// the library's messages through the host's sink, an early stop when the held-out loss stops improving, a
+// checkpoint when it stops, the adapter at the end, and the tuned model answering through llmft::Generator.
 //   step_loop MODEL_DIR OUTPUT_DIR [MAX_STEPS]
 #include <cstdio>
 #include <limits>
@@ -7,6 +8,7 @@
 
 #include "llmft/config.hpp"
 #include "llmft/error.hpp"
+#include "llmft/generator.hpp"
 #include "llmft/log.hpp"
 #include "llmft/trainer.hpp"
 
@@ -20,8 +22,12 @@ int main(int argc, char** argv) {
                                               "train.max_steps=" + std::string(argc > 3 ? argv[3] : "20"),
                                               "data.synthetic_records=64", "data.seq_len=128",
                                               "generate.num_samples=0", "checkpoint.every=0"});
-    llmft::set_log_level(llmft::LogLevel::kWarn);  // this host prints its own lines
-    auto trainer = llmft::Trainer::create(c);
+    llmft::TrainerOptions options;  // this host prints its own step lines; the library's warnings come here
+    options.log_level = llmft::LogLevel::kWarn;
+    options.log_sink = [](llmft::LogLevel, const std::string& message) {
+      std::fprintf(stderr, "[host] llmft says: %s\n", message.c_str());
+    };
+    auto trainer = llmft::Trainer::create(c, options);
     double best = std::numeric_limits<double>::infinity();
     int worse = 0;
     while (!trainer->done()) {
@@ -42,6 +48,10 @@ int main(int argc, char** argv) {
     const llmft::TrainSummary summary = trainer->finish();
     std::printf("[host] adapter: %s after %lld steps\n", summary.adapter_dir.c_str(),
                 static_cast<long long>(summary.steps));
+    c.generate.adapter = summary.adapter_dir;
+    c.generate.max_new_tokens = 16;
+    auto generator = llmft::Generator::create(c, {options.log_sink, llmft::LogLevel::kWarn});
+    std::printf("[host] answer: %s\n", generator->answer("Tell me a story about a dog.").c_str());
     return 0;
   } catch (const llmft::Error& e) {
     std::fprintf(stderr, "step_loop: %s: %s\n", llmft::status_string(e.status()), e.what());

@@ -1,4 +1,5 @@
-/* llmft's stable C ABI: configuration, tokenizer, trainer (step by step, checkpoints, resume, stop), merged export.
+/* llmft's stable C ABI: configuration, tokenizer and chat templates, data preparation, trainer (step by step,
+ * checkpoints, resume, stop, metrics), generation with an adapter, merged export.
  *
  * Conventions (../shared/STYLE.md):
  *  - every call returns llmft_status: LLMFT_OK (0) or a negative code; llmft_status_string() names it, and
@@ -65,6 +66,22 @@ typedef struct llmft_features {
 LLMFT_C_API void llmft_features_init(llmft_features *features);
 LLMFT_C_API llmft_status llmft_features_get(llmft_features *features);
 
+/* ---- logging: a trainer or generator logs to the callback its options name, at their level, during its calls;
+ * everything else (and an object given no callback) to the process-wide one, by default "[llmft] ..." on stderr ---- */
+enum {
+  LLMFT_LOG_DEFAULT = -1, /* options: the process-wide level */
+  LLMFT_LOG_DEBUG = 0,
+  LLMFT_LOG_INFO = 1,
+  LLMFT_LOG_WARN = 2,
+  LLMFT_LOG_ERROR = 3,
+  LLMFT_LOG_OFF = 4
+};
+/* Called on the thread that logs, one call at a time; `message` is valid during the call only. */
+typedef void (*llmft_log_callback)(int32_t level, const char *message, void *user_data);
+/* callback NULL: back to stderr. */
+LLMFT_C_API llmft_status llmft_set_log_callback(llmft_log_callback callback, void *user_data);
+LLMFT_C_API llmft_status llmft_set_log_level(int32_t level);
+
 /* ---- configuration: the YAML schema of the llmft program (llmft config lists every key) ---- */
 typedef struct llmft_config llmft_config;
 typedef struct llmft_config_options {
@@ -84,15 +101,55 @@ LLMFT_C_API llmft_status llmft_config_to_yaml(const llmft_config *config, char *
 
 /* ---- tokenizer ---- */
 typedef struct llmft_tokenizer llmft_tokenizer;
-/* path: tokenizer.json, tokenizer.model, or a folder holding one */
-LLMFT_C_API llmft_status llmft_tokenizer_create(llmft_tokenizer **out, const char *path);
+typedef struct llmft_tokenizer_options {
+  uint32_t struct_size;
+  uint32_t version;
+  const char *path;                   /* tokenizer.json, tokenizer.model, or a folder holding one; or NULL and: */
+  const char *tokenizer_json;         /* the text of a tokenizer.json */
+  const char *tokenizer_config_json;  /* NULL or the text of its tokenizer_config.json (chat template, specials) */
+} llmft_tokenizer_options;
+LLMFT_C_API void llmft_tokenizer_options_init(llmft_tokenizer_options *options);
+LLMFT_C_API llmft_status llmft_tokenizer_create(llmft_tokenizer **out, const llmft_tokenizer_options *options);
 LLMFT_C_API void llmft_tokenizer_free(llmft_tokenizer *tokenizer);
 LLMFT_C_API llmft_status llmft_tokenizer_encode(const llmft_tokenizer *tokenizer, const char *text, size_t text_len,
                                                 int32_t add_special_tokens, int32_t *ids, size_t capacity, size_t *n);
 LLMFT_C_API llmft_status llmft_tokenizer_decode(const llmft_tokenizer *tokenizer, const int32_t *ids, size_t n_ids,
                                                 int32_t skip_special_tokens, char *buf, size_t capacity, size_t *n);
 LLMFT_C_API llmft_status llmft_tokenizer_vocab_size(const llmft_tokenizer *tokenizer, int64_t *size);
+/* The chat template rendered as transformers' apply_chat_template(messages, tokenize=False): messages_json is a JSON
+ * array of {"role", "content", ...}; extra_json NULL or a JSON object of further keys (tools, enable_thinking, ...);
+ * template_source NULL for the tokenizer's own template (tokenizer_config.json), else a Jinja template. */
+LLMFT_C_API llmft_status llmft_tokenizer_apply_chat_template(const llmft_tokenizer *tokenizer,
+                                                             const char *messages_json,
+                                                             int32_t add_generation_prompt, const char *extra_json,
+                                                             const char *template_source, char *buf,
+                                                             size_t capacity, size_t *n);
 
+/* ---- data preparation: data.* tokenized, templated, loss-masked, split and packed into token shards under
+ * output.dir (what train reads when data.cache_dir points there) ---- */
+typedef struct llmft_prepare_summary {
+  uint32_t struct_size;
+  uint32_t version;
+  int64_t records;         /* records read */
+  int64_t used;            /* records that became examples */
+  int64_t skipped;         /* records refused (malformed, empty answer, ...), each counted by reason in the log */
+  int64_t truncated;       /* examples longer than a row, cut (data.overlong=truncate) */
+  int64_t dropped;         /* examples longer than a row, left out (data.overlong=drop) */
+  int64_t tokens;          /* tokens of the used examples */
+  int64_t trained_tokens;  /* of those, the ones trained on (the loss mask) */
+  int64_t train_rows;      /* packed rows of the training split */
+  int64_t eval_rows;       /* held-out examples */
+  double utilisation;      /* non-padding tokens / row capacity of the training rows */
+  double seconds;
+} llmft_prepare_summary;
+LLMFT_C_API void llmft_prepare_summary_init(llmft_prepare_summary *summary);
+/* Called after each batch of records; a nonzero return cancels (LLMFT_E_CANCELLED) before anything is written. */
+typedef int32_t (*llmft_progress_callback)(int64_t records_done, int64_t bytes_done, int64_t bytes_total,
+                                           void *user_data);
+/* summary may be NULL; the shards' folder is written to buf (buf and n may be NULL). */
+LLMFT_C_API llmft_status llmft_prepare(const llmft_config *config, llmft_progress_callback progress,
+                                       void *user_data, llmft_prepare_summary *summary, char *buf,
+                                       size_t capacity, size_t *n);
 /* ---- trainer: one optimizer step at a time; checkpoints, exact resume, stop ---- */
 typedef struct llmft_trainer llmft_trainer;
 typedef struct llmft_step_stats {
@@ -122,9 +179,19 @@ typedef struct llmft_trainer_info {
 } llmft_trainer_info;
 LLMFT_C_API void llmft_trainer_info_init(llmft_trainer_info *info);
 
+typedef struct llmft_trainer_options {
+  uint32_t struct_size;
+  uint32_t version;
+  const llmft_config *config;      /* required; copied */
+  llmft_log_callback log_callback; /* NULL: the process-wide sink */
+  void *log_user_data;
+  int32_t log_level;               /* LLMFT_LOG_*; LLMFT_LOG_DEFAULT: the process-wide level (ranks > 0: warnings) */
+} llmft_trainer_options;
+LLMFT_C_API void llmft_trainer_options_init(llmft_trainer_options *options);
 /* Checks settings and outputs, joins the ranks, prepares data, loads the model, continues from a checkpoint as
- * train.resume says. Collective in a distributed job. */
-LLMFT_C_API llmft_status llmft_trainer_create(llmft_trainer **out, const llmft_config *config);
+ * train.resume says. Collective in a distributed job. The thread count (train.threads, else this node's CPUs shared
+ * among its ranks) is in force during the trainer's calls and restored after each. */
+LLMFT_C_API llmft_status llmft_trainer_create(llmft_trainer **out, const llmft_trainer_options *options);
 LLMFT_C_API void llmft_trainer_free(llmft_trainer *trainer);
 LLMFT_C_API llmft_status llmft_trainer_info_get(const llmft_trainer *trainer, llmft_trainer_info *info);
 LLMFT_C_API llmft_status llmft_trainer_step(llmft_trainer *trainer, llmft_step_stats *stats);
@@ -142,6 +209,42 @@ LLMFT_C_API llmft_status llmft_trainer_restore(llmft_trainer *trainer, const cha
 LLMFT_C_API llmft_status llmft_trainer_request_stop(llmft_trainer *trainer);
 /* Final evaluation, samples, the trained adapter (or model) and the run's files; the output folder's path in buf. */
 LLMFT_C_API llmft_status llmft_trainer_finish(llmft_trainer *trainer, char *buf, size_t capacity, size_t *n);
+/* The newest record logged, a JSON object as metrics.jsonl holds it (step, loss, grad_norm, learning_rate, epoch,
+ * tokens_per_second, ... or eval_loss, eval_accuracy); "" before the first. */
+LLMFT_C_API llmft_status llmft_trainer_metrics(const llmft_trainer *trainer, char *buf, size_t capacity, size_t *n);
+
+/* ---- generation: model.path (or the adapter's base) with generate.adapter, loaded once ---- */
+typedef struct llmft_generator llmft_generator;
+typedef struct llmft_generator_options {
+  uint32_t struct_size;
+  uint32_t version;
+  const llmft_config *config;      /* required; copied: model.path, generate.*, data.template, train.seed/threads */
+  llmft_log_callback log_callback;
+  void *log_user_data;
+  int32_t log_level;
+} llmft_generator_options;
+LLMFT_C_API void llmft_generator_options_init(llmft_generator_options *options);
+/* Per-call overrides of generate.*: a field left at its _init value takes the configuration's. */
+typedef struct llmft_generate_params {
+  uint32_t struct_size;
+  uint32_t version;
+  int64_t max_new_tokens;  /* 0: generate.max_new_tokens */
+  double temperature;      /* < 0: generate.temperature (0 is greedy) */
+  double top_p;            /* <= 0: generate.top_p */
+  int64_t seed;            /* < 0: train.seed */
+} llmft_generate_params;
+LLMFT_C_API void llmft_generate_params_init(llmft_generate_params *params);
+LLMFT_C_API llmft_status llmft_generator_create(llmft_generator **out, const llmft_generator_options *options);
+LLMFT_C_API void llmft_generator_free(llmft_generator *generator);
+/* The answer to an instruction, templated as data.template says; params may be NULL. When buf is too small the
+ * answer is kept, and the next call with the same instruction and params returns it without generating again. */
+LLMFT_C_API llmft_status llmft_generator_answer(llmft_generator *generator, const char *instruction,
+                                                const llmft_generate_params *params, char *buf, size_t capacity,
+                                                size_t *n);
+/* The ids following prompt (same caching when ids is too small). */
+LLMFT_C_API llmft_status llmft_generator_continue(llmft_generator *generator, const int32_t *prompt,
+                                                  size_t n_prompt, const llmft_generate_params *params,
+                                                  int32_t *ids, size_t capacity, size_t *n);
 
 /* ---- merged export: export.adapter merged into its base, written to export.out (path in buf) ---- */
 LLMFT_C_API llmft_status llmft_export_merged(const llmft_config *config, char *buf, size_t capacity, size_t *n);

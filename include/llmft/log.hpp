@@ -13,6 +13,8 @@ enum class LogLevel : int { kDebug = 0, kInfo = 1, kWarn = 2, kError = 3, kOff =
 
 using LogSink = std::function<void(LogLevel, const std::string&)>;
 
+// The process-wide sink and level, for the free functions (train, generate, export_merged, prepare). A Trainer or
+// Generator logs to the sink given in its options instead, when one is given, at the level given there.
 // Replace the sink (nullptr restores the default). Thread-safe.
 LLMFT_API void set_log_sink(LogSink sink);
 LLMFT_API void set_log_level(LogLevel level);

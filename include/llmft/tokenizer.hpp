@@ -49,6 +49,13 @@ class LLMFT_API Tokenizer {
                                                  size_t threads = 0) const;
 
   std::string decode(const std::vector<int32_t>& ids, bool skip_special_tokens = false) const;
+  // The chat template rendered as transformers' apply_chat_template(messages, tokenize=False) renders it:
+  // `messages_json` is a JSON array of {"role", "content", ...} objects; `extra_json` a JSON object of further
+  // context keys (tools, enable_thinking, ...); `template_source` a Jinja template, empty for the tokenizer's own
+  // (tokenizer_config.json's chat_template). Throws naming what is wrong: not JSON, no role, no template, a template
+  // error with its line.
+  std::string apply_chat_template(std::string_view messages_json, bool add_generation_prompt,
+                                  std::string_view extra_json = {}, const std::string& template_source = "") const;
 
   std::optional<int32_t> token_to_id(std::string_view token) const;
   std::string id_to_token(int32_t id) const;  // "" for an unknown id

@@ -16,10 +16,12 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "llmft/config.hpp"
+#include "llmft/log.hpp"
 #include "llmft/train.hpp"
 
 namespace llmft {
@@ -55,12 +57,23 @@ struct TrainState {
   std::vector<std::string> log_history;         // every record logged so far, one JSON object each (metrics.jsonl)
 };
 
+// What the host chooses for one trainer. Its settings are in force on the calling thread during each of the
+// trainer's calls and taken away after: two trainers in one process log apart, and the process-wide log settings
+// (llmft/log.hpp) and libtorch's thread count are as the host left them between calls. The thread count is
+// train.threads (0: the usable CPUs, a container's CPU limit respected, shared among this node's ranks).
+struct TrainerOptions {
+  const StopRequest* stop = nullptr;   // polled at every step, as request_stop() is
+  LogSink log_sink;                    // this trainer's messages; empty: the process-wide sink
+  std::optional<LogLevel> log_level;   // unset: the process-wide level. Ranks other than 0 log warnings and errors.
+};
+
 class LLMFT_API Trainer {
  public:
   // Checks every setting and output location, joins the other ranks (refusing ranks that disagree), prepares the
   // data, loads the model and builds the optimizer; then continues from a checkpoint as train.resume says (auto: the
   // newest complete one under checkpoint.dir, skipping, with a warning naming the file, any that does not verify).
   // `stop` (optional) is polled at every step, as request_stop() is.
+  static std::unique_ptr<Trainer> create(const Config& config, const TrainerOptions& options);
   static std::unique_ptr<Trainer> create(const Config& config, const StopRequest* stop = nullptr);
   ~Trainer();
   Trainer(const Trainer&) = delete;
@@ -78,7 +91,8 @@ class LLMFT_API Trainer {
   EvalStats evaluate();
   // Steps until done: a checkpoint every checkpoint.every steps and at the last step, `on_step` (optional) after each
   // (returning true asks to stop, as request_stop()). When a stop was asked for, the step in which every rank saw it
-  // is the last: its checkpoint is written and its folder returned; otherwise returns "" (call finish()).
+  // is the last: its checkpoint is written and its folder returned, without a call to `on_step`; otherwise returns
+  // "" (call finish()).
   using StepCallback = std::function<bool(const StepStats&)>;
   std::string run(const StepCallback& on_step = nullptr);
   // Writes a checkpoint of the current step (rank 0 writes; the others contribute their shards) under `root`
@@ -92,6 +106,9 @@ class LLMFT_API Trainer {
   void request_stop(int reason = 1);
   const TrainState& state() const;
   const std::string& resumed_from() const;  // the checkpoint create() continued from, or empty
+  // The newest record logged (a JSON object: step, loss, grad_norm, learning_rate, epoch, tokens_per_second, ... or
+  // eval_loss, eval_accuracy, ...), as metrics.jsonl holds it; "" before the first.
+  std::string last_metrics() const;
   // After the last step: held-out evaluation, sample answers, the trained adapter or model and the run's files
   // (staged in <output.dir>/in_progress, moved into place now).
   TrainSummary finish();

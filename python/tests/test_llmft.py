@@ -115,3 +115,91 @@ def test_tokenizers_from_several_threads():
     for th in threads:
         th.join()
     assert all(results[k] == expected for k in range(4))
+
+
+CHAT = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "Name a colour."},
+        {"role": "assistant", "content": "Blue."}, {"role": "user", "content": "Another?"}]
+
+
+@pytest.mark.parametrize("name", ["qwen3", "llama3_1"])
+@pytest.mark.parametrize("generation_prompt", [False, True])
+def test_chat_template_matches_transformers(name, generation_prompt):
+    transformers = pytest.importorskip("transformers")
+    folder = DATA / "tokenizers" / name
+    if not (folder / "tokenizer_config.json").exists():
+        pytest.skip(f"SKIPPED: {folder} is absent")
+    theirs = transformers.PreTrainedTokenizerFast(tokenizer_file=str(folder / "tokenizer.json"),
+                                                  **{k: v for k, v in __import__("json").loads(
+                                                      (folder / "tokenizer_config.json").read_text()).items()
+                                                     if k in ("chat_template", "bos_token", "eos_token")})
+    extra = {"date_string": "26 Jul 2024"} if name == "llama3_1" else {"enable_thinking": False}
+    expected = theirs.apply_chat_template(CHAT, tokenize=False, add_generation_prompt=generation_prompt, **extra)
+    with llmft.Tokenizer(folder) as ours:
+        assert ours.apply_chat_template(CHAT, add_generation_prompt=generation_prompt, **extra) == expected
+
+
+def test_chat_template_errors():
+    tok_json = '{"model": {"type": "BPE", "vocab": {"a": 0}, "merges": []}}'
+    with llmft.Tokenizer(json=tok_json) as tok:
+        assert tok.vocab_size == 1
+        assert tok.apply_chat_template([{"role": "user", "content": "hi"}],
+                                       template="{{ messages[0].content | upper }}") == "HI"
+        with pytest.raises(llmft.InvalidArgument, match="no chat template|chat_template|template"):
+            tok.apply_chat_template([{"role": "user", "content": "hi"}])
+        with pytest.raises(llmft.InvalidArgument, match="role"):
+            tok.apply_chat_template([{"content": "hi"}], template="x")
+
+
+@needs_data
+def test_prepare_writes_shards_and_progress_can_cancel(tmp_path):
+    with job(tmp_path, tokenizer__path=STORIES) as cfg:
+        with pytest.raises(llmft.Cancelled):
+            llmft.prepare(cfg, progress=lambda records, done, total: True)
+        assert not (tmp_path / "out" / "manifest.json").exists()
+        with pytest.raises(ZeroDivisionError):
+            llmft.prepare(cfg, progress=lambda records, done, total: 1 / 0)
+        seen = []
+        s = llmft.prepare(cfg, progress=lambda records, done, total: seen.append(records))
+        assert s.records == 48 and s.used == 48 and s.train_rows > 0 and seen[-1] == 48
+        assert pathlib.Path(s.dir) == tmp_path / "out" and (tmp_path / "out" / "manifest.json").exists()
+
+
+@needs_data
+def test_trainer_logs_to_its_own_sink_and_run_callback_stops(tmp_path):
+    process_wide, own = [], []
+    llmft.set_log(lambda level, message: process_wide.append(message))
+    try:
+        with job(tmp_path, log__every=2) as cfg, llmft.Trainer(cfg, log=lambda l, m: own.append((l, m)),
+                                                               log_level=llmft.INFO) as t:
+            seen = []
+            t.run(lambda s: seen.append(s.step) or s.step >= 3)
+            assert seen == [1, 2, 3] and t.done  # asked at 3: step 4 is the last (no callback), checkpointed
+            assert t.metrics()["step"] == 4 and "loss" in t.metrics()
+            assert any("trainable params" in m for _, m in own) and process_wide == []
+    finally:
+        llmft.set_log(None)
+    with job(tmp_path, train__resume="auto") as cfg, llmft.Trainer(cfg, log_level=llmft.WARN) as t:
+        assert t.info()["step"] == 4
+
+        def boom(s):
+            raise ValueError("host callback failed")
+        with pytest.raises(ValueError, match="host callback failed"):
+            t.run(boom)
+        assert t.done and t.info()["step"] == 6  # stopped after the next step, checkpointed
+
+
+@needs_data
+def test_generator_matches_transformers_greedy(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    torch = pytest.importorskip("torch")
+    model = transformers.AutoModelForCausalLM.from_pretrained(str(STORIES), torch_dtype=torch.float32)
+    prompt = llmft.Tokenizer(STORIES).encode("Once upon a time, there was")
+    with torch.no_grad():
+        out = model.generate(torch.tensor([prompt]), max_new_tokens=10, do_sample=False, eos_token_id=None)
+    expected = out[0, len(prompt):].tolist()
+    with job(tmp_path) as cfg, llmft.Generator(cfg, log_level=llmft.WARN) as g:
+        got = g.continue_ids(prompt, max_new_tokens=10)
+        assert got == expected[: len(got)] and len(got) >= 1
+        assert g.answer("Tell me a story.", max_new_tokens=6) == g.answer("Tell me a story.", max_new_tokens=6)
+        with pytest.raises(llmft.InvalidArgument, match="vocabulary"):
+            g.continue_ids([10 ** 6])

@@ -232,3 +232,29 @@ Encoded encode_completion(const Tokenizer& tok, const std::string& prompt, const
 }
 
 }  // namespace llmft::tok
+
+namespace llmft {
+
+std::string Tokenizer::apply_chat_template(std::string_view messages_json, bool add_generation_prompt,
+                                           std::string_view extra_json, const std::string& template_source) const {
+  auto parse = [](std::string_view text, const char* what) {
+    tok::Json j;
+    try {
+      j = tok::Json::parse(text);
+    } catch (const std::exception& e) {
+      LLMFT_FAIL(Status::kInvalidArgument, "{} is not JSON: {}", what, e.what());
+    }
+    return j;
+  };
+  tok::Json messages = parse(messages_json, "the messages");
+  LLMFT_CHECK(messages.is_array(), Status::kInvalidArgument,
+              "the messages must be a JSON array of {{\"role\": ..., \"content\": ...}} objects");
+  for (size_t i = 0; i < messages.size(); ++i)
+    LLMFT_CHECK(messages[i].is_object() && messages[i].contains("role"), Status::kInvalidArgument,
+                "message {} has no \"role\" (each is a {{\"role\": ..., \"content\": ...}} object)", i);
+  tok::Json extra = extra_json.empty() ? tok::Json::object() : parse(extra_json, "the template's extra context");
+  LLMFT_CHECK(extra.is_object(), Status::kInvalidArgument, "the template's extra context must be a JSON object");
+  return tok::ChatFormatter(*this, template_source).render(messages, add_generation_prompt, extra);
+}
+
+}  // namespace llmft

@@ -3,12 +3,15 @@
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
+#include <cmath>
 #include <set>
 
 #include "data/dataset.hpp"
 #include "io/checkpoint.hpp"
 #include "io/dtype_convert.hpp"
+#include "llmft/generator.hpp"
 #include "llmft/train.hpp"
+#include "train/call_scope.hpp"
 #include "train/preflight.hpp"
 #include "train/resolve.hpp"
 #include "train/setup.hpp"
@@ -18,47 +21,102 @@
 
 namespace llmft {
 
-std::vector<Generation> generate(const Config& c0, const std::vector<std::string>& instructions) {
+struct Generator::Impl {
+  job::HostSettings host;
+  Config c;
+  std::unique_ptr<io::PeftAdapter> adapter;
+  std::unique_ptr<Tokenizer> tok;
+  job::LoadedModel lm;
+  std::unique_ptr<data::Templater> fmt;
+  model::GenerateOptions defaults;
+
+  model::GenerateOptions options(const GenerateParams& p) const {
+    model::GenerateOptions o = defaults;
+    if (p.max_new_tokens) o.max_new_tokens = *p.max_new_tokens;
+    if (p.temperature) o.temperature = *p.temperature;
+    if (p.top_p) o.top_p = *p.top_p;
+    if (p.seed) o.seed = *p.seed;
+    LLMFT_CHECK(o.max_new_tokens >= 1, Status::kInvalidArgument, "max_new_tokens must be at least 1 (got {})",
+                o.max_new_tokens);
+    LLMFT_CHECK(o.temperature >= 0 && std::isfinite(o.temperature), Status::kInvalidArgument,
+                "temperature must be 0 (greedy) or positive (got {})", o.temperature);
+    LLMFT_CHECK(o.top_p > 0 && o.top_p <= 1, Status::kInvalidArgument, "top_p must be in (0, 1] (got {})", o.top_p);
+    return o;
+  }
+};
+
+Generator::Generator(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Generator::~Generator() = default;
+
+std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOptions& options) {
+  auto g = std::make_unique<Impl>();
+  g->host.sink = options.log_sink;
+  g->host.level = options.log_level;
+  g->host.threads = job::cpu_threads(c0.train.threads, 1);
+  g->host.settle(false);
+  job::CallScope scope(g->host);
   job::preflight(c0, job::Job::kGenerate);
   c10::InferenceMode guard;
-  at::set_num_threads(job::cpu_threads(c0.train.threads, 1));
-  Config c = c0;
-  std::unique_ptr<io::PeftAdapter> adapter;
+  Config& c = g->c;
+  c = c0;
   if (!c.generate.adapter.empty()) {
-    adapter = std::make_unique<io::PeftAdapter>(io::read_peft_adapter(c.generate.adapter));
-    if (c.model.path.empty()) c.model.path = adapter->base_model_name_or_path;
-    c.lora.r = adapter->spec.r;
-    c.lora.alpha = adapter->spec.alpha;
-    c.lora.use_rslora = adapter->spec.use_rslora;
-    c.lora.target_modules = adapter->spec.target_modules;
+    g->adapter = std::make_unique<io::PeftAdapter>(io::read_peft_adapter(c.generate.adapter));
+    if (c.model.path.empty()) c.model.path = g->adapter->base_model_name_or_path;
+    c.lora.r = g->adapter->spec.r;
+    c.lora.alpha = g->adapter->spec.alpha;
+    c.lora.use_rslora = g->adapter->spec.use_rslora;
+    c.lora.target_modules = g->adapter->spec.target_modules;
   }
   LLMFT_CHECK(!c.model.path.empty(), Status::kInvalidArgument,
               "generate needs model.path (a Hugging Face model directory) or generate.adapter");
-  Tokenizer tok = Tokenizer::from_file(job::resolve_tokenizer_path(c));
-  job::LoadedModel lm = job::load_model(c, tok, adapter ? "lora" : "none", 16);
-  if (adapter) {
-    const io::PeftAdapter* a = adapter.get();
-    io::check_adapter_fits(*a, c.generate.adapter, lm.decoder->config(), c.model.path);
-    lm.decoder->load_lora([a](const std::string& n) { return a->find(n); }, c.generate.adapter);
+  g->tok = std::make_unique<Tokenizer>(Tokenizer::from_file(job::resolve_tokenizer_path(c)));
+  g->lm = job::load_model(c, *g->tok, g->adapter ? "lora" : "none", 16);
+  if (g->adapter) {
+    const io::PeftAdapter* a = g->adapter.get();
+    io::check_adapter_fits(*a, c.generate.adapter, g->lm.decoder->config(), c.model.path);
+    g->lm.decoder->load_lora([a](const std::string& n) { return a->find(n); }, c.generate.adapter);
   }
-  std::unique_ptr<data::Templater> fmt = job::templater_for(c, tok, c.data.template_name == "auto" ? "alpaca" : c.data.template_name);
-  model::GenerateOptions opt;
-  opt.max_new_tokens = c.generate.max_new_tokens;
-  opt.temperature = c.generate.temperature;
-  opt.top_p = c.generate.top_p;
-  opt.seed = static_cast<uint64_t>(c.train.seed);
-  opt.stop_ids = fmt->stop_ids();
+  g->fmt = job::templater_for(c, *g->tok, c.data.template_name == "auto" ? "alpaca" : c.data.template_name);
+  g->defaults.max_new_tokens = c.generate.max_new_tokens;
+  g->defaults.temperature = c.generate.temperature;
+  g->defaults.top_p = c.generate.top_p;
+  g->defaults.seed = static_cast<uint64_t>(c.train.seed);
+  g->defaults.stop_ids = g->fmt->stop_ids();
+  return std::unique_ptr<Generator>(new Generator(std::move(g)));
+}
+
+std::vector<int32_t> Generator::prompt_ids(const std::string& instruction) const {
+  data::Sample s;
+  s.instruction.instruction = instruction;
+  if (impl_->fmt->name() == "chat") {
+    s.kind = data::Sample::Kind::kChat;
+    s.messages = data::OJson::array({{{"role", "user"}, {"content", instruction}}});
+  }
+  return impl_->fmt->prompt_ids(s);
+}
+
+std::vector<int32_t> Generator::continue_ids(const std::vector<int32_t>& prompt, const GenerateParams& params) {
+  job::CallScope scope(impl_->host);
+  c10::InferenceMode guard;
+  const model::GenerateOptions o = impl_->options(params);
+  LLMFT_CHECK(!prompt.empty(), Status::kInvalidArgument, "the prompt has no tokens");
+  const int64_t vocab = impl_->lm.decoder->config().vocab_size;
+  for (size_t i = 0; i < prompt.size(); ++i)
+    LLMFT_CHECK(prompt[i] >= 0 && prompt[i] < vocab, Status::kInvalidArgument,
+                "prompt token {} is id {}, outside the model's vocabulary [0, {})", i, prompt[i], vocab);
+  return impl_->lm.decoder->generate(prompt, o);
+}
+
+std::string Generator::answer(const std::string& instruction, const GenerateParams& params) {
+  return impl_->tok->decode(continue_ids(prompt_ids(instruction), params), true);
+}
+
+const Tokenizer& Generator::tokenizer() const { return *impl_->tok; }
+
+std::vector<Generation> generate(const Config& c, const std::vector<std::string>& instructions) {
+  std::unique_ptr<Generator> g = Generator::create(c);
   std::vector<Generation> out;
-  for (const auto& q : instructions) {
-    data::Sample s;
-    s.instruction.instruction = q;
-    if (fmt->name() == "chat") {
-      s.kind = data::Sample::Kind::kChat;
-      s.messages = data::OJson::array({{{"role", "user"}, {"content", q}}});
-    }
-    auto ids = lm.decoder->generate(fmt->prompt_ids(s), opt);
-    out.push_back({q, tok.decode(ids, true)});
-  }
+  for (const auto& q : instructions) out.push_back({q, g->answer(q)});
   return out;
 }
 

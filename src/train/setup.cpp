@@ -1,5 +1,9 @@
 #include "train/setup.hpp"
 
+#include <ATen/Parallel.h>
+
+#include "train/call_scope.hpp"
+
 #include "train/resolve.hpp"
 
 #include <algorithm>
@@ -161,6 +165,15 @@ int usable_cpus() {
     std::fclose(f);
   }
   return cpus;
+}
+
+CallScope::CallScope(const HostSettings& s)
+    : log_(s.scoped_log ? &s.context : nullptr), saved_threads_(at::get_num_threads()) {
+  if (s.threads > 0 && s.threads != saved_threads_) at::set_num_threads(s.threads);
+}
+
+CallScope::~CallScope() {
+  if (at::get_num_threads() != saved_threads_) at::set_num_threads(saved_threads_);
 }
 
 int cpu_threads(int64_t configured, int local_ranks) {

@@ -21,19 +21,21 @@
 #include "data/prepared.hpp"
 #include "io/checkpoint.hpp"
 #include "llmft/train.hpp"
+#include "llmft/trainer.hpp"
 #include "optim/schedule.hpp"
 #include "optim/sharded_optimizer.hpp"
+#include "train/call_scope.hpp"
+#include "train/checkpoints.hpp"
 #include "train/metrics.hpp"
 #include "train/preflight.hpp"
 #include "train/resolve.hpp"
 #include "train/setup.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
-#include "util/log.hpp"
 #include "util/build_info.hpp"
+#include "util/log.hpp"
 #include "util/sha256.hpp"
-#include "train/checkpoints.hpp"
-#include "llmft/trainer.hpp"
+
 #include <torch/version.h>
 
 namespace llmft {
@@ -69,10 +71,6 @@ Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t
   }
   if (targets == 0) return {};
   return {loss / static_cast<double>(targets), static_cast<double>(correct) / static_cast<double>(targets)};
-}
-
-void record_eval(job::MetricsSink& metrics, const Eval& e, double epoch) {
-  metrics.record({{"eval_loss", e.loss}, {"eval_perplexity", std::exp(e.loss)}, {"eval_accuracy", e.accuracy}, {"epoch", epoch}});
 }
 
 std::string trim(const std::string& s) {
@@ -395,11 +393,7 @@ bool must_not_change(const std::string& key) {
 // ---------------------------------------------------------------------------------------------------------------
 // The trainer's parts, built by create() in this order.
 struct Trainer::Impl {
-  ~Impl() {
-    if (quieted) set_log_level(saved_level);
-  }
-  LogLevel saved_level = log_level();
-  bool quieted = false;
+  job::HostSettings host;  // the host's log sink and level, the thread count: in force during each call
   Config c;
   std::unique_ptr<comm::Communicator> comm;
   bool leader = false;
@@ -476,13 +470,12 @@ void Trainer::Impl::build(const Config& config, const StopRequest* stop) {
   job::preflight(c, job::Job::kTrain);  // settings, output locations and memory, before any data or weights are read
   const comm::DistOptions dist = job::dist_options(c.dist);
   const comm::World world = comm::resolve_world(dist);
-  at::set_num_threads(job::cpu_threads(c.train.threads, world.local_size));
+  host.threads = job::cpu_threads(c.train.threads, world.local_size);
+  at::set_num_threads(host.threads);  // until create() returns; then during each call
   comm = comm::make_communicator(dist, world);
   leader = comm->rank() == 0;
-  if (!leader && saved_level < LogLevel::kWarn) {  // rank 0 speaks for the job; the others warn and fail only
-    set_log_level(LogLevel::kWarn);
-    quieted = true;
-  }
+  host.settle(!leader);  // rank 0 speaks for the job; the others warn and fail only
+  LogScope quiet(host.scoped_log ? &host.context : nullptr);
   check_ranks_agree(*comm, c);  // before anyone prepares data or writes a file
   run = std::make_unique<RunFiles>(c.output.dir, leader);
   mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
@@ -744,9 +737,26 @@ Trainer::Trainer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 Trainer::~Trainer() = default;
 
 std::unique_ptr<Trainer> Trainer::create(const Config& config, const StopRequest* stop) {
+  TrainerOptions o;
+  o.stop = stop;
+  return create(config, o);
+}
+
+std::unique_ptr<Trainer> Trainer::create(const Config& config, const TrainerOptions& options) {
   auto impl = std::make_unique<Impl>();
-  impl->build(config, stop);
+  impl->host.sink = options.log_sink;
+  impl->host.level = options.log_level;
+  impl->host.threads = 0;  // known once the world is: build() sets it
+  impl->host.settle(false);
+  {
+    job::CallScope scope(impl->host);
+    impl->build(config, options.stop);
+  }
   return std::unique_ptr<Trainer>(new Trainer(std::move(impl)));
+}
+
+std::string Trainer::last_metrics() const {
+  return impl_->st.log_history.empty() ? std::string() : impl_->st.log_history.back();
 }
 
 int64_t Trainer::total_steps() const { return impl_->steps; }
@@ -761,6 +771,7 @@ void Trainer::request_stop(int reason) { impl_->own_stop.store(reason == 0 ? 1 :
 
 StepStats Trainer::step() {
   Impl& t = *impl_;
+  job::CallScope scope(t.host);
   LLMFT_CHECK(!done(), Status::kInvalidArgument, "the trainer is done ({} of {} steps{})", t.st.step, t.steps,
               t.stopped ? ", stopped" : "");
   c10::InferenceMode guard;
@@ -849,6 +860,7 @@ StepStats Trainer::step() {
 }
 
 EvalStats Trainer::evaluate() {
+  job::CallScope scope(impl_->host);
   c10::InferenceMode guard;
   Eval e = llmft::evaluate(impl_->model(), impl_->td.prepared.eval, impl_->tokens_per_eval_batch(), impl_->opt.get());
   return {e.loss, e.accuracy};
@@ -856,6 +868,7 @@ EvalStats Trainer::evaluate() {
 
 std::string Trainer::save(const std::string& root_in) {
   Impl& t = *impl_;
+  job::CallScope scope(t.host);
   c10::InferenceMode guard;
   const std::string root = root_in.empty() ? t.checkpoint_root() : root_in;
   // Every rank contributes: the optimizer's moments and the trained weights (gathered from ZeRO shards), and each
@@ -898,10 +911,14 @@ std::string Trainer::save(const std::string& root_in) {
   return dir;
 }
 
-void Trainer::restore(const std::string& dir) { impl_->restore(dir); }
+void Trainer::restore(const std::string& dir) {
+  job::CallScope scope(impl_->host);
+  impl_->restore(dir);
+}
 
 TrainSummary Trainer::finish() {
   Impl& t = *impl_;
+  job::CallScope scope(t.host);
   c10::InferenceMode guard;
   const Config& c = t.c;
   TrainSummary summary = t.summary;
@@ -980,6 +997,7 @@ TrainSummary Trainer::finish() {
 
 // The job: create, step until done (a checkpoint every checkpoint.every steps, and one when asked to stop), finish.
 std::string Trainer::run(const StepCallback& on_step) {
+  job::CallScope scope(impl_->host);
   const Config& c = impl_->c;
   while (!done()) {
     const StepStats s = step();

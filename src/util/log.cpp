@@ -10,7 +10,20 @@ namespace {
 std::mutex g_mu;
 LogSink g_sink;
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
+thread_local const LogContext* t_context = nullptr;
+
+void write_default(LogLevel level, const std::string& message) {
+  static const char* names[] = {"debug", "info", "warn", "error", ""};
+  if (level == LogLevel::kInfo)
+    std::fprintf(stderr, "[llmft] %s\n", message.c_str());
+  else
+    std::fprintf(stderr, "[llmft %s] %s\n", names[static_cast<int>(level)], message.c_str());
+}
 }  // namespace
+
+LogScope::LogScope(const LogContext* context) : previous_(t_context) { t_context = context; }
+LogScope::~LogScope() { t_context = previous_; }
+const LogContext* LogScope::current() { return t_context; }
 
 void set_log_sink(LogSink sink) {
   std::lock_guard<std::mutex> lk(g_mu);
@@ -19,20 +32,24 @@ void set_log_sink(LogSink sink) {
 
 void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
-LogLevel log_level() { return static_cast<LogLevel>(g_level.load()); }
+LogLevel log_level() {
+  if (const LogContext* c = t_context) return c->level;
+  return static_cast<LogLevel>(g_level.load());
+}
 
 void log_message(LogLevel level, const std::string& message) {
-  if (static_cast<int>(level) < g_level.load()) return;
-  std::lock_guard<std::mutex> lk(g_mu);
-  if (g_sink) {
-    g_sink(level, message);
+  if (level < log_level() || level >= LogLevel::kOff) return;
+  if (const LogContext* c = t_context; c && c->sink && *c->sink) {
+    static std::mutex scoped_mu;  // a host's sink is called by one thread at a time
+    std::lock_guard<std::mutex> lk(scoped_mu);
+    (*c->sink)(level, message);
     return;
   }
-  static const char* names[] = {"debug", "info", "warn", "error", ""};
-  if (level == LogLevel::kInfo)
-    std::fprintf(stderr, "[llmft] %s\n", message.c_str());
+  std::lock_guard<std::mutex> lk(g_mu);
+  if (g_sink)
+    g_sink(level, message);
   else
-    std::fprintf(stderr, "[llmft %s] %s\n", names[static_cast<int>(level)], message.c_str());
+    write_default(level, message);
 }
 
 }  // namespace llmft

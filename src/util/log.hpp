@@ -7,6 +7,26 @@
 
 namespace llmft {
 
+// Where the calling thread's messages go. While a LogScope lives, this thread's messages (and those of the thread
+// pool's workers running its parallel_for) go to `sink` at `level` instead of the process-wide sink and level: the
+// Trainer and the Generator install their host's choice around each call, so two of them in one process log apart
+// and neither touches the process-wide settings. Scopes nest; each restores the one it replaced.
+struct LogContext {
+  const LogSink* sink = nullptr;  // nullptr: the process-wide sink (set_log_sink), else stderr
+  LogLevel level = LogLevel::kInfo;
+};
+class LogScope {
+ public:
+  explicit LogScope(const LogContext* context);  // nullptr: the process-wide settings
+  ~LogScope();
+  LogScope(const LogScope&) = delete;
+  LogScope& operator=(const LogScope&) = delete;
+  static const LogContext* current();  // the calling thread's, or nullptr
+
+ private:
+  const LogContext* previous_;
+};
+
 template <typename... Args>
 void log_info(fmt::format_string<Args...> f, Args&&... args) {
   if (log_level() <= LogLevel::kInfo) log_message(LogLevel::kInfo, fmt::format(f, std::forward<Args>(args)...));

@@ -3,6 +3,8 @@
 #include <map>
 #include <memory>
 
+#include "util/log.hpp"
+
 namespace llmft {
 
 ThreadPool::ThreadPool(size_t threads) {
@@ -72,9 +74,15 @@ void ThreadPool::parallel_for(size_t n, const std::function<void(size_t)>& fn) {
     return;
   }
   std::lock_guard<std::mutex> call(call_mu_);
+  // The workers log where the caller does (its LogScope, if any).
+  const LogContext* context = LogScope::current();
+  const std::function<void(size_t)> scoped = [&fn, context](size_t i) {
+    LogScope scope(context);
+    fn(i);
+  };
   {
     std::lock_guard<std::mutex> lk(mu_);
-    fn_ = &fn;
+    fn_ = &scoped;
     n_ = n;
     next_ = 0;
     error_ = nullptr;

@@ -1,0 +1,43 @@
+// What a host chose for one Trainer or Generator, in force on the calling thread for the length of each call and
+// taken away after it: the log sink and level (util/log.hpp's LogScope) and libtorch's intra-op thread count
+// (train.threads, else the usable CPUs shared among this node's ranks). The library never leaves a process-wide
+// setting changed behind the host's back: the count the calling thread had is restored when the call returns.
+#pragma once
+
+#include <optional>
+
+#include "llmft/log.hpp"
+#include "util/log.hpp"
+
+namespace llmft::job {
+
+struct HostSettings {
+  LogSink sink;                     // empty: the process-wide sink
+  std::optional<LogLevel> level;    // unset: the process-wide level
+  int threads = 1;                  // libtorch intra-op threads during calls
+  LogContext context;               // built by scoped(): what LogScope installs
+  bool scoped_log = false;
+
+  // Settles sink and level (quiet: warnings and errors only, for ranks other than 0).
+  void settle(bool quiet) {
+    scoped_log = static_cast<bool>(sink) || level.has_value() || quiet;
+    context.sink = sink ? &sink : nullptr;
+    LogLevel l = level.value_or(log_level());
+    if (quiet && l < LogLevel::kWarn) l = LogLevel::kWarn;
+    context.level = l;
+  }
+};
+
+class CallScope {
+ public:
+  explicit CallScope(const HostSettings& s);
+  ~CallScope();
+  CallScope(const CallScope&) = delete;
+  CallScope& operator=(const CallScope&) = delete;
+
+ private:
+  LogScope log_;
+  int saved_threads_;
+};
+
+}  // namespace llmft::job
