@@ -1,9 +1,11 @@
 /* Fine-tuning from C through the stable ABI (include/llmft/llmft.h): a LoRA run on a Hugging Face model folder,
  * the library's messages through the host's own log callback, a progress line per step from a callback that also
  * stops the run early once the loss is low enough, the adapter written at the end, and an answer generated with it.
- *   finetune MODEL_DIR OUTPUT_DIR [MAX_STEPS]                                                              */
+ *   finetune MODEL_DIR OUTPUT_DIR [MAX_STEPS]
+ * MODEL_DIR may instead be a tokenizer.json: then the library's embedded default model (random weights) is tuned. */
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <llmft/llmft.h>
 
@@ -36,7 +38,9 @@ int main(int argc, char **argv) {
   }
   llmft_config *cfg = NULL;
   if (llmft_config_create(&cfg, NULL) != LLMFT_OK) return die("config");
-  const char *settings[][2] = {{"model.path", argv[1]},         {"output.dir", argv[2]},
+  const int embedded = strstr(argv[1], ".json") != NULL;  /* a tokenizer.json: the embedded default model */
+  const char *settings[][2] = {{embedded ? "tokenizer.path" : "model.path", argv[1]},
+                               {"output.dir", argv[2]},         {"train.mode", "lora"},
                                {"train.max_steps", argc > 3 ? argv[3] : "20"},
                                {"lora.r", "8"},                  {"data.synthetic_records", "64"},
                                {"data.seq_len", "128"},          {"generate.num_samples", "0"},

@@ -2,6 +2,7 @@
 // the library's messages through the host's sink, an early stop when the held-out loss stops improving, a
 // checkpoint when it stops, the adapter at the end, and the tuned model answering through llmft::Generator.
 //   step_loop MODEL_DIR OUTPUT_DIR [MAX_STEPS]
+// MODEL_DIR may instead be a tokenizer.json: then the library's embedded default model (random weights) is tuned.
 #include <cstdio>
 #include <limits>
 #include <string>
@@ -18,7 +19,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   try {
-    llmft::Config c = llmft::load_config("", {"model.path=" + std::string(argv[1]), "output.dir=" + std::string(argv[2]),
+    const std::string model = argv[1];
+    const bool embedded = model.size() > 5 && model.compare(model.size() - 5, 5, ".json") == 0;
+    llmft::Config c = llmft::load_config("", {(embedded ? "tokenizer.path=" : "model.path=") + model,
+                                              "output.dir=" + std::string(argv[2]), "train.mode=lora",
                                               "train.max_steps=" + std::string(argc > 3 ? argv[3] : "20"),
                                               "data.synthetic_records=64", "data.seq_len=128",
                                               "generate.num_samples=0", "checkpoint.every=0"});
