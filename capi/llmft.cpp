@@ -3,12 +3,14 @@
 #include "llmft/llmft.h"
 
 #include <atomic>
+#include <cstddef>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <new>
 #include <optional>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "llmft/config.hpp"
@@ -90,6 +92,16 @@ bool struct_ok(const T* p) {
   return p && p->struct_size >= sizeof(uint32_t) * 2;
 }
 
+// Whether the caller's struct, of the size it says it has, holds `field`: a host built against an older llmft.h
+// passes a smaller struct, whose missing fields are neither read (their defaults apply) nor written.
+#define LLMFT_HAS(p, field) \
+  ((p)->struct_size >= offsetof(std::remove_pointer_t<decltype(p)>, field) + sizeof((p)->field))
+#define LLMFT_PUT(p, field, value)          \
+  do {                                      \
+    if (LLMFT_HAS(p, field)) (p)->field = (value); \
+  } while (0)
+#define LLMFT_GET(p, field, fallback) (LLMFT_HAS(p, field) ? (p)->field : (fallback))
+
 // Zeroes a versioned options / output struct and stamps its size and version (the *_init functions).
 template <typename T>
 void init_struct(T* p) {
@@ -119,28 +131,37 @@ llmft::GenerateParams to_params(const llmft_generate_params* p) {
   llmft::GenerateParams g;
   if (!p) return g;
   if (!struct_ok(p)) throw llmft::Error(llmft::Status::kInvalidArgument, "params not initialised (llmft_generate_params_init)");
-  if (p->max_new_tokens != 0) g.max_new_tokens = p->max_new_tokens;
-  if (p->temperature >= 0) g.temperature = p->temperature;
-  if (p->top_p > 0) g.top_p = p->top_p;
-  if (p->seed >= 0) g.seed = static_cast<uint64_t>(p->seed);
+  if (const int64_t v = LLMFT_GET(p, max_new_tokens, 0); v != 0) g.max_new_tokens = v;
+  if (const double v = LLMFT_GET(p, temperature, -1.0); v >= 0) g.temperature = v;
+  if (const double v = LLMFT_GET(p, top_p, 0.0); v > 0) g.top_p = v;
+  if (const int64_t v = LLMFT_GET(p, seed, int64_t{-1}); v >= 0) g.seed = static_cast<uint64_t>(v);
   return g;
 }
 
 std::string params_key(const llmft_generate_params* p) {
-  if (!p) return "-";
-  return std::to_string(p->max_new_tokens) + "/" + std::to_string(p->temperature) + "/" + std::to_string(p->top_p) +
-         "/" + std::to_string(p->seed);
+  // the overrides exactly (their bytes), so no two different requests share a kept answer (NULL: none)
+  const llmft::GenerateParams g = to_params(p);
+  std::string key;
+  auto add = [&key](const auto& v) {
+    key.push_back(v ? '1' : '0');
+    if (v) key.append(reinterpret_cast<const char*>(&*v), sizeof(*v));
+  };
+  add(g.max_new_tokens);
+  add(g.temperature);
+  add(g.top_p);
+  add(g.seed);
+  return key;
 }
 
 void fill_stats(const llmft::StepStats& s, llmft_step_stats* out) {
   if (!out) return;
-  out->step = s.step;
-  out->loss = s.loss;
-  out->grad_norm = s.grad_norm;
-  out->learning_rate = s.learning_rate;
-  out->epoch = s.epoch;
-  out->tokens = s.tokens;
-  out->stop_requested = s.stop_requested ? 1 : 0;
+  LLMFT_PUT(out, step, s.step);
+  LLMFT_PUT(out, loss, s.loss);
+  LLMFT_PUT(out, grad_norm, s.grad_norm);
+  LLMFT_PUT(out, learning_rate, s.learning_rate);
+  LLMFT_PUT(out, epoch, s.epoch);
+  LLMFT_PUT(out, tokens, s.tokens);
+  LLMFT_PUT(out, stop_requested, s.stop_requested ? 1 : 0);
 }
 
 }  // namespace
@@ -160,14 +181,14 @@ llmft_status llmft_features_get(llmft_features* f) {
   return guarded("llmft_features_get", [&] {
     LLMFT_REQUIRE(struct_ok(f), "features: NULL or not initialised (llmft_features_init)");
 #if defined(LLMFT_HAVE_NCCL)
-    f->cuda_compiled = 1;
-    f->nccl_compiled = 1;
+    LLMFT_PUT(f, cuda_compiled, 1);
+    LLMFT_PUT(f, nccl_compiled, 1);
     int count = 0;
-    f->cuda_devices = cudaGetDeviceCount(&count) == cudaSuccess ? count : 0;
+    LLMFT_PUT(f, cuda_devices, cudaGetDeviceCount(&count) == cudaSuccess ? count : 0);
 #else
-    f->cuda_compiled = 0;
-    f->nccl_compiled = 0;
-    f->cuda_devices = 0;
+    LLMFT_PUT(f, cuda_compiled, 0);
+    LLMFT_PUT(f, nccl_compiled, 0);
+    LLMFT_PUT(f, cuda_devices, 0);
 #endif
   });
 }
@@ -180,8 +201,10 @@ llmft_status llmft_config_create(llmft_config** out, const llmft_config_options*
     LLMFT_REQUIRE(out, "out is NULL");
     auto c = std::make_unique<llmft_config>();
     if (o && struct_ok(o)) {
-      if (o->yaml_text) c->config = llmft::config_from_yaml(o->yaml_text);
-      else if (o->yaml_path) c->config = llmft::load_config(o->yaml_path);
+      const char* text = LLMFT_GET(o, yaml_text, nullptr);
+      const char* path = LLMFT_GET(o, yaml_path, nullptr);
+      if (text) c->config = llmft::config_from_yaml(text);
+      else if (path) c->config = llmft::load_config(path);
     }
     *out = c.release();
   });
@@ -216,12 +239,15 @@ llmft_status llmft_tokenizer_create(llmft_tokenizer** out, const llmft_tokenizer
   if (out) *out = nullptr;
   return guarded("llmft_tokenizer_create", [&] {
     LLMFT_REQUIRE(out && struct_ok(o), "out is NULL or options not initialised (llmft_tokenizer_options_init)");
-    LLMFT_REQUIRE(o->path || o->tokenizer_json, "options name neither a path nor tokenizer_json");
-    if (o->path)
-      *out = new llmft_tokenizer(llmft::Tokenizer::from_file(o->path));
+    const char* path = LLMFT_GET(o, path, nullptr);
+    const char* json = LLMFT_GET(o, tokenizer_json, nullptr);
+    const char* config_json = LLMFT_GET(o, tokenizer_config_json, nullptr);
+    LLMFT_REQUIRE(path || json, "options name neither a path nor tokenizer_json");
+    if (path)
+      *out = new llmft_tokenizer(llmft::Tokenizer::from_file(path));
     else
       *out = new llmft_tokenizer(llmft::Tokenizer::from_json(
-          o->tokenizer_json, o->tokenizer_config_json ? o->tokenizer_config_json : ""));
+          json, config_json ? config_json : ""));
   });
 }
 
@@ -278,21 +304,21 @@ llmft_status llmft_prepare(const llmft_config* c, llmft_progress_callback progre
       on_progress = [&](int64_t records, int64_t bytes, int64_t total) {
         if (progress(records, bytes, total, user_data) != 0)
           throw llmft::Error(llmft::Status::kCancelled, "cancelled by the progress callback after " +
-                                                            std::to_string(records) + " records; nothing was written");
+                                                            std::to_string(records) + " records; no shard was written");
       };
     const llmft::PrepareSummary s = llmft::prepare(c->config, on_progress);
     if (summary) {
-      summary->records = s.records;
-      summary->used = s.used;
-      summary->skipped = s.skipped;
-      summary->truncated = s.truncated;
-      summary->dropped = s.dropped;
-      summary->tokens = s.tokens;
-      summary->trained_tokens = s.trained_tokens;
-      summary->train_rows = s.train_rows;
-      summary->eval_rows = s.eval_rows;
-      summary->utilisation = s.utilisation;
-      summary->seconds = s.seconds;
+      LLMFT_PUT(summary, records, s.records);
+      LLMFT_PUT(summary, used, s.used);
+      LLMFT_PUT(summary, skipped, s.skipped);
+      LLMFT_PUT(summary, truncated, s.truncated);
+      LLMFT_PUT(summary, dropped, s.dropped);
+      LLMFT_PUT(summary, tokens, s.tokens);
+      LLMFT_PUT(summary, trained_tokens, s.trained_tokens);
+      LLMFT_PUT(summary, train_rows, s.train_rows);
+      LLMFT_PUT(summary, eval_rows, s.eval_rows);
+      LLMFT_PUT(summary, utilisation, s.utilisation);
+      LLMFT_PUT(summary, seconds, s.seconds);
     }
     if (buf || n) put_text(s.dir, buf, capacity, n);
   });
@@ -311,13 +337,14 @@ llmft_status llmft_trainer_create(llmft_trainer** out, const llmft_trainer_optio
   if (out) *out = nullptr;
   return guarded("llmft_trainer_create", [&] {
     LLMFT_REQUIRE(out && struct_ok(o), "out is NULL or options not initialised (llmft_trainer_options_init)");
-    LLMFT_REQUIRE(o->config, "options.config is NULL");
+    const llmft_config* config = LLMFT_GET(o, config, nullptr);
+    LLMFT_REQUIRE(config, "options.config is NULL");
     auto t = std::make_unique<llmft_trainer>();
     llmft::TrainerOptions to;
     to.stop = &t->stop;
-    to.log_sink = to_sink(o->log_callback, o->log_user_data);
-    to.log_level = to_level(o->log_level);
-    t->trainer = llmft::Trainer::create(o->config->config, to);
+    to.log_sink = to_sink(LLMFT_GET(o, log_callback, nullptr), LLMFT_GET(o, log_user_data, nullptr));
+    to.log_level = to_level(LLMFT_GET(o, log_level, int32_t{LLMFT_LOG_DEFAULT}));
+    t->trainer = llmft::Trainer::create(config->config, to);
     *out = t.release();
   });
 }
@@ -332,14 +359,14 @@ void llmft_trainer_free(llmft_trainer* t) {
 llmft_status llmft_trainer_info_get(const llmft_trainer* t, llmft_trainer_info* i) {
   return guarded("llmft_trainer_info_get", [&] {
     LLMFT_REQUIRE(t && struct_ok(i), "trainer is NULL or info not initialised (llmft_trainer_info_init)");
-    i->step = t->trainer->state().step;
-    i->total_steps = t->trainer->total_steps();
-    i->done = t->trainer->done() ? 1 : 0;
-    i->rank = t->trainer->rank();
-    i->world_size = t->trainer->world_size();
-    i->resumed = t->trainer->resumed_from().empty() ? 0 : 1;
-    i->trainable_parameters = t->trainer->trainable_parameters();
-    i->all_parameters = t->trainer->all_parameters();
+    LLMFT_PUT(i, step, t->trainer->state().step);
+    LLMFT_PUT(i, total_steps, t->trainer->total_steps());
+    LLMFT_PUT(i, done, t->trainer->done() ? 1 : 0);
+    LLMFT_PUT(i, rank, t->trainer->rank());
+    LLMFT_PUT(i, world_size, t->trainer->world_size());
+    LLMFT_PUT(i, resumed, t->trainer->resumed_from().empty() ? 0 : 1);
+    LLMFT_PUT(i, trainable_parameters, t->trainer->trainable_parameters());
+    LLMFT_PUT(i, all_parameters, t->trainer->all_parameters());
   });
 }
 
@@ -427,12 +454,13 @@ llmft_status llmft_generator_create(llmft_generator** out, const llmft_generator
   if (out) *out = nullptr;
   return guarded("llmft_generator_create", [&] {
     LLMFT_REQUIRE(out && struct_ok(o), "out is NULL or options not initialised (llmft_generator_options_init)");
-    LLMFT_REQUIRE(o->config, "options.config is NULL");
+    const llmft_config* config = LLMFT_GET(o, config, nullptr);
+    LLMFT_REQUIRE(config, "options.config is NULL");
     auto g = std::make_unique<llmft_generator>();
     llmft::GeneratorOptions go;
-    go.log_sink = to_sink(o->log_callback, o->log_user_data);
-    go.log_level = to_level(o->log_level);
-    g->generator = llmft::Generator::create(o->config->config, go);
+    go.log_sink = to_sink(LLMFT_GET(o, log_callback, nullptr), LLMFT_GET(o, log_user_data, nullptr));
+    go.log_level = to_level(LLMFT_GET(o, log_level, int32_t{LLMFT_LOG_DEFAULT}));
+    g->generator = llmft::Generator::create(config->config, go);
     *out = g.release();
   });
 }

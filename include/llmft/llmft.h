@@ -9,7 +9,11 @@
  *  - options structs start with struct_size and version, are filled by llmft_X_options_init() and only grow at
  *    the end;
  *  - output buffers are (buf, capacity, &n): when capacity is too small the call returns
- *    LLMFT_E_BUFFER_TOO_SMALL and sets n to the size needed (bytes of text include the terminating NUL);
+ *    LLMFT_E_BUFFER_TOO_SMALL and sets n to the size needed (bytes of text include the terminating NUL); calls that
+ *    do work and return a path (save, finish, prepare, export) have done it all the same: only the path is not
+ *    copied (give them PATH_MAX bytes);
+ *  - a struct's struct_size is honoured: a host built against an older header passes a smaller struct, and fields
+ *    past its end are neither read nor written;
  *  - callbacks take `void *user_data` last; a callback returning nonzero asks to stop;
  *  - no C++ exception, exit() or abort() crosses this boundary; only fixed-width types; no struct by value.
  * A handle may be used from any thread, but not from two threads at once (llmft_trainer_request_stop excepted). */
@@ -143,7 +147,7 @@ typedef struct llmft_prepare_summary {
   double seconds;
 } llmft_prepare_summary;
 LLMFT_C_API void llmft_prepare_summary_init(llmft_prepare_summary *summary);
-/* Called after each batch of records; a nonzero return cancels (LLMFT_E_CANCELLED) before anything is written. */
+/* Called after each batch of records; a nonzero return cancels (LLMFT_E_CANCELLED) before any shard is written. */
 typedef int32_t (*llmft_progress_callback)(int64_t records_done, int64_t bytes_done, int64_t bytes_total,
                                            void *user_data);
 /* summary may be NULL; the shards' folder is written to buf (buf and n may be NULL). */

@@ -208,14 +208,15 @@ def _check(status: int) -> None:
         raise _BY_STATUS.get(status, Error)(status, message)
 
 
-def _text(call, capacity: int = 256) -> str:
+def _text(call, capacity: int = 256, once: bool = False) -> str:
     """Runs call(buf, capacity, &n) with the BUFFER_TOO_SMALL protocol. Calls that must not run twice (save,
-    finish, prepare, export) pass a capacity no path reaches (their result is a path: PATH_MAX is 4096)."""
+    finish, prepare, export: their work is done even when the buffer is short) pass once=True and a capacity no
+    path reaches (PATH_MAX is 4096); they never retry."""
     n = _c.c_size_t(0)
     while True:
         buf = _c.create_string_buffer(capacity)
         status = call(buf, capacity, _c.byref(n))
-        if status == _BUFFER_TOO_SMALL and n.value > capacity:
+        if status == _BUFFER_TOO_SMALL and n.value > capacity and not once:
             capacity = n.value
             continue
         _check(status)
@@ -306,8 +307,9 @@ _global_log = None  # keeps the process-wide callback alive
 def set_log(log: Optional[Callable[[int, str], None]], level: Optional[int] = None) -> None:
     """The process-wide log sink (None: stderr) and level, for everything not given its own."""
     global _global_log
-    _global_log = _log_callback(log)
-    _check(_f.set_log_callback(_global_log, None))
+    new = _log_callback(log)
+    _check(_f.set_log_callback(new, None))
+    _global_log = new  # the previous callback is released only once the library no longer calls it
     if level is not None:
         _check(_f.set_log_level(level))
 
@@ -419,7 +421,8 @@ class Trainer(_Handle):
 
         def call(stats, _user):
             try:
-                return 1 if on_step is not None and on_step(stats.contents) else 0
+                # a copy: the struct the library passes lives only during this call
+                return 1 if on_step is not None and on_step(StepStats.from_buffer_copy(stats.contents)) else 0
             except BaseException as e:  # noqa: BLE001 - re-raised after the library returns
                 raised.append(e)
                 return 1
@@ -441,7 +444,7 @@ class Trainer(_Handle):
 
     def save(self, root: Optional[str] = None) -> str:
         r = root.encode() if root else None
-        return _text(lambda b, c, n: _f.trainer_save(self._live(), r, b, c, n), _ONCE)
+        return _text(lambda b, c, n: _f.trainer_save(self._live(), r, b, c, n), _ONCE, once=True)
 
     def restore(self, checkpoint_dir: str) -> None:
         _check(_f.trainer_restore(self._live(), str(checkpoint_dir).encode()))
@@ -451,7 +454,7 @@ class Trainer(_Handle):
 
     def finish(self) -> str:
         """Final evaluation and the trained adapter (or model); returns its folder."""
-        return _text(lambda b, c, n: _f.trainer_finish(self._live(), b, c, n), _ONCE)
+        return _text(lambda b, c, n: _f.trainer_finish(self._live(), b, c, n), _ONCE, once=True)
 
 
 class Generator(_Handle):
@@ -461,6 +464,7 @@ class Generator(_Handle):
     def __init__(self, config: Config, adapter: Optional[str] = None,
                  log: Optional[Callable[[int, str], None]] = None, log_level: Optional[int] = None):
         super().__init__()
+        previous = config["generate.adapter"] if adapter is not None else None
         if adapter is not None:
             config["generate.adapter"] = str(adapter)
         o = _GeneratorOptions()
@@ -470,7 +474,11 @@ class Generator(_Handle):
         o.log_callback = self._log
         if log_level is not None:
             o.log_level = log_level
-        _check(_f.generator_create(_c.byref(self._h), _c.byref(o)))
+        try:
+            _check(_f.generator_create(_c.byref(self._h), _c.byref(o)))
+        finally:
+            if adapter is not None:  # the caller's Config is left as it was
+                config["generate.adapter"] = '""' if previous in ("", None) else previous
 
     @staticmethod
     def _params(max_new_tokens, temperature, top_p, seed):
@@ -513,7 +521,7 @@ class Generator(_Handle):
 
 def prepare(config: Config, progress: Optional[Callable[[int, int, int], Any]] = None) -> PrepareSummary:
     """Tokenizes, templates, splits and packs data.* into token shards under output.dir. progress(records,
-    bytes_done, bytes_total) is called after each batch; a true return cancels (Cancelled) before anything is
+    bytes_done, bytes_total) is called after each batch; a true return cancels (Cancelled) before any shard is
     written, as does an exception in it (re-raised)."""
     raised: List[BaseException] = []
 
@@ -527,7 +535,7 @@ def prepare(config: Config, progress: Optional[Callable[[int, int, int], Any]] =
     s = PrepareSummary()
     _f.prepare_summary_init(_c.byref(s))
     try:
-        s.dir = _text(lambda b, c, n: _f.prepare(config._live(), cb, None, _c.byref(s), b, c, n), _ONCE)
+        s.dir = _text(lambda b, c, n: _f.prepare(config._live(), cb, None, _c.byref(s), b, c, n), _ONCE, once=True)
     except Cancelled:
         if raised:
             raise raised[0] from None
@@ -537,4 +545,4 @@ def prepare(config: Config, progress: Optional[Callable[[int, int, int], Any]] =
 
 def export_merged(config: Config) -> str:
     """Merges export.adapter into its base and writes export.out; returns that folder."""
-    return _text(lambda b, c, n: _f.export_merged(config._live(), b, c, n), _ONCE)
+    return _text(lambda b, c, n: _f.export_merged(config._live(), b, c, n), _ONCE, once=True)

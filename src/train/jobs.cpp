@@ -36,7 +36,7 @@ struct Generator::Impl {
     if (p.temperature) o.temperature = *p.temperature;
     if (p.top_p) o.top_p = *p.top_p;
     if (p.seed) o.seed = *p.seed;
-    LLMFT_CHECK(o.max_new_tokens >= 1, Status::kInvalidArgument, "max_new_tokens must be at least 1 (got {})",
+    LLMFT_CHECK(o.max_new_tokens >= 0, Status::kInvalidArgument, "max_new_tokens must not be negative (got {})",
                 o.max_new_tokens);
     LLMFT_CHECK(o.temperature >= 0 && std::isfinite(o.temperature), Status::kInvalidArgument,
                 "temperature must be 0 (greedy) or positive (got {})", o.temperature);
@@ -86,6 +86,7 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
 }
 
 std::vector<int32_t> Generator::prompt_ids(const std::string& instruction) const {
+  job::CallScope scope(impl_->host);
   data::Sample s;
   s.instruction.instruction = instruction;
   if (impl_->fmt->name() == "chat") {
@@ -104,10 +105,12 @@ std::vector<int32_t> Generator::continue_ids(const std::vector<int32_t>& prompt,
   for (size_t i = 0; i < prompt.size(); ++i)
     LLMFT_CHECK(prompt[i] >= 0 && prompt[i] < vocab, Status::kInvalidArgument,
                 "prompt token {} is id {}, outside the model's vocabulary [0, {})", i, prompt[i], vocab);
+  if (o.max_new_tokens == 0) return {};
   return impl_->lm.decoder->generate(prompt, o);
 }
 
 std::string Generator::answer(const std::string& instruction, const GenerateParams& params) {
+  job::CallScope scope(impl_->host);
   return impl_->tok->decode(continue_ids(prompt_ids(instruction), params), true);
 }
 

@@ -33,15 +33,17 @@ void set_log_sink(LogSink sink) {
 void set_log_level(LogLevel level) { g_level.store(static_cast<int>(level)); }
 
 LogLevel log_level() {
-  if (const LogContext* c = t_context) return c->level;
-  return static_cast<LogLevel>(g_level.load());
+  const LogLevel global = static_cast<LogLevel>(g_level.load());
+  const LogContext* c = t_context;
+  if (!c) return global;
+  const LogLevel l = c->level.value_or(global);
+  return l < c->floor ? c->floor : l;
 }
 
 void log_message(LogLevel level, const std::string& message) {
   if (level < log_level() || level >= LogLevel::kOff) return;
   if (const LogContext* c = t_context; c && c->sink && *c->sink) {
-    static std::mutex scoped_mu;  // a host's sink is called by one thread at a time
-    std::lock_guard<std::mutex> lk(scoped_mu);
+    std::lock_guard<std::mutex> lk(const_cast<LogContext*>(c)->mu);
     (*c->sink)(level, message);
     return;
   }

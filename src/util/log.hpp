@@ -3,6 +3,9 @@
 
 #include <fmt/format.h>
 
+#include <mutex>
+#include <optional>
+
 #include "llmft/log.hpp"
 
 namespace llmft {
@@ -12,8 +15,10 @@ namespace llmft {
 // Trainer and the Generator install their host's choice around each call, so two of them in one process log apart
 // and neither touches the process-wide settings. Scopes nest; each restores the one it replaced.
 struct LogContext {
-  const LogSink* sink = nullptr;  // nullptr: the process-wide sink (set_log_sink), else stderr
-  LogLevel level = LogLevel::kInfo;
+  const LogSink* sink = nullptr;    // nullptr: the process-wide sink (set_log_sink), else stderr
+  std::optional<LogLevel> level;    // unset: the process-wide level, as it is when a message is logged
+  LogLevel floor = LogLevel::kDebug;  // never below this (ranks other than 0: warnings)
+  std::mutex mu;                    // this context's sink is called by one thread at a time
 };
 class LogScope {
  public:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The C ABI check (capi/abi/check.sh): the built library matches the baseline in the repository, and the check does
 # fail, naming what changed, when the baseline has a function the library lost (a copy of the baseline with one
-# function renamed) or a struct whose size differs (a copy with llmft_features one field smaller).
+# function renamed), a struct whose size differs (a copy with llmft_features one field smaller) or a status whose
+# value differs (a copy of capi/abi/constants.txt).
 #   tests/capi/abi_test.sh LIBRARY WORK_DIR
 set -euo pipefail
 here=$(cd "$(dirname "$0")/../.." && pwd)
@@ -23,4 +24,9 @@ if LLMFT_ABI_BASELINE=$work/resized.abi "$check" check "$lib" > "$work/resized.l
 fi
 grep -q "struct 'llmft_features' changed\|struct llmft_features' changed" "$work/resized.log" \
   || { cat "$work/resized.log"; echo "the refusal does not name llmft_features"; exit 1; }
-echo "a removed function and a resized struct are refused, naming them"
+sed "s/^LLMFT_E_IO .*/LLMFT_E_IO -33/" "$here/capi/abi/constants.txt" > "$work/constants.txt"
+if LLMFT_ABI_CONSTANTS=$work/constants.txt "$check" check "$lib" > "$work/constants.log" 2>&1; then
+  cat "$work/constants.log"; echo "a renumbered status was not refused"; exit 1
+fi
+grep -q "LLMFT_E_IO is -3, was -33" "$work/constants.log" || { cat "$work/constants.log"; echo "the refusal does not name LLMFT_E_IO"; exit 1; }
+echo "a removed function, a resized struct and a renumbered status are refused, naming them"

@@ -5,6 +5,7 @@
  * handles and bad keys as statuses.
  *   test_capi DATA_DIR WORK_DIR       (exit 0: passed; 77: skipped, the data is absent)                      */
 #define _DEFAULT_SOURCE /* mkdtemp */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -151,7 +152,7 @@ int main(int argc, char **argv) {
   CHECK(llmft_tokenizer_create(&none, NULL) == LLMFT_E_INVALID_ARGUMENT, "no options");
   llmft_tokenizer_free(tok);
 
-  /* Data preparation into token shards, and a progress callback that cancels it before anything is written. */
+  /* Data preparation into token shards, and a progress callback that cancels it before any shard is written. */
   char prep[1024];
   snprintf(prep, sizeof prep, "%s/prep", work);
   llmft_config *pc = job_config(data, prep);
@@ -243,14 +244,23 @@ int main(int argc, char **argv) {
   gopt.log_level = LLMFT_LOG_WARN;
   llmft_generator *g = NULL;
   OK(llmft_generator_create(&g, &gopt));
-  char answer[1024], again[1024];
+  char answer[1024], other[1024], again[1024];
   size_t need = 0;
   CHECK(llmft_generator_answer(g, "Tell me a story.", NULL, answer, 1, &need) == LLMFT_E_BUFFER_TOO_SMALL && need >= 1,
         "answer needs %zu bytes", need);
   OK(llmft_generator_answer(g, "Tell me a story.", NULL, answer, need, &m));
   CHECK(m == need, "%zu vs %zu bytes", m, need);
+  /* another question in between, so the first is generated again (not the kept answer): greedy, so the same */
+  OK(llmft_generator_answer(g, "Name a colour.", NULL, other, sizeof other, &m));
   OK(llmft_generator_answer(g, "Tell me a story.", NULL, again, sizeof again, &m));
   CHECK(strcmp(answer, again) == 0, "greedy answers differ: \"%s\" vs \"%s\"", answer, again);
+  /* A host built against an older, smaller llmft_generate_params: the fields it lacks are not read. */
+  llmft_generate_params small;
+  llmft_generate_params_init(&small);
+  small.max_new_tokens = 2;
+  small.top_p = 5; /* out of range, but past the struct_size this host declares */
+  small.struct_size = offsetof(llmft_generate_params, temperature);
+  OK(llmft_generator_answer(g, "Tell me a story.", &small, again, sizeof again, &m));
   llmft_generate_params gp;
   llmft_generate_params_init(&gp);
   gp.max_new_tokens = 3;

@@ -17,8 +17,9 @@ site=$("$py" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
 ln -s "$site/torch" "$work/site/torch"
 ln -s "$site/nvidia" "$work/site/nvidia"
 so=$(ls "$work"/site/llmft/libllmft.so.*)
-if ldd "$so" | grep -E "not found"; then echo "the wheel's library has unresolved dependencies"; exit 1; fi
-ldd "$so" | grep -q "$work/site/llmft/.libs/libfmt" || { ldd "$so"; echo "libfmt is not the wheel's own"; exit 1; }
+deps=$(ldd "$so")
+if grep -E "not found" <<< "$deps"; then echo "the wheel's library has unresolved dependencies"; exit 1; fi
+grep -q "$work/site/llmft/.libs/libfmt" <<< "$deps" || { echo "$deps"; echo "libfmt is not the wheel's own"; exit 1; }
 cd "$work"
 env -u LLMFT_LIBRARY PYTHONPATH="$work/site" LLMFT_TEST_DATA="${LLMFT_TEST_DATA:-$here/../shared/data}" "$py" - <<'PY'
 import os, pathlib, llmft
