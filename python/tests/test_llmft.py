@@ -1,5 +1,6 @@
 """The Python package against the library and against Hugging Face tokenizers: tokenization, configuration errors,
-training steps, save and resume with the same losses, KeyboardInterrupt, closed handles, threads."""
+training steps, save and resume with the same losses, KeyboardInterrupt, closed handles, threads, chat templates and
+greedy generation against transformers, preparation, log sinks, callbacks, a library of another ABI refused."""
 import os
 import pathlib
 import signal
@@ -206,3 +207,18 @@ def test_generator_matches_transformers_greedy(tmp_path):
         assert g.answer("Tell me a story.", max_new_tokens=6) == first
         with pytest.raises(llmft.InvalidArgument, match="vocabulary"):
             g.continue_ids([10 ** 6])
+
+
+def test_a_library_of_another_abi_version_is_refused(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        pytest.skip("SKIPPED: no C compiler to build a stand-in library")
+    (tmp_path / "fake.c").write_text("int llmft_abi_version(void) { return 99; }\n")
+    fake = tmp_path / "libllmft.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(fake), str(tmp_path / "fake.c")], check=True)
+    env = dict(os.environ, LLMFT_LIBRARY=str(fake))
+    r = subprocess.run([sys.executable, "-c", "import llmft"], env=env, capture_output=True, text=True)
+    assert r.returncode != 0 and "ABI version 99" in r.stderr and "needs 1" in r.stderr, r.stderr
