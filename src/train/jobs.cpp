@@ -82,6 +82,10 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
   g->defaults.top_p = c.generate.top_p;
   g->defaults.seed = static_cast<uint64_t>(c.train.seed);
   g->defaults.stop_ids = g->fmt->stop_ids();
+  log_info("generate: {} ({} parameters){}, prompts formatted as {}", c.model.path,
+           model::with_commas(g->lm.decoder->all_parameters()),
+           g->adapter ? fmt::format(" with the adapter {} (r={})", c.generate.adapter, g->adapter->spec.r) : "",
+           g->fmt->name());
   return std::unique_ptr<Generator>(new Generator(std::move(g)));
 }
 
