@@ -109,6 +109,8 @@ struct OutputSection {
 
 struct LogSection {
   int64_t every = 10;
+  bool tensorboard = false;  // also write TensorBoard event files to <output.dir>/runs (rank 0)
+  bool katib = false;        // also log each record as "name=value" pairs (Katib's StdOut metrics collector)
 };
 
 struct GenerateSection {

@@ -222,3 +222,55 @@ def test_a_library_of_another_abi_version_is_refused(tmp_path):
     env = dict(os.environ, LLMFT_LIBRARY=str(fake))
     r = subprocess.run([sys.executable, "-c", "import llmft"], env=env, capture_output=True, text=True)
     assert r.returncode != 0 and "ABI version 99" in r.stderr and "needs 1" in r.stderr, r.stderr
+
+
+@needs_data
+def test_tensorboard_reads_the_scalars_llmft_logged(tmp_path):
+    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    import json as _json
+    with job(tmp_path, log__every=2, log__tensorboard=True, train__eval_every=4) as cfg, llmft.Trainer(cfg) as t:
+        for _ in t:
+            pass
+        t.finish()
+    records = [_json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    acc = ea.EventAccumulator(str(tmp_path / "out" / "runs"), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/grad_norm", "train/learning_rate", "train/epoch", "train/tokens_per_second",
+            "train/peak_rss_mb", "eval/loss", "eval/perplexity", "eval/accuracy"} <= tags, tags
+    train = [r for r in records if "loss" in r]
+    evals = [r for r in records if "eval_loss" in r]
+    got = acc.Scalars("train/loss")
+    assert [e.step for e in got] == [r["step"] for r in train] == [2, 4, 6, 8]
+    assert [e.value for e in got] == pytest.approx([r["loss"] for r in train], rel=1e-6)  # stored as float32
+    lr = acc.Scalars("train/learning_rate")
+    assert [e.value for e in lr] == pytest.approx([r["learning_rate"] for r in train], rel=1e-6)
+    ev = acc.Scalars("eval/loss")
+    assert [e.step for e in ev] == [r["step"] for r in evals] and len(ev) >= 3  # before, at 4 and 8, after
+    assert [e.value for e in ev] == pytest.approx([r["eval_loss"] for r in evals], rel=1e-6)
+    assert all(e.value > 0 for e in acc.Scalars("train/peak_rss_mb"))
+
+
+# Katib's default StdOut metrics collector filter (kubeflow/katib pkg/metricscollector/v1beta1/common: DefaultFilter).
+KATIB_FILTER = r"([\w|-]+)\s*=\s*([+-]?\d*(\.\d+)?([Ee][+-]?\d+)?)"
+
+
+@needs_data
+def test_katib_collector_parses_the_metrics_lines(tmp_path):
+    import json as _json
+    import re
+    lines = []
+    with job(tmp_path, log__every=2, log__katib=True, train__eval_every=4) as cfg, \
+            llmft.Trainer(cfg, log=lambda level, m: lines.append(m), log_level=llmft.INFO) as t:
+        for _ in t:
+            pass
+        t.finish()
+    records = [_json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines()]
+    parsed = []
+    for line in lines:
+        pairs = {m.group(1): m.group(2) for m in re.finditer(KATIB_FILTER, line)}
+        if "step" in pairs and ("loss" in pairs or "eval_loss" in pairs):
+            parsed.append({k: float(v) for k, v in pairs.items()})
+    assert len(parsed) == len(records) and len(parsed) >= 6
+    for got, want in zip(parsed, records):
+        assert got == {k: v for k, v in want.items() if v is not None}, (got, want)

@@ -196,6 +196,8 @@ const std::vector<Field>& schema() {
       str_field("checkpoint.dir", "where checkpoint-<step>/ folders go (any mounted path: PVC, FSx, gcsfuse, Mountpoint for S3); default <output.dir>", REF(checkpoint.dir)),
       float_field("checkpoint.grace_s", "time a stop (SIGTERM) has to finish the step and write the checkpoint; a warning says when it took longer", REF(checkpoint.grace_s), kPositive),
       int_field("log.every", "optimizer steps between log lines", REF(log.every), kAtLeastOne),
+      bool_field("log.tensorboard", "also write every logged record as TensorBoard scalars to <output.dir>/runs (train/loss, train/learning_rate, eval/loss, ...)", REF(log.tensorboard)),
+      bool_field("log.katib", "also log each record as one line of name=value pairs (step=8 loss=1.2345 ...), the form Katib's default StdOut metrics collector parses", REF(log.katib)),
       list_field("generate.prompts", "instructions to answer before and after training (default: held-out records)", REF(generate.prompts)),
       int_field("generate.num_samples", "held-out records sampled when generate.prompts is empty", REF(generate.num_samples), kNonNegative),
       int_field("generate.max_new_tokens", "tokens to generate per prompt", REF(generate.max_new_tokens), kNonNegative),

@@ -1,9 +1,13 @@
 #include "train/metrics.hpp"
 
+#include <sys/resource.h>
+
 #include <cerrno>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 
+#include "train/tensorboard.hpp"
 #include "util/check.hpp"
 #include "util/log.hpp"
 
@@ -46,7 +50,33 @@ std::string MetricsSink::record(const Fields& fields, const Fields& extra, const
   line += "}";
   json += "}";
   log_info("{}{}", line, suffix);
+  if (katib_) {
+    std::string k;
+    for (const auto& [name, v] : extra)
+      if (name == "step") k = fmt::format("step={}", static_cast<int64_t>(v));
+    for (const auto& [name, v] : all)
+      if (name != "step" && std::isfinite(v)) k += fmt::format("{}{}={}", k.empty() ? "" : " ", name, v);
+    log_info("{}", k);
+  }
   replay({json});
+  if (tb_) {
+    std::vector<std::pair<std::string, double>> scalars;
+    int64_t step = 0;
+    bool training = false;
+    for (const auto& [name, v] : all) {
+      if (name == "step") {
+        step = static_cast<int64_t>(v);
+        continue;
+      }
+      training = training || name == "loss";
+      scalars.emplace_back(name.rfind("eval_", 0) == 0 ? "eval/" + name.substr(5) : "train/" + name, v);
+    }
+    if (training) {  // the process's peak memory so far (Linux: ru_maxrss in KiB); TensorBoard only
+      rusage u{};
+      if (getrusage(RUSAGE_SELF, &u) == 0) scalars.emplace_back("train/peak_rss_mb", static_cast<double>(u.ru_maxrss) / 1024.0);
+    }
+    tb_->scalars(scalars, step, std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count());
+  }
   return json;
 }
 

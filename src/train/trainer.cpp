@@ -28,6 +28,7 @@
 #include "train/checkpoints.hpp"
 #include "train/metrics.hpp"
 #include "train/preflight.hpp"
+#include "train/tensorboard.hpp"
 #include "train/resolve.hpp"
 #include "train/setup.hpp"
 #include "util/check.hpp"
@@ -412,6 +413,7 @@ struct Trainer::Impl {
   double lr_peak = 0;
   std::unique_ptr<optim::Schedule> sched;
   std::unique_ptr<job::MetricsSink> metrics;
+  std::unique_ptr<job::TensorBoardWriter> tensorboard;  // log.tensorboard, rank 0: <output.dir>/runs
   std::unique_ptr<data::Templater> fmt;
   Samples samples;
   at::Generator dropout;
@@ -531,6 +533,12 @@ void Trainer::Impl::build_parts() {
   sched = std::make_unique<optim::Schedule>(optim::Schedule{c.train.lr_scheduler, lr_peak, c.train.warmup_steps, steps});
   optim::validate(*sched);
   metrics = std::make_unique<job::MetricsSink>(leader ? run->staged("metrics.jsonl") : "");
+  metrics->set_katib(c.log.katib);
+  if (leader && c.log.tensorboard) {
+    tensorboard = std::make_unique<job::TensorBoardWriter>(path_join(c.output.dir, "runs"));
+    metrics->set_tensorboard(tensorboard.get());
+    log_info("TensorBoard: {} (tensorboard --logdir {})", tensorboard->path(), path_join(c.output.dir, "runs"));
+  }
   dropout = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
   identity_weights = weights_identity(c.model.path);
   identity_tokenizer = tokenizer_identity(tok_path);
@@ -728,6 +736,8 @@ void Trainer::Impl::restore_from(const std::string& dir, const nlohmann::json& t
     std::remove(run->staged("metrics.jsonl").c_str());
     metrics = std::make_unique<job::MetricsSink>(run->staged("metrics.jsonl"));
     metrics->replay(st.log_history);
+    metrics->set_tensorboard(tensorboard.get());
+    metrics->set_katib(c.log.katib);
   }
 }
 

@@ -1,0 +1,34 @@
+// TensorBoard event files written without TensorFlow: a TFRecord file (each record: its length as a little-endian
+// uint64, the masked CRC-32C of those 8 bytes, the record, the masked CRC-32C of the record) of Event protocol
+// buffers — the first carries file_version "brain.Event:2", each later one a Summary of scalar values (tag,
+// simple_value) at a step and wall time. TensorBoard (and its EventAccumulator) reads the folder as a run.
+#pragma once
+
+#include <cstdint>
+#include <cstdio>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace llmft::job {
+
+class TensorBoardWriter {
+ public:
+  // Creates `dir` if needed and a new events.out.tfevents.<seconds>.<host>.<pid>.<n> file in it (a resumed run adds
+  // its own file beside the earlier ones; TensorBoard reads them as one run).
+  explicit TensorBoardWriter(const std::string& dir);
+  ~TensorBoardWriter();
+  TensorBoardWriter(const TensorBoardWriter&) = delete;
+  TensorBoardWriter& operator=(const TensorBoardWriter&) = delete;
+
+  // One event holding these scalars at `step`; flushed, so a TensorBoard watching the folder sees it at once.
+  void scalars(const std::vector<std::pair<std::string, double>>& values, int64_t step, double wall_time);
+  const std::string& path() const { return path_; }
+
+ private:
+  void write_event(const std::string& event);
+  FILE* file_ = nullptr;
+  std::string path_;
+};
+
+}  // namespace llmft::job
