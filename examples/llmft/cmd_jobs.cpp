@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "commands.hpp"
+#include "progress.hpp"
 #include "llmft/config.hpp"
 #include "llmft/error.hpp"
 #include "llmft/log.hpp"
@@ -113,9 +114,17 @@ const char* kExportHelp =
 
 int cmd_train(const std::vector<std::string>& args) {
   Parsed p = parse(args, kTrainHelp, false);
-  install_log_sink();
+  static Progress progress(stdout_is_terminal());  // outlives the sink that refers to it
+  llmft::set_log_sink([](llmft::LogLevel level, const std::string& msg) { progress.message(level, msg); });
   stop_on_signals();
-  const llmft::TrainSummary s = llmft::train(p.config, &g_stop);
+  llmft::TrainSummary s;
+  try {
+    s = llmft::train(p.config, &g_stop, [](const llmft::StepStats& st) { return progress.step(st); });
+  } catch (...) {
+    progress.finish();
+    throw;
+  }
+  progress.finish();
   if (s.stopped) {
     const int sig = g_stop.load();
     std::printf("stopped by %s after step %lld: checkpoint %s; run the same command again to continue from it\n",
@@ -123,13 +132,7 @@ int cmd_train(const std::vector<std::string>& args) {
                 s.checkpoint_dir.c_str());
     return 0;
   }
-  std::printf("done: %lld steps, loss %.4f -> %.4f, held-out loss %.4f -> %.4f, held-out answer tokens predicted "
-              "%.1f%% -> %.1f%%, sample answers exactly right %lld/%lld -> %lld/%lld, %.0f tokens/s\n",
-              static_cast<long long>(s.steps), s.first_loss, s.last_loss, s.eval_loss_before, s.eval_loss_after,
-              100 * s.eval_accuracy_before, 100 * s.eval_accuracy_after,
-              static_cast<long long>(s.samples_right_before), static_cast<long long>(s.samples),
-              static_cast<long long>(s.samples_right_after), static_cast<long long>(s.samples), s.tokens_per_second);
-  std::printf("output: %s (%s)\n", s.output_dir.c_str(), s.adapter_dir.empty() ? s.model_dir.c_str() : s.adapter_dir.c_str());
+  std::fputs(summary_table(s).c_str(), stdout);
   return 0;
 }
 

@@ -37,13 +37,29 @@ struct TrainSummary {
 // ranks agree on it with each step's reduction, so a request on any rank stops every rank after the same step.
 using StopRequest = std::atomic<int>;
 
+struct StepStats {
+  int64_t step = 0;            // optimizer steps taken, this one included
+  double loss = 0;             // token-weighted mean loss of this step over every rank
+  double grad_norm = 0;        // before clipping
+  double learning_rate = 0;    // used by this step
+  double epoch = 0;            // epochs of the training split consumed after it
+  int64_t tokens = 0;          // tokens of this step, all ranks
+  bool stop_requested = false; // a stop was asked for on some rank: this was the last step (done() is true)
+  int64_t total_steps = 0;     // the steps the job takes when not stopped
+};
+
+// Called after an optimizer step; returning true asks the job to stop (as a StopRequest would).
+using StepCallback = std::function<bool(const StepStats&)>;
+
 // Trains as `config` says (llmft/trainer.hpp: create, step until done, checkpoint every checkpoint.every steps,
 // finish), writing <output.dir>/{config.yaml, metrics.jsonl, samples.txt, training_summary.json, adapter/ (LoRA) or
 // model/ (full)} (and base/ for the embedded model). Progress goes to the log sink (llmft/log.hpp). When `stop` is
 // set, every rank finishes the step it is in and the job writes a checkpoint and returns (summary.stopped); running
 // the same configuration again continues from it (train.resume=auto). A run that fails writes no weights and
 // leaves the output directory's files as the last finished run wrote them, plus <output.dir>/run_failed.json.
-LLMFT_API TrainSummary train(const Config& config, const StopRequest* stop = nullptr);
+// `on_step` (optional) is called after each optimizer step but the one that ends a stop; returning true asks to stop.
+LLMFT_API TrainSummary train(const Config& config, const StopRequest* stop = nullptr,
+                             const StepCallback& on_step = nullptr);
 
 struct Generation {
   std::string prompt, output;

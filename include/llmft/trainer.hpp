@@ -26,16 +26,6 @@
 
 namespace llmft {
 
-struct StepStats {
-  int64_t step = 0;            // optimizer steps taken, this one included
-  double loss = 0;             // token-weighted mean loss of this step over every rank
-  double grad_norm = 0;        // before clipping
-  double learning_rate = 0;    // used by this step
-  double epoch = 0;            // epochs of the training split consumed after it
-  int64_t tokens = 0;          // tokens of this step, all ranks
-  bool stop_requested = false; // a stop was asked for on some rank: this was the last step (done() is true)
-};
-
 struct EvalStats {
   double loss = 0, accuracy = 0;  // token-weighted held-out loss; share of target tokens predicted (top-1)
 };
@@ -93,7 +83,7 @@ class LLMFT_API Trainer {
   // (returning true asks to stop, as request_stop()). When a stop was asked for, the step in which every rank saw it
   // is the last: its checkpoint is written and its folder returned, without a call to `on_step`; otherwise returns
   // "" (call finish()).
-  using StepCallback = std::function<bool(const StepStats&)>;
+  using StepCallback = llmft::StepCallback;
   std::string run(const StepCallback& on_step = nullptr);
   // Writes a checkpoint of the current step (rank 0 writes; the others contribute their shards) under `root`
   // (empty: checkpoint.dir, else output.dir) and keeps the newest checkpoint.keep there; returns its folder. A write
@@ -116,7 +106,7 @@ class LLMFT_API Trainer {
   struct Impl;
 
  private:
-  friend TrainSummary train(const Config&, const StopRequest*);
+  friend TrainSummary train(const Config&, const StopRequest*, const StepCallback&);
   explicit Trainer(std::unique_ptr<Impl> impl);
   std::unique_ptr<Impl> impl_;
 };

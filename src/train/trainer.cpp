@@ -74,6 +74,22 @@ Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t
   return {loss / static_cast<double>(targets), static_cast<double>(correct) / static_cast<double>(targets)};
 }
 
+// A text on one line for the log: line breaks shown as "\n", cut at 160 characters (whole UTF-8 characters) with "...".
+std::string one_line(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '\n') out += "\\n";
+    else if (ch == '\r') continue;
+    else out += ch;
+  }
+  if (out.size() > 160) {
+    size_t cut = 160;
+    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
+    out = out.substr(0, cut) + "...";
+  }
+  return out;
+}
+
 std::string trim(const std::string& s) {
   size_t b = s.find_first_not_of(" \t\r\n"), e = s.find_last_not_of(" \t\r\n");
   return b == std::string::npos ? std::string() : s.substr(b, e - b + 1);
@@ -865,6 +881,7 @@ StepStats Trainer::step() {
   out.epoch = t.loader->epoch();
   out.tokens = step_tokens;
   out.stop_requested = global[3].item<double>() > 0;
+  out.total_steps = t.steps;
   t.stopped = out.stop_requested;
   return out;
 }
@@ -1000,8 +1017,8 @@ TrainSummary Trainer::finish() {
   t.run->commit();     // the weights are saved: the run's files take the place of the previous run's
   t.comm->barrier();   // every rank leaves once the files are written (rank 0 may serve the store the others use)
   for (size_t i = 0; i < t.samples.records.size(); ++i)
-    log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, data::Templater::question(t.samples.records[i]),
-             t.samples.before[i], t.samples.after[i]);
+    log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, one_line(data::Templater::question(t.samples.records[i])),
+             one_line(t.samples.before[i]), one_line(t.samples.after[i]));
   return summary;
 }
 
@@ -1029,10 +1046,10 @@ std::string Trainer::run(const StepCallback& on_step) {
   return "";
 }
 
-TrainSummary train(const Config& c, const StopRequest* stop) {
+TrainSummary train(const Config& c, const StopRequest* stop, const StepCallback& on_step) {
   std::unique_ptr<Trainer> t = Trainer::create(c, stop);
   try {
-    const std::string stopped_at = t->run();
+    const std::string stopped_at = t->run(on_step);
     if (!stopped_at.empty()) {
       TrainSummary summary;
       summary.steps = t->state().step;

@@ -4,6 +4,9 @@
 
 #include <array>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -121,4 +124,52 @@ TEST(Cli, TokenizeMatchesTheLibrary) {
   r = run("tokenize --tokenizer " + npm_tokenizer() + " --input " + dir + "/bad.jsonl");
   EXPECT_EQ(r.status, 1);
   EXPECT_NE(r.out.find("bad.jsonl:1"), std::string::npos) << r.out;
+}
+
+// What a person sees: under a pseudo-terminal (util-linux `script`) a progress line redrawn after every step and
+// cleared before each log line; through a pipe, no terminal codes at all; both end with the summary table, and each
+// sample answer stays on its own line (line breaks shown as \n).
+TEST(Cli, ProgressLineOnATerminalPlainLinesThroughAPipe) {
+  LLMFT_REQUIRE_DATA("models/stories260K-hf/model.safetensors");
+  if (std::system("command -v script > /dev/null 2>&1") != 0) GTEST_SKIP() << "SKIPPED: util-linux script is absent";
+  const std::string args = "train model.path=" + test::data_path("models/stories260K-hf") +
+                           " train.max_steps=8 data.synthetic_records=48 data.seq_len=128 generate.num_samples=2"
+                           " generate.max_new_tokens=24 log.every=4 checkpoint.every=0 train.resume=never";
+  const std::string tty_out = test::temp_dir("cli-tty"), pipe_out = test::temp_dir("cli-pipe");
+  const std::string typescript = tty_out + ".typescript";
+  const std::string cmd = "OMP_NUM_THREADS=1 TERM=xterm script -qfec '" + llmft_bin() + " " + args + " output.dir=" +
+                          tty_out + "' " + typescript + " > /dev/null 2>&1";
+  ASSERT_EQ(std::system(cmd.c_str()), 0) << read_file(typescript);
+  const std::string tty = read_file(typescript);
+  EXPECT_NE(tty.find("\r\033[Ktrain ["), std::string::npos) << tty;
+  EXPECT_NE(tty.find("] 8/8 100% | loss "), std::string::npos) << tty;
+  EXPECT_NE(tty.find("tok/s |"), std::string::npos) << tty;
+
+  Result piped = run(args + " output.dir=" + pipe_out);
+  ASSERT_EQ(piped.status, 0) << piped.out;
+  EXPECT_EQ(piped.out.find('\033'), std::string::npos) << "terminal codes in piped output:\n" << piped.out;
+  EXPECT_EQ(piped.out.find("train ["), std::string::npos) << piped.out;
+  for (const std::string* out : std::vector<const std::string*>{&tty, &piped.out}) {
+    EXPECT_NE(out->find("{'loss': "), std::string::npos) << *out;
+    EXPECT_NE(out->find("done: 8 steps in "), std::string::npos) << *out;
+    EXPECT_NE(out->find("held-out loss"), std::string::npos) << *out;
+    EXPECT_NE(out->find("adapter                    " + (out == &tty ? tty_out : pipe_out) + "/adapter"),
+              std::string::npos) << *out;
+  }
+  // Each sample is three lines: "sample N: question", "  before: ...", "  after:  ...".
+  std::vector<std::string> lines;
+  for (size_t b = 0, e; b < piped.out.size(); b = e + 1) {
+    e = piped.out.find('\n', b);
+    if (e == std::string::npos) e = piped.out.size();
+    lines.push_back(piped.out.substr(b, e - b));
+  }
+  int samples = 0;
+  for (size_t i = 0; i < lines.size(); ++i) {
+    if (lines[i].rfind("sample ", 0) != 0) continue;
+    ++samples;
+    ASSERT_LT(i + 2, lines.size());
+    EXPECT_EQ(lines[i + 1].rfind("  before: ", 0), 0u) << lines[i + 1];
+    EXPECT_EQ(lines[i + 2].rfind("  after:  ", 0), 0u) << lines[i + 2];
+  }
+  EXPECT_EQ(samples, 2) << piped.out;
 }
