@@ -114,8 +114,11 @@ const char* kExportHelp =
 
 int cmd_train(const std::vector<std::string>& args) {
   Parsed p = parse(args, kTrainHelp, false);
-  static Progress progress(stdout_is_terminal());  // outlives the sink that refers to it
+  static Progress progress(stdout_is_terminal());
   llmft::set_log_sink([](llmft::LogLevel level, const std::string& msg) { progress.message(level, msg); });
+  struct RestoreSink {  // the library's default sink again when this command ends, however it ends
+    ~RestoreSink() { install_log_sink(); }
+  } restore_sink;
   stop_on_signals();
   llmft::TrainSummary s;
   try {

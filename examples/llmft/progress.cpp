@@ -1,10 +1,12 @@
 #include "progress.hpp"
 
+#include <sys/ioctl.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 
 namespace llmft_cli {
 
@@ -23,7 +25,11 @@ std::string clock_text(double seconds) {
 
 bool stdout_is_terminal() {
   const char* term = std::getenv("TERM");
-  return isatty(STDOUT_FILENO) && !(term && std::string(term) == "dumb");
+  if (!isatty(STDOUT_FILENO) || (term && std::string(term) == "dumb")) return false;
+  // Under torchrun every rank shares the terminal: rank 0 draws, the others only log.
+  for (const char* var : {"RANK", "LOCAL_RANK"})
+    if (const char* v = std::getenv(var); v && std::atoi(v) != 0) return false;
+  return true;
 }
 
 void Progress::message(llmft::LogLevel level, const std::string& text) {
@@ -33,7 +39,9 @@ void Progress::message(llmft::LogLevel level, const std::string& text) {
     std::fprintf(stdout, "%s\n", text.c_str());
   } else {
     std::fflush(stdout);
-    std::fprintf(stderr, "llmft: %s: %s\n", level == llmft::LogLevel::kWarn ? "warning" : "error", text.c_str());
+    std::fprintf(stderr, "llmft: %s: %s\n",
+                 level == llmft::LogLevel::kWarn ? "warning" : level == llmft::LogLevel::kDebug ? "debug" : "error",
+                 text.c_str());
   }
   if (drawn_) draw();
   std::fflush(stdout);
@@ -59,15 +67,32 @@ void Progress::draw() {
   const int64_t done_since = last_.step - first_step_;
   const double per_step = done_since > 0 ? elapsed / static_cast<double>(done_since) : NAN;
   const double tps = elapsed > 0 ? static_cast<double>(tokens_) / elapsed : NAN;
-  constexpr int kWidth = 24;
-  const int filled = total > 0 ? static_cast<int>(kWidth * last_.step / total) : 0;
-  std::string bar(static_cast<size_t>(filled), '#');
-  bar.resize(kWidth, '-');
-  std::fprintf(stdout, "\r\033[Ktrain [%s] %lld/%lld %3d%% | loss %.4f | %s tok/s | %s<%s", bar.c_str(),
-               static_cast<long long>(last_.step), static_cast<long long>(total),
-               total > 0 ? static_cast<int>(100 * last_.step / total) : 0, last_.loss,
-               std::isfinite(tps) ? std::to_string(static_cast<long long>(tps)).c_str() : "?",
-               clock_text(elapsed).c_str(), clock_text(per_step * static_cast<double>(total - last_.step)).c_str());
+  // Fit the terminal's width (a line that wraps cannot be redrawn in place): the bar shrinks, then fields go.
+  winsize ws{};
+  const int cols = ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 && ws.ws_col > 0 ? ws.ws_col : 80;
+  char counts[64], loss[32], speed[32], times[48];
+  std::snprintf(counts, sizeof counts, "%lld/%lld %3d%%", static_cast<long long>(last_.step),
+                static_cast<long long>(total), total > 0 ? static_cast<int>(100 * last_.step / total) : 0);
+  std::snprintf(loss, sizeof loss, " | loss %.4f", last_.loss);
+  std::snprintf(speed, sizeof speed, " | %s tok/s",
+                std::isfinite(tps) ? std::to_string(static_cast<long long>(tps)).c_str() : "?");
+  std::snprintf(times, sizeof times, " | %s<%s", clock_text(elapsed).c_str(),
+                clock_text(per_step * static_cast<double>(total - last_.step)).c_str());
+  std::string fields = std::string(counts) + loss + speed + times;
+  const int room = cols - 1 - static_cast<int>(std::string("train [] ").size()) - static_cast<int>(fields.size());
+  int width = std::min(24, room);
+  if (width < 5) {  // no room for a bar: the numbers alone, cut to the width
+    fields = std::string(counts) + loss + times;
+    width = 0;
+  }
+  std::string line = "train ";
+  if (width > 0) {
+    const int filled = total > 0 ? static_cast<int>(width * last_.step / total) : 0;
+    line += "[" + std::string(static_cast<size_t>(filled), '#') + std::string(static_cast<size_t>(width - filled), '-') + "] ";
+  }
+  line += fields;
+  if (static_cast<int>(line.size()) > cols - 1) line.resize(static_cast<size_t>(std::max(0, cols - 1)));
+  std::fprintf(stdout, "\r\033[K%s", line.c_str());
   std::fflush(stdout);
   drawn_ = true;
 }

@@ -226,7 +226,7 @@ def test_a_library_of_another_abi_version_is_refused(tmp_path):
 
 @needs_data
 def test_tensorboard_reads_the_scalars_llmft_logged(tmp_path):
-    ea = pytest.importorskip("tensorboard.backend.event_processing.event_accumulator")
+    from tensorboard.backend.event_processing import event_accumulator as ea  # a pinned test dependency
     import json as _json
     with job(tmp_path, log__every=2, log__tensorboard=True, train__eval_every=4) as cfg, llmft.Trainer(cfg) as t:
         for _ in t:
@@ -246,9 +246,23 @@ def test_tensorboard_reads_the_scalars_llmft_logged(tmp_path):
     lr = acc.Scalars("train/learning_rate")
     assert [e.value for e in lr] == pytest.approx([r["learning_rate"] for r in train], rel=1e-6)
     ev = acc.Scalars("eval/loss")
-    assert [e.step for e in ev] == [r["step"] for r in evals] and len(ev) >= 3  # before, at 4 and 8, after
+    assert [e.step for e in ev] == [r["step"] for r in evals] == [0, 4, 8]  # before, at 4, after
     assert [e.value for e in ev] == pytest.approx([r["eval_loss"] for r in evals], rel=1e-6)
     assert all(e.value > 0 for e in acc.Scalars("train/peak_rss_mb"))
+    assert [e.step for e in acc.Scalars("train/epoch")] == [2, 4, 6, 8]  # epoch only with the training records
+    # A run started afresh in the same folder replaces the curves (its SessionLog START drops the earlier points).
+    with job(tmp_path, log__every=4, log__tensorboard=True, train__lr=1e-3) as cfg, llmft.Trainer(cfg) as t:
+        for _ in t:
+            pass
+        t.finish()
+    second = [r for r in (_json.loads(line) for line in (tmp_path / "out" / "metrics.jsonl").read_text().splitlines())
+              if "loss" in r]
+    acc = ea.EventAccumulator(str(tmp_path / "out" / "runs"), size_guidance={ea.SCALARS: 0})
+    acc.Reload()
+    assert len(list((tmp_path / "out" / "runs").glob("events.out.tfevents.*"))) == 2
+    got = acc.Scalars("train/loss")
+    assert [e.step for e in got] == [4, 8]
+    assert [e.value for e in got] == pytest.approx([r["loss"] for r in second], rel=1e-6)
 
 
 # Katib's default StdOut metrics collector filter (kubeflow/katib pkg/metricscollector/v1beta1/common: DefaultFilter).

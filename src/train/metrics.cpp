@@ -62,13 +62,17 @@ std::string MetricsSink::record(const Fields& fields, const Fields& extra, const
   if (tb_) {
     std::vector<std::pair<std::string, double>> scalars;
     int64_t step = 0;
-    bool training = false;
+    bool training = false, eval = false;
+    for (const auto& field : all) {
+      training = training || field.first == "loss";
+      eval = eval || field.first.rfind("eval_", 0) == 0;
+    }
     for (const auto& [name, v] : all) {
       if (name == "step") {
         step = static_cast<int64_t>(v);
         continue;
       }
-      training = training || name == "loss";
+      if (eval && name == "epoch") continue;  // train/epoch comes with the training records
       scalars.emplace_back(name.rfind("eval_", 0) == 0 ? "eval/" + name.substr(5) : "train/" + name, v);
     }
     if (training) {  // the process's peak memory so far (Linux: ru_maxrss in KiB); TensorBoard only

@@ -76,6 +76,15 @@ TensorBoardWriter::~TensorBoardWriter() {
 
 void TensorBoardWriter::scalars(const std::vector<std::pair<std::string, double>>& values, int64_t step,
                                 double wall_time) {
+  if (!started_) {  // Event.session_log (7) = SessionLog { status (1) = START (1) }
+    std::string session;
+    key(session, 1, 0);
+    varint(session, 1);
+    std::string e = event(wall_time, step);
+    bytes(e, 7, session);
+    write_event(e);
+    started_ = true;
+  }
   std::string summary;  // Summary { repeated Value value = 1; }  Value { string tag = 1; float simple_value = 2; }
   for (const auto& [tag, v] : values) {
     std::string value;

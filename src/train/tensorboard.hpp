@@ -2,6 +2,10 @@
 // uint64, the masked CRC-32C of those 8 bytes, the record, the masked CRC-32C of the record) of Event protocol
 // buffers — the first carries file_version "brain.Event:2", each later one a Summary of scalar values (tag,
 // simple_value) at a step and wall time. TensorBoard (and its EventAccumulator) reads the folder as a run.
+//
+// Before its first scalars a writer records a SessionLog START at their step: TensorBoard then drops the points an
+// earlier run left in the folder at that step and later (a run started afresh replaces the curves; a run resumed from
+// a checkpoint replaces the steps the interrupted run logged after it), while every file stays as it was written.
 #pragma once
 
 #include <cstdint>
@@ -28,6 +32,7 @@ class TensorBoardWriter {
  private:
   void write_event(const std::string& event);
   FILE* file_ = nullptr;
+  bool started_ = false;
   std::string path_;
 };
 

@@ -36,6 +36,7 @@
 #include "util/build_info.hpp"
 #include "util/log.hpp"
 #include "util/sha256.hpp"
+#include "util/utf8.hpp"
 
 #include <torch/version.h>
 
@@ -72,22 +73,6 @@ Eval evaluate(model::Decoder& m, const std::vector<data::Example>& eval, int64_t
   }
   if (targets == 0) return {};
   return {loss / static_cast<double>(targets), static_cast<double>(correct) / static_cast<double>(targets)};
-}
-
-// A text on one line for the log: line breaks shown as "\n", cut at 160 characters (whole UTF-8 characters) with "...".
-std::string one_line(const std::string& s) {
-  std::string out;
-  for (char ch : s) {
-    if (ch == '\n') out += "\\n";
-    else if (ch == '\r') continue;
-    else out += ch;
-  }
-  if (out.size() > 160) {
-    size_t cut = 160;
-    while (cut > 0 && (static_cast<unsigned char>(out[cut]) & 0xC0) == 0x80) --cut;  // not inside a character
-    out = out.substr(0, cut) + "...";
-  }
-  return out;
 }
 
 std::string trim(const std::string& s) {
@@ -1017,8 +1002,8 @@ TrainSummary Trainer::finish() {
   t.run->commit();     // the weights are saved: the run's files take the place of the previous run's
   t.comm->barrier();   // every rank leaves once the files are written (rank 0 may serve the store the others use)
   for (size_t i = 0; i < t.samples.records.size(); ++i)
-    log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, one_line(data::Templater::question(t.samples.records[i])),
-             one_line(t.samples.before[i]), one_line(t.samples.after[i]));
+    log_info("sample {}: {}\n  before: {}\n  after:  {}", i + 1, utf8::one_line(data::Templater::question(t.samples.records[i])),
+             utf8::one_line(t.samples.before[i]), utf8::one_line(t.samples.after[i]));
   return summary;
 }
 

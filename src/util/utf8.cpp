@@ -62,4 +62,34 @@ size_t length(std::string_view s) {
   return count;
 }
 
+std::string one_line(std::string_view s, size_t max) {
+  const std::string text = repair(s);
+  std::string out;
+  size_t i = 0;
+  while (i < text.size()) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    std::string piece;
+    size_t consumed = 1;
+    if (c == '\n') {
+      piece = "\\n";
+    } else if (c == '\t') {
+      piece = "\\t";
+    } else if (c == '\r') {
+      piece = "\\r";
+    } else if (c < 0x20 || c == 0x7f) {
+      static const char* hex = "0123456789abcdef";
+      piece = std::string("\\x") + hex[c >> 4] + hex[c & 15];
+    } else {
+      int bad = 0;
+      const int n = sequence_length(reinterpret_cast<const unsigned char*>(text.data()) + i, text.size() - i, &bad);
+      consumed = static_cast<size_t>(n > 0 ? n : 1);  // repaired text: always well-formed
+      piece = text.substr(i, consumed);
+    }
+    if (out.size() + piece.size() > max) return out + "...";
+    out += piece;
+    i += consumed;
+  }
+  return out;
+}
+
 }  // namespace llmft::utf8

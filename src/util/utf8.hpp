@@ -66,4 +66,8 @@ std::string repair(std::string_view s);
 // Number of code points in well-formed s.
 size_t length(std::string_view s);
 
+// `s` for one line of a log: line breaks, tabs and other control characters shown as escapes (\n, \t, \x1b), cut
+// after `max` bytes of output at a whole character or escape, with "..." added when cut. Ill-formed UTF-8 is repaired.
+std::string one_line(std::string_view s, size_t max = 160);
+
 }  // namespace llmft::utf8

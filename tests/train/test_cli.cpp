@@ -14,6 +14,7 @@
 #include "llmft/tokenizer.hpp"
 #include "test_support.hpp"
 #include "util/file.hpp"
+#include "util/utf8.hpp"
 
 using namespace llmft;
 
@@ -144,6 +145,7 @@ TEST(Cli, ProgressLineOnATerminalPlainLinesThroughAPipe) {
   EXPECT_NE(tty.find("\r\033[Ktrain ["), std::string::npos) << tty;
   EXPECT_NE(tty.find("] 8/8 100% | loss "), std::string::npos) << tty;
   EXPECT_NE(tty.find("tok/s |"), std::string::npos) << tty;
+  EXPECT_NE(tty.find("\r\033[K{'loss': "), std::string::npos) << "a log line does not clear the progress line:\n" << tty;
 
   Result piped = run(args + " output.dir=" + pipe_out);
   ASSERT_EQ(piped.status, 0) << piped.out;
@@ -172,4 +174,16 @@ TEST(Cli, ProgressLineOnATerminalPlainLinesThroughAPipe) {
     EXPECT_EQ(lines[i + 2].rfind("  after:  ", 0), 0u) << lines[i + 2];
   }
   EXPECT_EQ(samples, 2) << piped.out;
+}
+
+// Sample answers and questions on one line: escapes for line breaks and control characters, a cut at a whole
+// character or escape.
+TEST(Cli, OneLineEscapesAndCutsWholeCharacters) {
+  EXPECT_EQ(utf8::one_line("a\nb\tc\r\x1b[2J"), "a\\nb\\tc\\r\\x1b[2J");
+  EXPECT_EQ(utf8::one_line(std::string(170, 'x')), std::string(160, 'x') + "...");
+  // "é" is two bytes: at bytes 159-160 it does not fit whole, so the cut comes before it.
+  EXPECT_EQ(utf8::one_line(std::string(159, 'x') + "\xc3\xa9" + "yz"), std::string(159, 'x') + "...");
+  EXPECT_EQ(utf8::one_line(std::string(159, 'x') + "\n"), std::string(159, 'x') + "...");  // an escape is whole too
+  EXPECT_EQ(utf8::one_line("\x80\x80"), "\xef\xbf\xbd\xef\xbf\xbd");  // ill-formed bytes repaired, not cut apart
+  EXPECT_EQ(utf8::one_line(""), "");
 }
