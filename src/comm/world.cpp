@@ -43,7 +43,13 @@ World resolve_world(const DistOptions& d, const Getenv& getenv) {
   const int64_t rank = env.integer({"RANK"}, &rank_var);
   const int64_t size = env.integer({"WORLD_SIZE"}, &size_var);
   const int64_t local_rank = env.integer({"LOCAL_RANK"});
-  int64_t local_size = d.nproc_per_node > 0 ? d.nproc_per_node : env.integer({"LOCAL_WORLD_SIZE", "PET_NPROC_PER_NODE"});
+  int64_t local_size = d.nproc_per_node > 0 ? d.nproc_per_node : env.integer({"LOCAL_WORLD_SIZE"});
+  if (local_size < 0) {
+    // Kubeflow Trainer v2 sets PET_NPROC_PER_NODE to an integer or to torchrun's auto / gpu / cpu, which tell
+    // torchrun how many workers to start. Without torchrun (no LOCAL_WORLD_SIZE) llmft is one process per pod.
+    const std::string pet = env.text({"PET_NPROC_PER_NODE"});
+    local_size = pet == "auto" || pet == "gpu" || pet == "cpu" || pet == "xpu" ? 1 : env.integer({"PET_NPROC_PER_NODE"});
+  }
   int64_t nodes = d.nnodes > 0 ? d.nnodes : env.integer({"PET_NNODES", "NNODES"});
   int64_t node_rank = d.node_rank >= 0 ? d.node_rank
                                        : env.integer({"GROUP_RANK", "NODE_RANK", "PET_NODE_RANK", "JOB_COMPLETION_INDEX"},

@@ -70,6 +70,28 @@ TEST(World, PyTorchJobWithPetVariables) {
   EXPECT_EQ(w.source, "PyTorchJob");
 }
 
+TEST(World, TrainJobRunningLlmftDirectly) {
+  // Kubeflow Trainer v2 (a TrainJob on a torch ClusterTrainingRuntime) injects only PET_ variables; with
+  // PET_NPROC_PER_NODE=auto and no torchrun, each pod is one process.
+  for (const char* nproc : {"auto", "gpu", "cpu", "1"}) {
+    const auto w = world({{"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", nproc}, {"PET_NODE_RANK", "1"},
+                          {"PET_MASTER_ADDR", "ft-node-0-0.ft"}, {"PET_MASTER_PORT", "29400"}});
+    EXPECT_EQ(w.rank, 1) << nproc;
+    EXPECT_EQ(w.size, 2) << nproc;
+    EXPECT_EQ(w.local_size, 1) << nproc;
+    EXPECT_EQ(w.node_rank, 1) << nproc;
+    EXPECT_EQ(w.master_addr, "ft-node-0-0.ft") << nproc;
+    EXPECT_EQ(w.master_port, 29400) << nproc;
+  }
+  // Under torchrun, its LOCAL_WORLD_SIZE is the truth whatever PET_NPROC_PER_NODE said.
+  const auto t = world({{"RANK", "9"}, {"WORLD_SIZE", "16"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "8"},
+                        {"PET_NPROC_PER_NODE", "auto"}, {"PET_NNODES", "2"}, {"MASTER_ADDR", "ft-node-0-0.ft"},
+                        {"MASTER_PORT", "29400"}});
+  EXPECT_EQ(t.local_size, 8);
+  EXPECT_EQ(t.node_rank, 1);
+  EXPECT_THROW(world({{"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "many"}, {"PET_NODE_RANK", "0"}}), Error);
+}
+
 TEST(World, IndexedJob) {
   comm::DistOptions d;
   d.nnodes = 3;
