@@ -19,6 +19,7 @@ using LogSink = std::function<void(LogLevel, const std::string&)>;
 LLMFT_API void set_log_sink(LogSink sink);
 LLMFT_API void set_log_level(LogLevel level);
 LLMFT_API LogLevel log_level();
+// Hugging Face access tokens in `message` (hf_ and 30 or more letters and digits) reach the sink as "hf_***".
 LLMFT_API void log_message(LogLevel level, const std::string& message);
 
 }  // namespace llmft

@@ -1,6 +1,7 @@
 #include "util/log.hpp"
 
 #include <atomic>
+#include <cctype>
 #include <cstdio>
 #include <mutex>
 
@@ -11,6 +12,26 @@ std::mutex g_mu;
 LogSink g_sink;
 std::atomic<int> g_level{static_cast<int>(LogLevel::kInfo)};
 thread_local const LogContext* t_context = nullptr;
+
+// Hugging Face access tokens ("hf_" and at least 30 letters and digits) never reach a sink: a message that quotes an
+// environment, a URL or a file with one in it shows "hf_***" instead.
+std::string redact(const std::string& message) {
+  size_t at = message.find("hf_");
+  if (at == std::string::npos) return message;
+  std::string out;
+  size_t from = 0;
+  for (; at != std::string::npos; at = message.find("hf_", at + 3)) {
+    size_t end = at + 3;
+    while (end < message.size() && std::isalnum(static_cast<unsigned char>(message[end]))) ++end;
+    const bool word_start = at == 0 || !std::isalnum(static_cast<unsigned char>(message[at - 1]));
+    if (word_start && end - at - 3 >= 30) {
+      out.append(message, from, at - from);
+      out += "hf_***";
+      from = end;
+    }
+  }
+  return out + message.substr(from);
+}
 
 void write_default(LogLevel level, const std::string& message) {
   static const char* names[] = {"debug", "info", "warn", "error", ""};
@@ -40,8 +61,9 @@ LogLevel log_level() {
   return l < c->floor ? c->floor : l;
 }
 
-void log_message(LogLevel level, const std::string& message) {
+void log_message(LogLevel level, const std::string& raw) {
   if (level < log_level() || level >= LogLevel::kOff) return;
+  const std::string message = redact(raw);
   if (const LogContext* c = t_context; c && c->sink && *c->sink) {
     std::lock_guard<std::mutex> lk(const_cast<LogContext*>(c)->mu);
     (*c->sink)(level, message);

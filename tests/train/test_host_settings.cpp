@@ -120,5 +120,17 @@ TEST(HostSettings, GeneratorLogsWhereToldAndRestoresThreads) {
   EXPECT_TRUE(own.any("generate: ")) << "the generator's line did not reach its own sink";
 }
 
+TEST(HostSettings, AccessTokensNeverReachASink) {
+  Captured got;
+  set_log_sink(got.sink());
+  const std::string token = "hf_" + std::string("aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789");
+  log_message(LogLevel::kWarn, "HF_TOKEN=" + token + " and https://user:" + token + "@huggingface.co, twice: " + token);
+  log_message(LogLevel::kWarn, "layer_hf_proj and hf_short stay as they are");
+  set_log_sink(nullptr);
+  ASSERT_EQ(got.messages.size(), 2u);
+  EXPECT_EQ(got.messages[0].second, "HF_TOKEN=hf_*** and https://user:hf_***@huggingface.co, twice: hf_***");
+  EXPECT_EQ(got.messages[1].second, "layer_hf_proj and hf_short stay as they are");
+}
+
 }  // namespace
 }  // namespace llmft
