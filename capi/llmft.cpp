@@ -127,6 +127,19 @@ std::optional<llmft::LogLevel> to_level(int32_t level) {
   return static_cast<llmft::LogLevel>(level);
 }
 
+// The log callback and level of a trainer's or generator's options, into the C++ options (fields the caller's
+// struct lacks take their defaults).
+template <typename COptions, typename Options>
+void take_log_settings(const COptions* o, Options& out) {
+  out.log_sink = to_sink(LLMFT_GET(o, log_callback, nullptr), LLMFT_GET(o, log_user_data, nullptr));
+  out.log_level = to_level(LLMFT_GET(o, log_level, int32_t{LLMFT_LOG_DEFAULT}));
+}
+
+template <typename COptions>
+void init_host_options(COptions* o) {
+  init_struct(o);
+  if (o) o->log_level = LLMFT_LOG_DEFAULT;
+}
 llmft::GenerateParams to_params(const llmft_generate_params* p) {
   llmft::GenerateParams g;
   if (!p) return g;
@@ -328,10 +341,7 @@ void llmft_step_stats_init(llmft_step_stats* s) { init_struct(s); }
 
 void llmft_trainer_info_init(llmft_trainer_info* i) { init_struct(i); }
 
-void llmft_trainer_options_init(llmft_trainer_options* o) {
-  init_struct(o);
-  if (o) o->log_level = LLMFT_LOG_DEFAULT;
-}
+void llmft_trainer_options_init(llmft_trainer_options* o) { init_host_options(o); }
 
 llmft_status llmft_trainer_create(llmft_trainer** out, const llmft_trainer_options* o) {
   if (out) *out = nullptr;
@@ -342,8 +352,7 @@ llmft_status llmft_trainer_create(llmft_trainer** out, const llmft_trainer_optio
     auto t = std::make_unique<llmft_trainer>();
     llmft::TrainerOptions to;
     to.stop = &t->stop;
-    to.log_sink = to_sink(LLMFT_GET(o, log_callback, nullptr), LLMFT_GET(o, log_user_data, nullptr));
-    to.log_level = to_level(LLMFT_GET(o, log_level, int32_t{LLMFT_LOG_DEFAULT}));
+    take_log_settings(o, to);
     t->trainer = llmft::Trainer::create(config->config, to);
     *out = t.release();
   });
@@ -438,10 +447,7 @@ llmft_status llmft_trainer_metrics(const llmft_trainer* t, char* buf, size_t cap
   });
 }
 
-void llmft_generator_options_init(llmft_generator_options* o) {
-  init_struct(o);
-  if (o) o->log_level = LLMFT_LOG_DEFAULT;
-}
+void llmft_generator_options_init(llmft_generator_options* o) { init_host_options(o); }
 
 void llmft_generate_params_init(llmft_generate_params* p) {
   init_struct(p);
@@ -458,8 +464,7 @@ llmft_status llmft_generator_create(llmft_generator** out, const llmft_generator
     LLMFT_REQUIRE(config, "options.config is NULL");
     auto g = std::make_unique<llmft_generator>();
     llmft::GeneratorOptions go;
-    go.log_sink = to_sink(LLMFT_GET(o, log_callback, nullptr), LLMFT_GET(o, log_user_data, nullptr));
-    go.log_level = to_level(LLMFT_GET(o, log_level, int32_t{LLMFT_LOG_DEFAULT}));
+    take_log_settings(o, go);
     g->generator = llmft::Generator::create(config->config, go);
     *out = g.release();
   });

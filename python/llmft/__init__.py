@@ -314,6 +314,19 @@ def set_log(log: Optional[Callable[[int, str], None]], level: Optional[int] = No
         _check(_f.set_log_level(level))
 
 
+def _host_options(options_type, init, config: "Config", log, log_level):
+    """A trainer's or generator's options struct for `config`, with the log callback (returned too: the object keeps
+    it alive as long as the library may call it) and level."""
+    o = options_type()
+    init(_c.byref(o))
+    o.config = config._live()
+    callback = _log_callback(log)
+    o.log_callback = callback
+    if log_level is not None:
+        o.log_level = log_level
+    return o, callback
+
+
 class Tokenizer(_Handle):
     """A tokenizer.json / tokenizer.model (or a folder holding one), or Tokenizer(json=..., config_json=...)."""
     _free = staticmethod(_f.tokenizer_free)
@@ -374,13 +387,7 @@ class Trainer(_Handle):
         """`log(level, message)` receives this trainer's messages (None: the process-wide sink) at `log_level`
         (None: the process-wide level)."""
         super().__init__()
-        o = _TrainerOptions()
-        _f.trainer_options_init(_c.byref(o))
-        o.config = config._live()
-        self._log = _log_callback(log)
-        o.log_callback = self._log
-        if log_level is not None:
-            o.log_level = log_level
+        o, self._log = _host_options(_TrainerOptions, _f.trainer_options_init, config, log, log_level)
         _check(_f.trainer_create(_c.byref(self._h), _c.byref(o)))
 
     def info(self) -> dict:
@@ -467,13 +474,7 @@ class Generator(_Handle):
         previous = config["generate.adapter"] if adapter is not None else None
         if adapter is not None:
             config["generate.adapter"] = str(adapter)
-        o = _GeneratorOptions()
-        _f.generator_options_init(_c.byref(o))
-        o.config = config._live()
-        self._log = _log_callback(log)
-        o.log_callback = self._log
-        if log_level is not None:
-            o.log_level = log_level
+        o, self._log = _host_options(_GeneratorOptions, _f.generator_options_init, config, log, log_level)
         try:
             _check(_f.generator_create(_c.byref(self._h), _c.byref(o)))
         finally:
