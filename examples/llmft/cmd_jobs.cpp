@@ -44,7 +44,7 @@ struct Parsed {
   std::vector<std::string> prompts;
 };
 
-Parsed parse(const std::vector<std::string>& args, const char* help, bool accept_prompts) {
+Parsed parse(const std::vector<std::string>& args, const char* help, bool accept_prompts, bool needs_tokenizer = true) {
   std::string file;
   std::vector<std::string> overrides, prompts;
   for (size_t i = 0; i < args.size(); ++i) {
@@ -65,7 +65,8 @@ Parsed parse(const std::vector<std::string>& args, const char* help, bool accept
     }
   }
   Parsed p{llmft::load_config(file, overrides), prompts};
-  if (p.config.tokenizer.path.empty() && p.config.model.path.empty()) p.config.tokenizer.path = default_tokenizer();
+  if (needs_tokenizer && p.config.tokenizer.path.empty() && p.config.model.path.empty())
+    p.config.tokenizer.path = default_tokenizer();
   return p;
 }
 
@@ -110,6 +111,28 @@ const char* kExportHelp =
     "  Merges export.adapter (default <output.dir>/adapter) into its base model and writes a Hugging Face\n"
     "  checkpoint to export.out (default <output.dir>/merged).\n";
 
+const char* kWorldHelp =
+    "usage: llmft world [--config FILE] [key.sub=value ...]\n"
+    "  Prints, as one JSON line, where this process stands in the distributed job the configuration and the\n"
+    "  launcher's environment describe (torchrun, Kubeflow PyTorchJob / TrainJob, Indexed Job): rank, world size,\n"
+    "  node, master address, and which launcher the values came from. Connects to nothing: a check of a pod's\n"
+    "  wiring (kubectl exec POD -- llmft world) before a job waits on a rendezvous.\n";
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char ch : s) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c == '"' || c == '\\') out += {'\\', ch};
+    else if (c < 0x20) {
+      char u[8];
+      std::snprintf(u, sizeof u, "\\u%04x", c);
+      out += u;
+    }
+    else out += ch;
+  }
+  return out + "\"";
+}
+
 }  // namespace
 
 int cmd_train(const std::vector<std::string>& args) {
@@ -152,6 +175,15 @@ int cmd_export(const std::vector<std::string>& args) {
   Parsed p = parse(args, kExportHelp, false);
   install_log_sink();
   std::printf("%s\n", llmft::export_merged(p.config).c_str());
+  return 0;
+}
+
+int cmd_world(const std::vector<std::string>& args) {
+  const llmft::WorldInfo w = llmft::describe_world(parse(args, kWorldHelp, false, false).config);
+  std::printf("{\"rank\": %d, \"world_size\": %d, \"local_rank\": %d, \"local_world_size\": %d, \"node_rank\": %d, "
+              "\"nodes\": %d, \"master_addr\": %s, \"master_port\": %d, \"source\": %s}\n",
+              w.rank, w.size, w.local_rank, w.local_size, w.node_rank, w.nodes, json_string(w.master_addr).c_str(),
+              w.master_port, json_string(w.source).c_str());
   return 0;
 }
 

@@ -9,6 +9,7 @@
 
 #include "commands.hpp"
 #include "llmft/error.hpp"
+#include "llmft/log.hpp"
 
 namespace {
 
@@ -23,6 +24,7 @@ void usage(FILE* out) {
                "  export     merge a LoRA adapter into its base model (Hugging Face checkpoint)\n"
                "  tokenize   encode JSON lines {\"text\": ...} into {\"ids\": [...]} (or measure encode speed)\n"
                "  config     list every configuration key with its default (--markdown for a table)\n"
+               "  world      print this process's place in a distributed job (rank, nodes, master) and connect to nothing\n"
                "\n"
                "Run 'llmft <command> --help' for a command's options.\n");
 }
@@ -52,17 +54,20 @@ int main(int argc, char** argv) {
     if (cmd == "prep") return llmft_cli::cmd_prep(args);
     if (cmd == "tokenize") return llmft_cli::cmd_tokenize(args);
     if (cmd == "config") return llmft_cli::cmd_config(args);
+    if (cmd == "world") return llmft_cli::cmd_world(args);
     std::fprintf(stderr, "llmft: unknown command '%s'\n\n", cmd.c_str());
     usage(stderr);
     return 2;
   } catch (const llmft::Error& e) {
-    std::fprintf(stderr, "llmft %s: error (%s): %s\n", cmd.c_str(), llmft::status_string(e.status()), e.what());
+    // The message may quote a file, URL or environment: tokens in it are shown as hf_*** as in every log line.
+    std::fprintf(stderr, "llmft %s: error (%s): %s\n", cmd.c_str(), llmft::status_string(e.status()),
+                 llmft::redact_secrets(e.what()).c_str());
     // A bug in llmft: where the check sits helps the report. Otherwise the message is the whole story.
     if (e.status() == llmft::Status::kInternal && !e.where().empty())
       std::fprintf(stderr, "llmft %s: (internal check at %s; please report it)\n", cmd.c_str(), e.where().c_str());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "llmft %s: error: %s\n", cmd.c_str(), e.what());
+    std::fprintf(stderr, "llmft %s: error: %s\n", cmd.c_str(), llmft::redact_secrets(e.what()).c_str());
     return 1;
   }
 }

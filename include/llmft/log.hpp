@@ -21,5 +21,8 @@ LLMFT_API void set_log_level(LogLevel level);
 LLMFT_API LogLevel log_level();
 // Hugging Face access tokens in `message` (hf_ and 30 or more letters and digits) reach the sink as "hf_***".
 LLMFT_API void log_message(LogLevel level, const std::string& message);
+// `text` with every Hugging Face access token in it shown as "hf_***", as log_message does: for hosts that print
+// an error's message (or anything else that may quote an environment) themselves.
+LLMFT_API std::string redact_secrets(const std::string& text);
 
 }  // namespace llmft

@@ -85,4 +85,17 @@ using PrepareProgress = std::function<void(int64_t records, int64_t bytes, int64
 // or model.path).
 LLMFT_API PrepareSummary prepare(const Config& config, const PrepareProgress& progress = nullptr);
 
+// Where this process stands in the data-parallel job `config` describes: resolved from the launcher's environment
+// (torchrun, a Kubeflow PyTorchJob or TrainJob, a Kubernetes Indexed Job) and dist.* as training would resolve it,
+// without connecting to anyone. Inconsistent variables throw the error training would, naming them.
+struct WorldInfo {
+  int rank = 0, size = 1;
+  int local_rank = 0, local_size = 1;
+  int node_rank = 0, nodes = 1;
+  std::string master_addr;
+  int master_port = 0;
+  std::string source;  // the launcher the values came from: torchrun, PyTorchJob, Indexed Job, single process, ...
+};
+LLMFT_API WorldInfo describe_world(const Config& config);
+
 }  // namespace llmft

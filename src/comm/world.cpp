@@ -55,6 +55,18 @@ World resolve_world(const DistOptions& d, const Getenv& getenv) {
                                        : env.integer({"GROUP_RANK", "NODE_RANK", "PET_NODE_RANK", "JOB_COMPLETION_INDEX"},
                                                      &node_var);
   if (local_size < 0) local_size = 1;
+  // Kubeflow's operators set PET_NPROC_PER_NODE for torchrun, which starts that many workers in the pod (and the
+  // PyTorchJob's RANK is then the pod's index, WORLD_SIZE pods x processes). Started directly (no LOCAL_RANK), llmft
+  // is the pod's only process, and would wait for ranks that never come.
+  if (const std::string pet = env.text({"PET_NPROC_PER_NODE"});
+      local_rank < 0 && d.nproc_per_node <= 0 && env.integer({"LOCAL_WORLD_SIZE"}) < 0 && !pet.empty() &&
+      pet.find_first_not_of("0123456789") == std::string::npos) {
+    LLMFT_CHECK(local_size <= 1, Status::kInvalidArgument,
+                "PET_NPROC_PER_NODE={} asks for {} processes in this pod, but llmft was started directly (no "
+                "LOCAL_RANK): start it as `torchrun --no-python llmft train ...` (torchrun reads the PET_ variables), "
+                "or ask for 1 process per node",
+                pet, pet);
+  }
   const bool indexed_job = node_var == "JOB_COMPLETION_INDEX";
   if (rank >= 0 || size >= 0) {
     // torchrun, PyTorchJob, or plain variables: RANK and WORLD_SIZE are the truth.
@@ -85,7 +97,7 @@ World resolve_world(const DistOptions& d, const Getenv& getenv) {
     w.local_size = static_cast<int>(local_size);
     w.rank = w.node_rank * w.local_size + w.local_rank;
     w.size = w.nodes * w.local_size;
-    w.source = indexed_job ? "Indexed Job" : "node rank";
+    w.source = indexed_job ? "Indexed Job" : node_var == "PET_NODE_RANK" ? "TrainJob (PET_ variables)" : "node rank";
   } else {
     w.source = "single process";
   }

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <set>
 
+#include "comm/world.hpp"
 #include "data/dataset.hpp"
 #include "io/checkpoint.hpp"
 #include "io/dtype_convert.hpp"
@@ -227,6 +228,21 @@ PrepareSummary prepare(const Config& c, const PrepareProgress& progress) {
   s.records_per_second = r.seconds > 0 ? static_cast<double>(r.records) / r.seconds : 0;
   s.megabytes_per_second = r.seconds > 0 ? static_cast<double>(r.bytes) / 1e6 / r.seconds : 0;
   return s;
+}
+
+WorldInfo describe_world(const Config& c) {
+  const comm::World w = comm::resolve_world(job::dist_options(c.dist));
+  WorldInfo i;
+  i.rank = w.rank;
+  i.size = w.size;
+  i.local_rank = w.local_rank;
+  i.local_size = w.local_size;
+  i.node_rank = w.node_rank;
+  i.nodes = w.nodes;
+  i.master_addr = w.master_addr;
+  i.master_port = w.master_port;
+  i.source = w.source;
+  return i;
 }
 
 }  // namespace llmft

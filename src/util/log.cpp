@@ -61,6 +61,8 @@ LogLevel log_level() {
   return l < c->floor ? c->floor : l;
 }
 
+std::string redact_secrets(const std::string& text) { return redact(text); }
+
 void log_message(LogLevel level, const std::string& raw) {
   if (level < log_level() || level >= LogLevel::kOff) return;
   const std::string message = redact(raw);

@@ -92,6 +92,23 @@ TEST(World, TrainJobRunningLlmftDirectly) {
   EXPECT_THROW(world({{"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "many"}, {"PET_NODE_RANK", "0"}}), Error);
 }
 
+TEST(World, PetProcessesPerNodeWithoutTorchrunIsRefused) {
+  // A PyTorchJob with nprocPerNode 8: the operator's RANK is the pod's index and WORLD_SIZE is 2 x 8. Started
+  // without torchrun, llmft would wait for 15 peers that never come; it says how to start it instead.
+  const auto refused = [](const std::map<std::string, std::string>& env) { return error_of(env); };
+  const std::string pj = refused({{"RANK", "1"}, {"WORLD_SIZE", "16"}, {"PET_NNODES", "2"}, {"PET_NODE_RANK", "1"},
+                                  {"PET_NPROC_PER_NODE", "8"}, {"MASTER_ADDR", "ft-master-0"}});
+  EXPECT_NE(pj.find("PET_NPROC_PER_NODE=8"), std::string::npos) << pj;
+  EXPECT_NE(pj.find("torchrun --no-python llmft"), std::string::npos) << pj;
+  // The same for a TrainJob whose runtime asks for 8 processes per node.
+  EXPECT_NE(refused({{"PET_NNODES", "2"}, {"PET_NODE_RANK", "0"}, {"PET_NPROC_PER_NODE", "8"}}), "");
+  // Under torchrun (LOCAL_RANK and LOCAL_WORLD_SIZE set) the same PET_ variables are fine.
+  const auto w = world({{"RANK", "9"}, {"WORLD_SIZE", "16"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "8"},
+                        {"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "8"}, {"PET_NODE_RANK", "1"}});
+  EXPECT_EQ(w.rank, 9);
+  EXPECT_EQ(w.node_rank, 1);
+}
+
 TEST(World, IndexedJob) {
   comm::DistOptions d;
   d.nnodes = 3;
