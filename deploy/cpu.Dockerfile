@@ -3,6 +3,7 @@
 # for Debian: its own libtorch-dev is 1.13). For data preparation (llmft prep), conversion and export jobs, and CPU
 # training; the GPU code is not compiled (no NCCL communicator, no CUDA architectures), so the build is shorter.
 #   docker build -f deploy/cpu.Dockerfile -t llmft:cpu .
+# The runtime also has huggingface_hub's `hf` command, for jobs that download models and datasets.
 
 FROM debian:12 AS build
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
@@ -22,7 +23,7 @@ RUN apt-get update \
 COPY --from=build /out /tmp/llmft-dist
 RUN python3 -m venv /opt/llmft \
  && /opt/llmft/bin/pip install --no-cache-dir --disable-pip-version-check -c /tmp/llmft-dist/constraints.txt \
-      /tmp/llmft-dist/llmft-*.whl \
+      /tmp/llmft-dist/llmft-*.whl huggingface_hub \
  && install -m 0755 /tmp/llmft-dist/llmft /opt/llmft/bin/llmft \
  && rm -rf /tmp/llmft-dist
 ENV PATH=/opt/llmft/bin:$PATH

@@ -4,6 +4,7 @@
 # time: the build stage compiles llmft (for A100 and H100 by default) and hands over a wheel and the program.
 #   docker build -f deploy/gpu.Dockerfile -t llmft:gpu .
 # The NVIDIA driver comes from the node (the NVIDIA container toolkit, or GKE's and EKS's GPU device plugins).
+# The runtime also has huggingface_hub's `hf` command, for jobs that download models and datasets.
 
 FROM debian:12 AS build
 ARG TORCH_CUDA_ARCH_LIST="8.0;9.0"
@@ -26,7 +27,7 @@ RUN apt-get update \
 COPY --from=build /out /tmp/llmft-dist
 RUN python3 -m venv /opt/llmft \
  && /opt/llmft/bin/pip install --no-cache-dir --disable-pip-version-check -c /tmp/llmft-dist/constraints.txt \
-      /tmp/llmft-dist/llmft-*.whl \
+      /tmp/llmft-dist/llmft-*.whl huggingface_hub \
  && install -m 0755 /tmp/llmft-dist/llmft /opt/llmft/bin/llmft \
  && rm -rf /tmp/llmft-dist
 ENV PATH=/opt/llmft/bin:$PATH \

@@ -4,8 +4,11 @@
 #include <gtest/gtest.h>
 
 #include <stdlib.h>
+#include <unistd.h>
 
 #include <cstdlib>
+#include <filesystem>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -50,10 +53,34 @@ inline std::string oracle_dir() {
 }
 
 // A fresh scratch folder for one test, under $TMPDIR.
+// The folders temp_dir made, removed when the test program exits: all of them when every test passed, none when one
+// failed (they are what a failure report points at) or LLMFT_KEEP_TEST_DIRS is set. Only the process that made
+// them removes them (a forked child that exits normally must not).
+struct TempDirs {
+  std::mutex mu;
+  std::vector<std::string> paths;
+  const pid_t owner = ::getpid();
+  ~TempDirs() {
+    const char* keep = std::getenv("LLMFT_KEEP_TEST_DIRS");
+    if (::getpid() != owner || (keep && *keep) || ::testing::UnitTest::GetInstance()->Failed()) return;
+    for (const auto& p : paths) {
+      std::error_code ec;
+      std::filesystem::remove_all(p, ec);
+    }
+  }
+};
+inline TempDirs& temp_dirs() {
+  static TempDirs dirs;
+  return dirs;
+}
+
 inline std::string temp_dir(const std::string& name) {
   const char* base = std::getenv("TMPDIR");
   std::string templ = path_join(base && *base ? base : "/tmp", "llmft-" + name + "-XXXXXX");
   if (!::mkdtemp(templ.data())) throw std::runtime_error("mkdtemp failed for " + templ);
+  TempDirs& dirs = temp_dirs();
+  std::lock_guard<std::mutex> lk(dirs.mu);
+  dirs.paths.push_back(templ);
   return templ;
 }
 
