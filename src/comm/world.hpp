@@ -1,7 +1,7 @@
 // Where this process stands in a data-parallel job, resolved once from the launcher's environment and the dist.*
 // configuration (which wins where set):
-//   torchrun / Kubeflow PyTorchJob  RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, MASTER_ADDR,
-//                                   MASTER_PORT; PyTorchJob's PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK,
+//   torchrun / Kubeflow PyTorchJob  RANK, WORLD_SIZE, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK, GROUP_WORLD_SIZE,
+//                                   MASTER_ADDR, MASTER_PORT; PyTorchJob's PET_NNODES, PET_NPROC_PER_NODE, PET_NODE_RANK,
 //                                   PET_MASTER_ADDR, PET_MASTER_PORT; TORCHELASTIC_USE_AGENT_STORE (torchrun's
 //                                   agent already serves the store: every rank connects to it as a client)
 //   Kubernetes Indexed Job          JOB_COMPLETION_INDEX is the node rank; nodes and processes per node come from

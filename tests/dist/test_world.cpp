@@ -102,6 +102,14 @@ TEST(World, PetProcessesPerNodeWithoutTorchrunIsRefused) {
   EXPECT_NE(pj.find("torchrun --no-python llmft"), std::string::npos) << pj;
   // The same for a TrainJob whose runtime asks for 8 processes per node.
   EXPECT_NE(refused({{"PET_NNODES", "2"}, {"PET_NODE_RANK", "0"}, {"PET_NPROC_PER_NODE", "8"}}), "");
+  // An elastic PyTorchJob's range of nodes is torchrun's to settle.
+  const std::string elastic = refused({{"PET_NNODES", "1:2"}, {"PET_NPROC_PER_NODE", "1"}, {"PET_RDZV_BACKEND", "c10d"}});
+  EXPECT_NE(elastic.find("PET_NNODES=1:2 is an elastic range"), std::string::npos) << elastic;
+  // Under torchrun, GROUP_WORLD_SIZE is the number of nodes the rendezvous settled on, whatever PET_NNODES asked.
+  const auto e = world({{"RANK", "3"}, {"WORLD_SIZE", "4"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "2"},
+                        {"GROUP_RANK", "1"}, {"GROUP_WORLD_SIZE", "2"}, {"PET_NNODES", "1:2"}});
+  EXPECT_EQ(e.nodes, 2);
+  EXPECT_EQ(e.node_rank, 1);
   // Under torchrun (LOCAL_RANK and LOCAL_WORLD_SIZE set) the same PET_ variables are fine.
   const auto w = world({{"RANK", "9"}, {"WORLD_SIZE", "16"}, {"LOCAL_RANK", "1"}, {"LOCAL_WORLD_SIZE", "8"},
                         {"PET_NNODES", "2"}, {"PET_NPROC_PER_NODE", "8"}, {"PET_NODE_RANK", "1"}});
