@@ -19,5 +19,6 @@ world=$("${clean[@]}" PET_NNODES=2 PET_NPROC_PER_NODE=1 PET_NODE_RANK=1 PET_MAST
         PET_MASTER_PORT=29500 llmft world)
 [[ $world == *'"rank": 1, "world_size": 2'* ]] || fail "llmft world printed: $world"
 "${clean[@]}" python -c 'import llmft, os; p = llmft.library_path(); assert os.path.exists(p), p; print("llmft", p)'
-"${clean[@]}" torchrun --nproc-per-node=2 --no-python llmft world | sort
+ranks=$("${clean[@]}" torchrun --nproc-per-node=2 --no-python llmft world | grep -c '"world_size": 2, .*"source": "torchrun"')
+[[ $ranks == 2 ]] || fail "torchrun --nproc-per-node=2 llmft world: $ranks of 2 processes reported a world of 2"
 echo "check-image: $prefix holds a working llmft (program, library, Python package, torchrun)"

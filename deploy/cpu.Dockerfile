@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The CPU image: Debian 12's packages and Python, and llmft on PyPI's torch 2.11 wheel (the only libtorch 2.x
 # for Debian: its own libtorch-dev is 1.13). For data preparation (llmft prep), conversion and export jobs, and CPU
-# training; the GPU code is not compiled (no NCCL communicator, no CUDA architectures), so the build is shorter.
+# training; the GPU code is not compiled (no NCCL communicator, no CUDA architectures), so the build is shorter. The
+# runtime is as large as the GPU image's (about 4.7 GB): PyPI's torch for Linux is the CUDA build, libraries and all.
 #   docker build -f deploy/cpu.Dockerfile -t llmft:cpu .
 # The runtime also has huggingface_hub's `hf` command, for jobs that download models and datasets.
 

@@ -6,7 +6,8 @@
 Every stage runs, in order, in this one root: FROM checks that the base is this machine's Debian release, ARG and ENV
 set the stage's variables (with Docker's $VAR / ${VAR} / ${VAR:-default} expansion), WORKDIR creates and enters a
 folder, COPY copies from the context (honouring .dockerignore) or, with --from, a path an earlier stage made, and RUN
-runs its command with the stage's SHELL. CMD, ENTRYPOINT, LABEL, EXPOSE, VOLUME and USER only describe the image and
+runs its command with the stage's SHELL (and, unlike Docker, the calling environment beneath the stage's variables:
+proxies and certificate bundles of the machine reach pip and apt). CMD, ENTRYPOINT, LABEL, EXPOSE, VOLUME and USER only describe the image and
 are listed. It is how the test suite and a fresh Debian root (../shared/tools/fresh-machine.sh) prove the steps of
 deploy/*.Dockerfile; what it cannot prove (the base image's contents, layer isolation between stages) is written in
 deploy/README.md. --dry-run parses and prints the steps without running them.
@@ -91,13 +92,33 @@ def parse(path):
     return steps
 
 
+def pattern_regex(pattern):
+    """A .dockerignore pattern as Docker reads it: * and ? stop at /, ** crosses folders, a folder's match covers
+    everything below it."""
+    out, i = "", 0
+    while i < len(pattern):
+        if pattern.startswith("**/", i):
+            out += "(?:.*/)?"
+            i += 3
+        elif pattern.startswith("**", i):
+            out += ".*"
+            i += 2
+        elif pattern[i] == "*":
+            out += "[^/]*"
+            i += 1
+        elif pattern[i] == "?":
+            out += "[^/]"
+            i += 1
+        else:
+            out += re.escape(pattern[i])
+            i += 1
+    return re.compile(out + "(?:/.*)?$")
+
+
 def ignored(rel, patterns):
     hit = False
     for neg, pat in patterns:
-        p = pat.rstrip("/")
-        if fnmatch.fnmatch(rel, p) or fnmatch.fnmatch(rel, p + "/*") or (
-                p.startswith("**/") and (fnmatch.fnmatch(os.path.basename(rel), p[3:])
-                                         or any(fnmatch.fnmatch(part, p[3:]) for part in rel.split("/")))):
+        if pattern_regex(os.path.normpath(pat.rstrip("/"))).match(rel):
             hit = not neg
     return hit
 
@@ -119,6 +140,9 @@ def copy_tree(src, dst, context, patterns):
     todo = []
     for root, dirs, files in os.walk(src):
         rel_root = os.path.relpath(root, context)
+        for d in [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            dirs.remove(d)  # a link to a folder is copied as the link, as Docker copies it
+            files.append(d)
         dirs[:] = [d for d in dirs if not ignored(os.path.normpath(os.path.join(rel_root, d)), patterns)
                    and os.path.abspath(os.path.join(root, d)) != dst_abs]
         for name in files:

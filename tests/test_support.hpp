@@ -7,7 +7,6 @@
 #include <unistd.h>
 
 #include <cstdlib>
-#include <filesystem>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -63,9 +62,12 @@ struct TempDirs {
   ~TempDirs() {
     const char* keep = std::getenv("LLMFT_KEEP_TEST_DIRS");
     if (::getpid() != owner || (keep && *keep) || ::testing::UnitTest::GetInstance()->Failed()) return;
+    // llmft's own remove_tree: std::filesystem resolves to a copy inside libtorch.so that crashes at exit.
     for (const auto& p : paths) {
-      std::error_code ec;
-      std::filesystem::remove_all(p, ec);
+      try {
+        remove_tree(p);
+      } catch (...) {
+      }
     }
   }
 };

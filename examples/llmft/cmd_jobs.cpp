@@ -115,8 +115,8 @@ const char* kWorldHelp =
     "usage: llmft world [--config FILE] [key.sub=value ...]\n"
     "  Prints, as one JSON line, where this process stands in the distributed job the configuration and the\n"
     "  launcher's environment describe (torchrun, Kubeflow PyTorchJob / TrainJob, Indexed Job): rank, world size,\n"
-    "  node, master address, and which launcher the values came from. Connects to nothing: a check of a pod's\n"
-    "  wiring (kubectl exec POD -- llmft world) before a job waits on a rendezvous.\n";
+    "  node, master address, and which launcher the values came from. Connects to nothing: a check of a launch's\n"
+    "  wiring (torchrun --no-python llmft world) before a job waits on a rendezvous.\n";
 
 std::string json_string(const std::string& s) {
   std::string out = "\"";

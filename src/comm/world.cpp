@@ -107,7 +107,7 @@ World resolve_world(const DistOptions& d, const Getenv& getenv) {
     w.local_size = static_cast<int>(local_size);
     w.rank = w.node_rank * w.local_size + w.local_rank;
     w.size = w.nodes * w.local_size;
-    w.source = indexed_job ? "Indexed Job" : node_var == "PET_NODE_RANK" ? "TrainJob (PET_ variables)" : "node rank";
+    w.source = indexed_job ? "Indexed Job" : node_var == "PET_NODE_RANK" ? "PET_ variables" : "node rank";
   } else {
     w.source = "single process";
   }

@@ -11,6 +11,7 @@ PLAN.json: {"timeout": seconds, "pods": [{"name", "hostname", "dns_names", "argv
 """
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -27,19 +28,23 @@ def main():
         hosts.write("127.0.0.1 " + " ".join(pod["dns_names"]) + "\n")
     hosts.close()
     subprocess.run(["mount", "--bind", hosts.name, "/etc/hosts"], check=True)
+    os.unlink(hosts.name)  # the mount keeps the file alive as long as this namespace lasts
     procs = []
     for pod in plan["pods"]:
         log = open(os.path.join(out, pod["name"] + ".log"), "wb")
         argv = ["unshare", "--uts", "--", "sh", "-c", 'hostname "$0" && exec "$@"', pod["hostname"]] + pod["argv"]
+        # Each pod its own process group: a pod past the deadline is killed whole (torchrun and its workers).
         procs.append((pod, subprocess.Popen(argv, env=pod["env"], stdout=log, stderr=subprocess.STDOUT,
-                                            cwd=pod.get("cwd") or out)))
+                                            cwd=pod.get("cwd") or out, start_new_session=True)))
+        log.close()
     deadline = time.time() + plan["timeout"]
     late = False
     for pod, p in procs:
         try:
             rc = p.wait(timeout=max(1, deadline - time.time()))
         except subprocess.TimeoutExpired:
-            p.kill()
+            os.killpg(p.pid, signal.SIGKILL)
+            p.wait()
             rc, late = -9, True
         with open(os.path.join(out, pod["name"] + ".rc"), "w") as f:
             f.write(str(rc))

@@ -50,7 +50,7 @@ def test_guides_run_in_order(llmft_bin):
         argv = ["bash", "-c", script]
         if isolate:
             argv = ["unshare", "--net", "--fork", "bash", "-c", "ip link set lo up && exec bash -c \"$0\"", script]
-        r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+        r = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
         assert r.returncode == 0, f"docs/{g}: a command failed (exit {r.returncode})\n--- stdout\n" \
                                   f"{r.stdout[-4000:]}\n--- stderr\n{r.stderr[-4000:]}"
     shutil.rmtree(SCRATCH, ignore_errors=True)

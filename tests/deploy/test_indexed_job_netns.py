@@ -8,6 +8,7 @@ must train to the losses of one process with the same global batch."""
 import json
 import os
 import shutil
+import signal
 import subprocess
 
 import pytest
@@ -40,18 +41,23 @@ def test_two_node_indexed_job_trains_across_two_network_namespaces(llmft_bin, tm
     (pods,) = training_pods(docs)
     assert len(pods) == 2
     nproc = os.cpu_count()  # torchrun's --nproc-per-node auto on a node without GPUs
+    if nproc > 4:
+        pytest.skip(f"SKIPPED: torchrun's auto would start {nproc} processes per node here (written for <= 4 CPUs)")
     world = 2 * nproc
     tag = f"lj{os.getpid() % 100000}"
     ns = [f"{tag}a", f"{tag}b"]
     veth = [f"{tag}x", f"{tag}y"]
     addr = ["10.231.7.1", "10.231.7.2"]
     netns_was_mounted = sh("mountpoint -q /run/netns").returncode == 0
+    etc_netns_existed = os.path.isdir("/etc/netns")
 
     def cleanup():
         for n in ns:
             sh(f"ip netns del {n}")
             shutil.rmtree(f"/etc/netns/{n}", ignore_errors=True)
         sh(f"ip link del {veth[0]}")
+        if not etc_netns_existed:
+            shutil.rmtree("/etc/netns", ignore_errors=True)
         if not netns_was_mounted:
             sh('[ -z "$(ls -A /run/netns 2>/dev/null)" ] && mountpoint -q /run/netns && umount /run/netns')
 
@@ -89,17 +95,18 @@ def test_two_node_indexed_job_trains_across_two_network_namespaces(llmft_bin, tm
             env = dict(p.env)
             env["PATH"] = os.path.join(venv(), "bin") + ":/usr/bin:/bin"
             env["OMP_NUM_THREADS"] = "1"
-            log = open(tmp_path / f"{p.name}.log", "w")
-            procs.append((p, subprocess.Popen(
-                ["ip", "netns", "exec", ns[p.index], "unshare", "--uts", "--", "sh", "-c",
-                 'hostname "$0" && exec "$@"', p.hostname] + argv,
-                env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(root))))
+            with open(tmp_path / f"{p.name}.log", "w") as log:
+                procs.append((p, subprocess.Popen(
+                    ["ip", "netns", "exec", ns[p.index], "unshare", "--uts", "--", "sh", "-c",
+                     'hostname "$0" && exec "$@"', p.hostname] + argv,
+                    env=env, stdout=log, stderr=subprocess.STDOUT, cwd=str(root), start_new_session=True)))
         rcs = []
         for p, proc in procs:
             try:
                 rcs.append(proc.wait(timeout=600))
             except subprocess.TimeoutExpired:
-                proc.kill()
+                os.killpg(proc.pid, signal.SIGKILL)  # torchrun and its workers, so the namespace can go
+                proc.wait()
                 rcs.append(-9)
         logs = {p.name: (tmp_path / f"{p.name}.log").read_text(errors="replace") for p in pods}
     finally:

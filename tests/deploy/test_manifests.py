@@ -115,13 +115,18 @@ def validate(doc):
         # Katib's CRD keeps the spec open (x-kubernetes-preserve-unknown-fields): the trial's Job is checked as the
         # built-in kind it is, with Katib's ${trialParameters.*} / ${trialSpec.*} placeholders filled in.
         tt = doc["spec"]["trialTemplate"]
+        spec_text = yaml.safe_dump(tt["trialSpec"])
+        # Katib fills only ${trialParameters.X} inside the trial's spec; anything else stays as written.
+        for ref in re.findall(r"\$\{([^}]*)\}", spec_text):
+            assert ref.startswith("trialParameters."), f"${{{ref}}} in trialSpec is not filled in by Katib"
         declared = {p["name"] for p in tt["trialParameters"]}
-        used = set(re.findall(r"\$\{trialParameters\.([^}]+)\}", yaml.safe_dump(tt["trialSpec"])))
+        used = set(re.findall(r"\$\{trialParameters\.([^}]+)\}", spec_text))
         assert used <= declared, f"trial parameters used but not declared: {used - declared}"
         params = {p["name"] for p in doc["spec"]["parameters"]}
-        assert {p["reference"] for p in tt["trialParameters"]} <= params
-        text = re.sub(r"\$\{trialParameters\.[^}]+\}", "1", yaml.safe_dump(tt["trialSpec"]))
-        trial = yaml.safe_load(text.replace("${trialSpec.Name}", "llmft-lr-rank-abc12"))
+        for p in tt["trialParameters"]:  # a search parameter, or the trial's own metadata
+            assert p["reference"] in params or re.fullmatch(
+                r"\$\{trialSpec\.(Name|Namespace|Kind|APIVersion|(Labels|Annotations)\[[^]]+\])\}", p["reference"]), p
+        trial = yaml.safe_load(re.sub(r"\$\{trialParameters\.[^}]+\}", "1", spec_text))
         trial.setdefault("metadata", {})["name"] = "trial"
         names = [c["name"] for c in trial["spec"]["template"]["spec"]["containers"]]
         assert tt["primaryContainerName"] in names
@@ -194,3 +199,6 @@ def test_the_configurations_load_in_llmft(llmft_bin, tmp_path):
                                    env={"PATH": os.environ.get("PATH", "")})
                 assert r.returncode == 0, f"common/{key}: {r.stderr}"
     assert {"train.yaml", "prep.yaml", "generate.yaml", "r1-distill.yaml"} <= seen
+    # `llmft generate` needs prompts: the generation Job has no --prompt, so they are in its configuration.
+    generate = yaml.safe_load((tmp_path / "generate.yaml").read_text())
+    assert generate["generate"]["prompts"], "common/generate.yaml has no generate.prompts"

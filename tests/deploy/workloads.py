@@ -7,7 +7,8 @@ What a controller adds is written here from its source, at the versions the CRDs
   PyTorchJob (training-operator v1.8.1, pkg/controller.v1/pytorch/{envvar,master,elastic}.go): pods
       <job>-master-0 and <job>-worker-<i>, each reachable by that name (one Service per pod); with a Master:
       MASTER_ADDR / PET_MASTER_ADDR=<job>-master-0, MASTER_PORT / PET_MASTER_PORT (the Master's pytorchjob-port),
-      WORLD_SIZE=pods x nprocPerNode, RANK=PET_NODE_RANK=the pod's index (workers from 1); PET_NPROC_PER_NODE,
+      WORLD_SIZE=pods x nprocPerNode, RANK=PET_NODE_RANK=the pod's index (workers from 1); PET_NPROC_PER_NODE
+      (nprocPerNode, defaulted to auto),
       PET_NNODES=pods; with an elasticPolicy instead: PET_RDZV_BACKEND, PET_RDZV_ENDPOINT=<job>-worker-0:<port>,
       PET_NNODES=min:max, PET_MAX_RESTARTS.
   TrainJob on a ClusterTrainingRuntime (Kubeflow Trainer v2.0.0, pkg/runtime/framework/plugins/torch/torch.go):
@@ -110,8 +111,10 @@ def pytorchjob_pods(job, docs, secrets):
     specs = spec["pytorchReplicaSpecs"]
     total = sum(r.get("replicas", 1) for r in specs.values())
     nproc = spec.get("nprocPerNode")
-    nproc_int = int(nproc) if nproc and nproc.isdigit() else 1
     elastic = spec.get("elasticPolicy")
+    if nproc is None and (not elastic or elastic.get("nProcPerNode") is None):
+        nproc = "auto"  # the operator's defaulting (pytorch_defaults.go, setDefaultNprocPerNode)
+    nproc_int = int(nproc) if nproc and nproc.isdigit() else 1
 
     def port(role):
         for c in specs[role]["template"]["spec"]["containers"]:

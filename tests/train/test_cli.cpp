@@ -110,6 +110,15 @@ TEST(Cli, BadConfigurationsAreClearErrors) {
   EXPECT_EQ(r.status, 2);
 }
 
+TEST(Cli, ErrorLinesShowNoAccessToken) {
+  // The program's own error line quotes the path, and the path has a Hugging Face token in it: hf_*** is shown.
+  const std::string token = "hf_" + std::string("AbCdEfGhIjKlMnOpQrStUvWxYz0123456789");
+  const Result r = run("train model.path=/models/" + token + "/llama output.dir=" + test::temp_dir("cli-token"));
+  EXPECT_EQ(r.status, 1);
+  EXPECT_EQ(r.out.find(token), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("/models/hf_***/llama"), std::string::npos) << r.out;
+}
+
 TEST(Cli, TokenizeMatchesTheLibrary) {
   ASSERT_TRUE(file_exists(npm_tokenizer())) << "run scripts/deps.sh run";
   std::string dir = test::temp_dir("cli-tok");
