@@ -8,7 +8,8 @@
 #                           npm oracles, abigail-tools (the C ABI check), patchelf (the wheel, scripts/wheel.sh);
 #                           for deploy/: kustomize (built with Go from the Go module proxy), the CRDs of JobSet,
 #                           Kubeflow Trainer v2, training-operator and Katib (their Go modules), hadolint and
-#                           kubernetes-validate (PyPI), util-linux's unshare
+#                           kubernetes-validate (PyPI), util-linux's unshare; transformers 4.46.3's Llama converter
+#                           (the judge of llmft convert)
 # Every download is pinned (scripts/python/*.txt, scripts/npm and tests/oracle lock files, the Gloo package's
 # sha256 below) and cached (pip's and npm's caches, $LLMFT_CACHE). LLMFT_VENV moves the environment.
 set -euo pipefail
@@ -162,6 +163,23 @@ if [[ $mode == test && ! -f $crds/.made-v1 ]]; then
     for f in $files; do unzip -q -j -o "$cache/$zip" "$module@$version/$f" -d "$crds"; done
   done
   touch "$crds/.made-v1"
+fi
+
+# transformers' own converter of Meta's Llama checkpoints, the judge of `llmft convert` (tests/train): the 5.x wheels
+# no longer ship it, so it is taken from the 4.46.3 wheel (sha256-checked); its weight conversion runs on 5.x.
+tf4_wheel=transformers-4.46.3-py3-none-any.whl
+tf4_sha=a12ef6f52841fd190a3e5602145b542d03507222f2c64ebb7ee92e8788093aef
+oracles=$venv/share/llmft-oracles
+if [[ $mode == test && ! -f $oracles/convert_llama_weights_to_hf.py ]]; then
+  if ! echo "$tf4_sha  $cache/$tf4_wheel" | sha256sum -c --status 2>/dev/null; then
+    echo "deps: pip download transformers==4.46.3 (its Llama converter, a test oracle)"
+    mkdir -p "$cache"
+    "$py" -m pip download -q --disable-pip-version-check --no-deps transformers==4.46.3 -d "$cache"
+    echo "$tf4_sha  $cache/$tf4_wheel" | sha256sum -c --status \
+      || { echo "deps: $tf4_wheel does not have sha256 $tf4_sha" >&2; exit 1; }
+  fi
+  mkdir -p "$oracles"
+  unzip -q -o -j "$cache/$tf4_wheel" transformers/models/llama/convert_llama_weights_to_hf.py -d "$oracles"
 fi
 
 npm_install() {  # npm_install DIR: the exact versions in DIR/package-lock.json

@@ -178,6 +178,49 @@ int cmd_export(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_convert(const std::vector<std::string>& args) {
+  static const char* help =
+      "usage: llmft convert --meta DIR --out DIR [--llama-version 1|2] [--max-shard-mb N]\n"
+      "  Converts Meta's original Llama 1 / 2 checkpoint (params.json, consolidated.NN.pth, tokenizer.model) into a\n"
+      "  Hugging Face model directory (config.json, safetensors shards + index, tokenizer.json), as transformers'\n"
+      "  convert_llama_weights_to_hf.py does. The .pth files are read without running their pickle; memory stays near\n"
+      "  one output shard (--max-shard-mb, default 5000). --llama-version sets max_position_embeddings (default 2).\n";
+  std::string meta, out, version = "2";
+  int64_t shard_mb = 5000;
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    auto value = [&](const char* flag) {
+      if (i + 1 >= args.size()) throw llmft::Error(llmft::Status::kInvalidArgument, std::string(flag) + " needs a value");
+      return args[++i];
+    };
+    if (a == "--help" || a == "-h") {
+      std::fputs(help, stdout);
+      return 0;
+    } else if (a == "--meta") {
+      meta = value("--meta");
+    } else if (a == "--out") {
+      out = value("--out");
+    } else if (a == "--llama-version") {
+      version = value("--llama-version");
+    } else if (a == "--max-shard-mb") {
+      const std::string v = value("--max-shard-mb");
+      char* end = nullptr;
+      shard_mb = std::strtoll(v.c_str(), &end, 10);
+      if (end == v.c_str() || *end != '\0' || shard_mb <= 0)
+        throw llmft::Error(llmft::Status::kInvalidArgument, "--max-shard-mb \"" + v + "\" is not a positive integer");
+    } else {
+      throw llmft::Error(llmft::Status::kInvalidArgument, "unexpected argument \"" + a + "\"\n" + help);
+    }
+  }
+  if (meta.empty() || out.empty()) throw llmft::Error(llmft::Status::kInvalidArgument, std::string("--meta and --out are needed\n") + help);
+  install_log_sink();
+  const llmft::ConvertSummary s = llmft::convert_meta_llama(meta, out, version, shard_mb);
+  std::printf("converted %d model-parallel file%s: %lld tensors, %.1f MB%s -> %s\n", s.model_parallel_files,
+              s.model_parallel_files == 1 ? "" : "s", static_cast<long long>(s.tensors), s.bytes / 1e6,
+              s.tokenizer ? ", tokenizer" : "", s.out_dir.c_str());
+  return 0;
+}
+
 int cmd_world(const std::vector<std::string>& args) {
   const llmft::WorldInfo w = llmft::describe_world(parse(args, kWorldHelp, false, false).config);
   std::printf("{\"rank\": %d, \"world_size\": %d, \"local_rank\": %d, \"local_world_size\": %d, \"node_rank\": %d, "

@@ -22,6 +22,7 @@ void usage(FILE* out) {
                "  generate   answer instructions with a model and an optional adapter\n"
                "  prep       tokenize, template and pack a dataset into token shards for train\n"
                "  export     merge a LoRA adapter into its base model (Hugging Face checkpoint)\n"
+               "  convert    Meta's original Llama checkpoint (consolidated.NN.pth) into a Hugging Face directory\n"
                "  tokenize   encode JSON lines {\"text\": ...} into {\"ids\": [...]} (or measure encode speed)\n"
                "  config     list every configuration key with its default (--markdown for a table)\n"
                "  world      print this process's place in a distributed job (rank, nodes, master) and connect to nothing\n"
@@ -55,6 +56,7 @@ int main(int argc, char** argv) {
     if (cmd == "tokenize") return llmft_cli::cmd_tokenize(args);
     if (cmd == "config") return llmft_cli::cmd_config(args);
     if (cmd == "world") return llmft_cli::cmd_world(args);
+    if (cmd == "convert") return llmft_cli::cmd_convert(args);
     std::fprintf(stderr, "llmft: unknown command '%s'\n\n", cmd.c_str());
     usage(stderr);
     return 2;

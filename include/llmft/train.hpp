@@ -85,6 +85,22 @@ using PrepareProgress = std::function<void(int64_t records, int64_t bytes, int64
 // or model.path).
 LLMFT_API PrepareSummary prepare(const Config& config, const PrepareProgress& progress = nullptr);
 
+// Meta's original Llama 1 / 2 checkpoint (meta_dir: params.json, consolidated.NN.pth split for model parallelism,
+// tokenizer.model) as a Hugging Face model directory in out_dir: config.json, generation_config.json, safetensors
+// (shards of at most max_shard_mb with model.safetensors.index.json), tokenizer.json (from tokenizer.model, as
+// transformers' LlamaConverter makes it), tokenizer.model and tokenizer_config.json. The weights are those
+// transformers' convert_llama_weights_to_hf.py writes. The .pth files are read without running their pickle, and
+// out_dir is written one shard at a time.
+struct ConvertSummary {
+  std::string out_dir;
+  int model_parallel_files = 0;
+  int64_t tensors = 0;
+  uint64_t bytes = 0;
+  bool tokenizer = false;  // tokenizer.model was there and converted
+};
+LLMFT_API ConvertSummary convert_meta_llama(const std::string& meta_dir, const std::string& out_dir,
+                                            const std::string& llama_version = "2", int64_t max_shard_mb = 5000);
+
 // Where this process stands in the data-parallel job `config` describes: resolved from the launcher's environment
 // (torchrun, a Kubeflow PyTorchJob or TrainJob, a Kubernetes Indexed Job) and dist.* as training would resolve it,
 // without connecting to anyone. Inconsistent variables throw the error training would, naming them.

@@ -1,5 +1,7 @@
 #include "io/checkpoint.hpp"
 
+#include <cstring>
+
 #include <algorithm>
 #include <cstdio>
 #include <regex>
@@ -71,18 +73,41 @@ std::vector<std::string> ModelDir::tensor_names() const {
 
 void write_model_weights(const std::string& dir, const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
                          const std::map<std::string, std::string>& metadata, WriteMode mode) {
+  std::vector<LazyTensor> lazy;
+  lazy.reserve(tensors.size());
+  for (const auto& t : tensors) lazy.push_back({t.name, t.dtype, t.shape, t.nbytes, nullptr, t.data});
+  write_model_weights(dir, lazy, max_shard_bytes, metadata, mode);
+}
+
+void write_model_weights(const std::string& dir, const std::vector<LazyTensor>& tensors, uint64_t max_shard_bytes,
+                         const std::map<std::string, std::string>& metadata, WriteMode mode) {
   make_dirs(dir);
-  std::vector<std::vector<TensorView>> shards(1);
+  std::vector<std::vector<const LazyTensor*>> shards(1);
   uint64_t in_shard = 0, total = 0;
   for (const auto& t : tensors) {
     if (in_shard > 0 && in_shard + t.nbytes > max_shard_bytes) {
       shards.emplace_back();
       in_shard = 0;
     }
-    shards.back().push_back(t);
+    shards.back().push_back(&t);
     in_shard += t.nbytes;
     total += t.nbytes;
   }
+  // One shard's tensors in memory at a time.
+  auto write_shard = [&](const std::string& path, const std::vector<const LazyTensor*>& shard) {
+    std::vector<std::vector<uint8_t>> buffers(shard.size());
+    std::vector<TensorView> views(shard.size());
+    for (size_t k = 0; k < shard.size(); ++k) {
+      const uint8_t* bytes = shard[k]->data;
+      if (bytes == nullptr && shard[k]->nbytes > 0) {
+        buffers[k].resize(shard[k]->nbytes);
+        shard[k]->fill(buffers[k].data());
+        bytes = buffers[k].data();
+      }
+      views[k] = {shard[k]->name, shard[k]->dtype, shard[k]->shape, bytes, shard[k]->nbytes};
+    }
+    write_safetensors(path, views, metadata, mode);
+  };
   const std::vector<std::string> before = list_directory(dir);
   // The weight files of an earlier checkpoint here that the new set does not name go, after the new set is in
   // place: a loader never reads stale shards beside the new index (or an old model.safetensors beside new shards).
@@ -97,7 +122,7 @@ void write_model_weights(const std::string& dir, const std::vector<TensorView>& 
     fsync_dir(dir);
   };
   if (shards.size() == 1) {
-    write_safetensors(path_join(dir, "model.safetensors"), shards[0], metadata, mode);
+    write_shard(path_join(dir, "model.safetensors"), shards[0]);
     remove_stale({"model.safetensors"});
     return;
   }
@@ -107,9 +132,9 @@ void write_model_weights(const std::string& dir, const std::vector<TensorView>& 
   index["weight_map"] = nlohmann::ordered_json::object();
   for (size_t i = 0; i < shards.size(); ++i) {
     std::string name = fmt::format("model-{:05d}-of-{:05d}.safetensors", i + 1, shards.size());
-    write_safetensors(path_join(dir, name), shards[i], metadata, mode);
+    write_shard(path_join(dir, name), shards[i]);
     written.insert(name);
-    for (const auto& t : shards[i]) index["weight_map"][t.name] = name;
+    for (const auto* t : shards[i]) index["weight_map"][t->name] = name;
   }
   write_file_atomic(path_join(dir, "model.safetensors.index.json"), index.dump(2) + "\n", mode);
   remove_stale(written);

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <string>
@@ -42,6 +43,20 @@ class ModelDir {
 // shard of its own) plus model.safetensors.index.json. Each file is written atomically; then the weight files of an
 // earlier checkpoint in `dir` that the new set does not name are removed (a loader never mixes the two).
 void write_model_weights(const std::string& dir, const std::vector<TensorView>& tensors, uint64_t max_shard_bytes,
+                         const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
+                         WriteMode mode = WriteMode::kAtomic);
+
+// The same, for tensors made one output shard at a time (a conversion of a model larger than memory): `fill` writes a
+// tensor's nbytes into the buffer it is given, only when that tensor's shard is written.
+struct LazyTensor {
+  std::string name;
+  DType dtype = DType::kF32;
+  std::vector<int64_t> shape;
+  size_t nbytes = 0;
+  std::function<void(uint8_t* out)> fill;
+  const uint8_t* data = nullptr;  // already in memory: written from here, `fill` unused
+};
+void write_model_weights(const std::string& dir, const std::vector<LazyTensor>& tensors, uint64_t max_shard_bytes,
                          const std::map<std::string, std::string>& metadata = {{"format", "pt"}},
                          WriteMode mode = WriteMode::kAtomic);
 

@@ -10,8 +10,10 @@
 #include "data/dataset.hpp"
 #include "io/checkpoint.hpp"
 #include "io/dtype_convert.hpp"
+#include "io/meta_checkpoint.hpp"
 #include "llmft/generator.hpp"
 #include "llmft/train.hpp"
+#include "tokenizer/sentencepiece.hpp"
 #include "train/call_scope.hpp"
 #include "train/preflight.hpp"
 #include "train/resolve.hpp"
@@ -243,6 +245,45 @@ WorldInfo describe_world(const Config& c) {
   i.master_port = w.master_port;
   i.source = w.source;
   return i;
+}
+
+ConvertSummary convert_meta_llama(const std::string& meta_dir, const std::string& out_dir,
+                                  const std::string& llama_version, int64_t max_shard_mb) {
+  LLMFT_CHECK(max_shard_mb > 0, Status::kInvalidArgument, "max shard size {} MB is not positive", max_shard_mb);
+  LLMFT_CHECK(!same_location(meta_dir, out_dir), Status::kInvalidArgument,
+              "the output folder {} is the checkpoint's own folder: write the Hugging Face files elsewhere", out_dir);
+  io::MetaConvertOptions o;
+  o.llama_version = llama_version;
+  o.max_shard_bytes = static_cast<uint64_t>(max_shard_mb) * 1000 * 1000;
+  const io::MetaConvertResult r = io::convert_meta_llama(meta_dir, out_dir, o);
+  ConvertSummary s;
+  s.out_dir = out_dir;
+  s.model_parallel_files = r.model_parallel_files;
+  s.tensors = r.tensors;
+  s.bytes = r.bytes;
+  const std::string sp = path_join(meta_dir, "tokenizer.model");
+  if (file_exists(sp)) {
+    const std::string model = read_file(sp);
+    write_file_atomic(path_join(out_dir, "tokenizer.json"), tok::sentencepiece_to_tokenizer_json(model, sp));
+    write_file_atomic(path_join(out_dir, "tokenizer.model"), model);
+    nlohmann::ordered_json tc;
+    tc["tokenizer_class"] = "LlamaTokenizer";
+    tc["add_bos_token"] = true;
+    tc["add_eos_token"] = false;
+    tc["bos_token"] = "<s>";
+    tc["eos_token"] = "</s>";
+    tc["unk_token"] = "<unk>";
+    tc["pad_token"] = nullptr;
+    tc["clean_up_tokenization_spaces"] = false;
+    tc["legacy"] = false;
+    tc["model_max_length"] = r.config["max_position_embeddings"];
+    write_file_atomic(path_join(out_dir, "tokenizer_config.json"), tc.dump(2) + "\n");
+    s.tokenizer = true;
+  } else {
+    log_message(LogLevel::kWarn, fmt::format("convert: {} has no tokenizer.model; {} has weights and config only",
+                                             meta_dir, out_dir));
+  }
+  return s;
 }
 
 }  // namespace llmft
