@@ -14,7 +14,7 @@
 #include <cstdint>
 #include <string>
 
-#include <nlohmann/json.hpp>
+#include "io/hf_config.hpp"
 
 namespace llmft::io {
 
@@ -27,7 +27,7 @@ struct MetaConvertResult {
   int model_parallel_files = 0;
   int64_t tensors = 0;
   uint64_t bytes = 0;
-  nlohmann::ordered_json config;  // what config.json holds
+  ModelConfig config;  // what config.json holds
 };
 
 // Reads meta_dir/params.json and meta_dir/consolidated.*.pth; writes out_dir/config.json, generation_config.json and

@@ -276,7 +276,7 @@ ConvertSummary convert_meta_llama(const std::string& meta_dir, const std::string
     tc["pad_token"] = nullptr;
     tc["clean_up_tokenization_spaces"] = false;
     tc["legacy"] = false;
-    tc["model_max_length"] = r.config["max_position_embeddings"];
+    tc["model_max_length"] = r.config.max_position_embeddings;
     write_file_atomic(path_join(out_dir, "tokenizer_config.json"), tc.dump(2) + "\n");
     s.tokenizer = true;
   } else {
