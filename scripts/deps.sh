@@ -81,6 +81,17 @@ if [[ ! -f $cuda/.made || $venv/.installed-build.txt -nt $cuda/.made ]]; then
   touch "$cuda/.made"
 fi
 
+fetch() {  # fetch URL FILE SHA256 [HINT]: FILE in $cache, downloaded once and checked; HINT says what to do if it fails
+  local url=$1 file=$cache/$2 sha=$3 hint=${4:-}
+  if ! echo "$sha  $file" | sha256sum -c --status 2>/dev/null; then
+    echo "deps: downloading $url"
+    mkdir -p "$cache"
+    curl -fsSL --retry 3 -o "$file.part" "$url" || { echo "deps: cannot download $url${hint:+; $hint}" >&2; exit 1; }
+    echo "$sha  $file.part" | sha256sum -c --status || { echo "deps: $url does not have sha256 $sha" >&2; exit 1; }
+    mv "$file.part" "$file"
+  fi
+}
+
 # c10d's ProcessGroupGloo.hpp includes Gloo's headers, which the wheel does not ship. libtorch 2.11.0 carries Gloo
 # at a commit between a735743 and 3135b0b (README.md, Dependencies); their headers equal those of Debian's
 # libgloo-dev 0.0~git20250912.d97133a but for the log-level macros of gloo/common/logging.h. Only the headers are
@@ -88,16 +99,8 @@ fi
 gloo_deb=libgloo-dev_0.0~git20250912.d97133a-2_amd64.deb
 gloo_sha=2ee01a68afe26991fbb7c5ead2815f113d37da20e2587cd339408030df7d2e2a
 if [[ ! -f $venv/gloo/include/gloo/config.h ]]; then
-  mkdir -p "$cache"
-  if ! echo "$gloo_sha  $cache/$gloo_deb" | sha256sum -c --status 2>/dev/null; then
-    echo "deps: downloading Debian's $gloo_deb (Gloo headers for c10d)"
-    curl -fsSL --retry 3 -o "$cache/$gloo_deb.part" "http://deb.debian.org/debian/pool/main/g/gloo/$gloo_deb" || {
-      echo "deps: $gloo_deb is no longer in Debian's pool; put a copy (sha256 $gloo_sha) in $cache," \
-           "or configure with -DLLMFT_GLOO_INCLUDE=<Gloo headers at the commit libtorch was built with>" >&2; exit 1; }
-    echo "$gloo_sha  $cache/$gloo_deb.part" | sha256sum -c --status \
-      || { echo "deps: $gloo_deb does not have sha256 $gloo_sha" >&2; exit 1; }
-    mv "$cache/$gloo_deb.part" "$cache/$gloo_deb"
-  fi
+  fetch "http://deb.debian.org/debian/pool/main/g/gloo/$gloo_deb" "$gloo_deb" "$gloo_sha" \
+    "put a copy (sha256 $gloo_sha) in $cache, or configure with -DLLMFT_GLOO_INCLUDE=<Gloo headers at the commit libtorch was built with>"
   rm -rf "$venv/gloo" "$venv/gloo.tmp"; mkdir -p "$venv/gloo.tmp"
   dpkg-deb -x "$cache/$gloo_deb" "$venv/gloo.tmp"
   mkdir -p "$venv/gloo/include"; mv "$venv/gloo.tmp/usr/include/gloo" "$venv/gloo/include/"; rm -rf "$venv/gloo.tmp"
@@ -109,16 +112,6 @@ if [[ $mode == test ]]; then
 fi
 
 # --- deploy/: Kustomize and the custom resources' schemas, from the Go module proxy -------------------------------
-fetch() {  # fetch URL FILE SHA256: FILE in $cache, downloaded once and checked
-  local url=$1 file=$cache/$2 sha=$3
-  if ! echo "$sha  $file" | sha256sum -c --status 2>/dev/null; then
-    echo "deps: downloading $url"
-    mkdir -p "$cache"
-    curl -fsSL --retry 3 -o "$file.part" "$url" || { echo "deps: cannot download $url" >&2; exit 1; }
-    echo "$sha  $file.part" | sha256sum -c --status || { echo "deps: $url does not have sha256 $sha" >&2; exit 1; }
-    mv "$file.part" "$file"
-  fi
-}
 proxy=${GOPROXY_URL:-https://proxy.golang.org}
 kustomize_version=v5.8.1
 go_version=1.26.8
