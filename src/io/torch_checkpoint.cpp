@@ -416,7 +416,8 @@ std::map<std::string, std::pair<const uint8_t*, size_t>> zip_stored_entries(cons
     LLMFT_CHECK(eocd >= 20 && le32(data + eocd - 20) == 0x07064b50, Status::kFormat,
                 "{}: ZIP64 sizes without a ZIP64 locator", what);
     const uint64_t z = le64(data + eocd - 20 + 8);
-    LLMFT_CHECK(z <= size - 56 && le32(data + z) == 0x06064b50, Status::kFormat, "{}: bad ZIP64 end record", what);
+    LLMFT_CHECK(size >= 56 && z <= size - 56 && le32(data + z) == 0x06064b50, Status::kFormat,
+                "{}: bad ZIP64 end record", what);
     entries = le64(data + z + 32);
     cd_size = le64(data + z + 40);
     cd_offset = le64(data + z + 48);
@@ -457,7 +458,7 @@ std::map<std::string, std::pair<const uint8_t*, size_t>> zip_stored_entries(cons
     LLMFT_CHECK(!(flags & 1), Status::kUnsupported, "{}: entry {} is encrypted", what, name);
     LLMFT_CHECK(method == 0 && csize == usize, Status::kUnsupported,
                 "{}: entry {} is compressed (method {}); torch.save stores entries uncompressed", what, name, method);
-    LLMFT_CHECK(local <= size - 30 && le32(data + local) == 0x04034b50, Status::kFormat,
+    LLMFT_CHECK(size >= 30 && local <= size - 30 && le32(data + local) == 0x04034b50, Status::kFormat,
                 "{}: entry {}: no local header at byte {}", what, name, local);
     const uint64_t start = local + 30 + le16(data + local + 26) + le16(data + local + 28);
     LLMFT_CHECK(start <= size && usize <= size - start, Status::kFormat,

@@ -93,4 +93,11 @@ TEST(TorchCheckpoint, UnsupportedOrDamagedFilesAreNamedErrors) {
   e = error_of("bare");  // a bare tensor, not a dict of them
   EXPECT_NE(e.find("no dict of tensors"), std::string::npos) << e;
   EXPECT_THROW(io::TorchCheckpointFile(cases().dir + "/plain.safetensors"), Error);  // not a zip archive
+  // A ZIP64 locator pointing far past the end of a file shorter than a ZIP64 end record (found by the fuzzer; it
+  // read out of bounds; also tests/fuzz/seeds/torch_checkpoint/zip64_locator_past_a_short_file.pth).
+  const std::string short_zip64 = read_file(test::source_dir() + "/tests/fuzz/seeds/torch_checkpoint/"
+                                                                 "zip64_locator_past_a_short_file.pth");
+  write_file_atomic(cases().dir + "/short_zip64.pth", short_zip64);
+  e = error_of("short_zip64");
+  EXPECT_NE(e.find("ZIP64"), std::string::npos) << e;
 }
