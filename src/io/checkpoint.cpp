@@ -65,6 +65,11 @@ const TensorView* ModelDir::find(const std::string& name) const {
   return it == index_.end() ? nullptr : &files_[it->second.first]->tensors()[it->second.second];
 }
 
+void ModelDir::release(const TensorView& t) const {
+  auto it = index_.find(t.name);
+  if (it != index_.end()) files_[it->second.first]->release(t);
+}
+
 std::vector<std::string> ModelDir::tensor_names() const {
   std::vector<std::string> out;
   for (const auto& [n, _] : index_) out.push_back(n);

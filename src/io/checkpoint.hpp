@@ -30,6 +30,8 @@ class ModelDir {
   // The tensor named `name` in whichever file holds it, or nullptr.
   const TensorView* find(const std::string& name) const;
   std::vector<std::string> tensor_names() const;
+  // A tensor of this directory (from find) was copied out: its pages leave the resident set (MappedFile::release).
+  void release(const TensorView& t) const;
 
  private:
   std::string path_;

@@ -44,6 +44,8 @@ class SafetensorsFile {
   const TensorView& get(const std::string& name) const;
   const std::vector<TensorView>& tensors() const { return tensors_; }  // in file order
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
+  // The tensor's pages leave this process's resident set (MappedFile::release); its view stays valid.
+  void release(const TensorView& t) const { file_.release(t.data, t.nbytes); }
 
  private:
   MappedFile file_;

@@ -2,7 +2,9 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
+#include <limits>
 #include <random>
 
 #include "util/check.hpp"
@@ -67,51 +69,86 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
   LLMFT_CHECK(options_.dtype == at::kFloat || options_.dtype == at::kBFloat16 || options_.dtype == at::kDouble,
               Status::kUnsupported, "compute dtype {} is not supported (float32, bfloat16)", c10::toString(options_.dtype));
   const at::ScalarType master = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  local_ = config_;
+  if (options_.tp && options_.tp->size() > 1) {
+    const int P = tp_size_ = options_.tp->size();
+    tp_rank_ = options_.tp->rank();
+    auto divides = [&](int64_t n, const char* key) {
+      LLMFT_CHECK(n % P == 0, Status::kInvalidArgument,
+                  "tensor parallelism over {} ranks splits {} ({}) evenly, and it does not: run with a number of ranks "
+                  "that divides num_attention_heads, num_key_value_heads and intermediate_size", P, key, n);
+    };
+    divides(c.num_attention_heads, "num_attention_heads");
+    divides(c.num_key_value_heads, "num_key_value_heads");
+    divides(c.intermediate_size, "intermediate_size");
+    local_.num_attention_heads /= P;
+    local_.num_key_value_heads /= P;
+    local_.intermediate_size /= P;
+    local_.vocab_size = (c.vocab_size + P - 1) / P;
+  }
+  const auto& lc = local_;
   std::vector<std::string> targets;
   if (options_.mode == TrainMode::kLora) targets = options_.lora.resolved_targets();
   auto is_target = [&](const std::string& m) { return std::find(targets.begin(), targets.end(), m) != targets.end(); };
   const bool full = options_.mode == TrainMode::kFull;
-  const int64_t C = c.hidden_size, Q = c.q_dim(), KV = c.kv_dim(), F = c.intermediate_size, D = c.head_dim;
+  const int64_t C = c.hidden_size, Q = lc.q_dim(), KV = lc.kv_dim(), F = lc.intermediate_size, D = c.head_dim;
+  const int64_t R = options_.lora.r, P = tp_size_, rank = tp_rank_;
 
-  auto base = [&](Unit& u, const std::string& name, std::vector<int64_t> shape, bool decay) {
-    (full ? u.trainable : u.frozen).add(name, std::move(shape), decay);
+  auto base = [&](Unit& u, const std::string& name, std::vector<int64_t> shape, bool decay, const Split& split = {}) {
+    (full ? u.trainable : u.frozen).add(name, std::move(shape), decay, split);
   };
+  // A tensor-parallel slice: rows (dim 0) or columns (dim 1) number `rank` of a tensor P times as long there.
+  auto slice = [&](int dim, std::vector<int64_t> shape) {
+    if (P == 1) return Split{};
+    Split s;
+    s.dim = dim;
+    s.start = rank * shape[static_cast<size_t>(dim)];
+    s.full_shape = shape;
+    s.full_shape[static_cast<size_t>(dim)] *= P;
+    return s;
+  };
+  // The vocabulary: ceil(V/P) rows per rank, the last rank's tail padded with zero rows.
+  const Split vocab_rows = P == 1 ? Split{} : Split{0, rank * lc.vocab_size, {c.vocab_size, C}};
   units_.emplace_back();
   units_.back().name = "embed";
-  base(units_.back(), "model.embed_tokens.weight", {c.vocab_size, C}, true);
+  base(units_.back(), "model.embed_tokens.weight", {lc.vocab_size, C}, true, vocab_rows);
   for (int64_t l = 0; l < c.num_hidden_layers; ++l) {
     units_.emplace_back();
     Unit& u = units_.back();
     u.name = "layers." + std::to_string(l);
     std::string p = layer_prefix(static_cast<size_t>(l));
     // Layout: q/k/v weights back to back, then gate/up, so each group is one (sum of outs, in) matrix and one
-    // matrix product (see fused_forward); biases and norms after them.
-    auto weight = [&](const std::string& block, const std::string& m, int64_t out, int64_t in) {
+    // matrix product (see fused_forward); biases and norms after them. Column-parallel weights (q/k/v, gate/up) are
+    // split by output rows, row-parallel ones (o, down) by input columns; a LoRA pair splits B or A to match.
+    enum Parallel { kColumn, kRow };
+    auto weight = [&](const std::string& block, const std::string& m, int64_t out, int64_t in, Parallel par) {
       std::string n = p + block + "." + m;
-      base(u, n + ".weight", {out, in}, true);
+      base(u, n + ".weight", {out, in}, true, slice(par == kColumn ? 0 : 1, {out, in}));
       if (is_target(m)) {
-        u.trainable.add(n + ".lora_A.weight", {options_.lora.r, in}, true);
-        u.trainable.add(n + ".lora_B.weight", {out, options_.lora.r}, true);
+        u.trainable.add(n + ".lora_A.weight", {R, in}, true, par == kRow ? slice(1, {R, in}) : Split{});
+        u.trainable.add(n + ".lora_B.weight", {out, R}, true, par == kColumn ? slice(0, {out, R}) : Split{});
       }
     };
-    auto bias = [&](const std::string& block, const std::string& m, int64_t out) { base(u, p + block + "." + m + ".bias", {out}, false); };
-    weight("self_attn", "q_proj", Q, C);
-    weight("self_attn", "k_proj", KV, C);
-    weight("self_attn", "v_proj", KV, C);
-    weight("self_attn", "o_proj", C, Q);
-    weight("mlp", "gate_proj", F, C);
-    weight("mlp", "up_proj", F, C);
-    weight("mlp", "down_proj", C, F);
+    auto bias = [&](const std::string& block, const std::string& m, int64_t out, Parallel par) {
+      base(u, p + block + "." + m + ".bias", {out}, false, par == kColumn ? slice(0, {out}) : Split{});
+    };
+    weight("self_attn", "q_proj", Q, C, kColumn);
+    weight("self_attn", "k_proj", KV, C, kColumn);
+    weight("self_attn", "v_proj", KV, C, kColumn);
+    weight("self_attn", "o_proj", C, Q, kRow);
+    weight("mlp", "gate_proj", F, C, kColumn);
+    weight("mlp", "up_proj", F, C, kColumn);
+    weight("mlp", "down_proj", C, F, kRow);
     if (c.qkv_bias) {
-      bias("self_attn", "q_proj", Q);
-      bias("self_attn", "k_proj", KV);
-      bias("self_attn", "v_proj", KV);
+      bias("self_attn", "q_proj", Q, kColumn);
+      bias("self_attn", "k_proj", KV, kColumn);
+      bias("self_attn", "v_proj", KV, kColumn);
     }
-    if (c.o_bias) bias("self_attn", "o_proj", C);
+    if (c.o_bias) bias("self_attn", "o_proj", C, kRow);
     if (c.mlp_bias) {
-      bias("mlp", "gate_proj", F);
-      bias("mlp", "up_proj", F);
-      bias("mlp", "down_proj", C);
+      bias("mlp", "gate_proj", F, kColumn);
+      bias("mlp", "up_proj", F, kColumn);
+      bias("mlp", "down_proj", C, kRow);
     }
     base(u, p + "input_layernorm.weight", {C}, false);
     base(u, p + "post_attention_layernorm.weight", {C}, false);
@@ -123,7 +160,7 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
   units_.emplace_back();
   units_.back().name = "head";
   base(units_.back(), "model.norm.weight", {C}, false);
-  if (!c.tie_word_embeddings) base(units_.back(), "lm_head.weight", {c.vocab_size, C}, true);
+  if (!c.tie_word_embeddings) base(units_.back(), "lm_head.weight", {lc.vocab_size, C}, true, vocab_rows);
 
   for (Unit& u : units_) {
     u.frozen.finalize(options_.align);
@@ -156,6 +193,22 @@ Decoder::~Decoder() = default;
 
 // ---- weights ----
 
+namespace {
+// Fills a slot from the checkpoint-shaped tensor `whole`: all of it, or this rank's rows / columns of it (zeros
+// past its end).
+void copy_slot(const at::Tensor& dst, const at::Tensor& whole, const ParamSlot& s) {
+  if (s.split_dim < 0) {
+    dst.copy_(whole);
+    return;
+  }
+  const int d = s.split_dim;
+  const int64_t want = dst.size(d);
+  const int64_t have = std::clamp<int64_t>(whole.size(d) - s.split_start, 0, want);
+  if (have > 0) dst.narrow(d, 0, have).copy_(whole.narrow(d, s.split_start, have));
+  if (have < want) dst.narrow(d, have, want - have).zero_();
+}
+}  // namespace
+
 void Decoder::init_random(uint64_t seed, double std) {
   c10::InferenceMode guard;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
@@ -168,7 +221,9 @@ void Decoder::init_random(uint64_t seed, double std) {
         if (lora) continue;
         if (s.name.find("norm.weight") != std::string::npos) v.fill_(1.0);
         else if (s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0) v.zero_();
-        else v.normal_(0.0, std, gen);
+        else if (s.split_dim < 0) v.normal_(0.0, std, gen);
+        // A tensor-parallel slice of the tensor one process draws (the same stream, so the same model).
+        else copy_slot(v, at::empty(s.full_shape, v.options()).normal_(0.0, std, gen), s);
       }
     }
   }
@@ -187,19 +242,20 @@ at::ScalarType scalar_type(io::DType d, const std::string& name, const std::stri
   }
 }
 
-void copy_in(const at::Tensor& dst, const io::TensorView& t, const std::string& origin) {
-  std::vector<int64_t> want(dst.sizes().begin(), dst.sizes().end());
+// Copies the checkpoint tensor `t` (or this rank's slice of it) into `dst`; reads only the slice's bytes.
+void copy_in(const at::Tensor& dst, const ParamSlot& s, const io::TensorView& t, const std::string& origin) {
+  const std::vector<int64_t>& want = s.checkpoint_shape();
   LLMFT_CHECK(t.shape == want, Status::kFormat, "{}: tensor \"{}\" has shape [{}], the model needs [{}]", origin, t.name,
               fmt::join(t.shape, ", "), fmt::join(want, ", "));
   at::Tensor src = at::from_blob(const_cast<uint8_t*>(t.data), t.shape, at::TensorOptions().dtype(scalar_type(t.dtype, t.name, origin)));
-  dst.copy_(src);
+  copy_slot(dst, src, s);
   // A NaN or infinity in a checkpoint would train (or generate) garbage without a word: refuse it by name.
   LLMFT_CHECK(at::isfinite(dst).all().item<bool>(), Status::kFormat,
               "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)", origin, t.name);
 }
 }  // namespace
 
-void Decoder::load_base(const TensorLookup& lookup, const std::string& origin) {
+void Decoder::load_base(const TensorLookup& lookup, const std::string& origin, const TensorDone& done) {
   c10::InferenceMode guard;
   for (Unit& u : units_) {
     for (ParamGroup* g : {&u.frozen, &u.trainable}) {
@@ -208,7 +264,8 @@ void Decoder::load_base(const TensorLookup& lookup, const std::string& origin) {
         if (s.name.find(".lora_") != std::string::npos) continue;
         const io::TensorView* t = lookup(s.name);
         LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the checkpoint has no tensor \"{}\"", origin, s.name);
-        copy_in(g->view(i), *t, origin);
+        copy_in(g->view(i), s, *t, origin);
+        if (done) done(*t);
       }
     }
   }
@@ -223,9 +280,10 @@ void Decoder::init_lora(uint64_t seed) {
       const ParamSlot& s = u.trainable.slots()[i];
       at::Tensor v = u.trainable.view(i);
       if (s.name.find(".lora_A.") != std::string::npos) {
-        at::Tensor a = at::empty(s.shape, at::kFloat);
-        lora::kaiming_uniform_a_sqrt5(a.data_ptr<float>(), s.shape[0], s.shape[1], rng);
-        v.copy_(a);
+        const std::vector<int64_t>& shape = s.checkpoint_shape();
+        at::Tensor a = at::empty(shape, at::kFloat);
+        lora::kaiming_uniform_a_sqrt5(a.data_ptr<float>(), shape[0], shape[1], rng);
+        copy_slot(v, a, s);
       }
       else if (s.name.find(".lora_B.") != std::string::npos)
         v.zero_();
@@ -242,7 +300,7 @@ void Decoder::load_lora(const TensorLookup& lookup, const std::string& origin) {
       if (s.name.find(".lora_") == std::string::npos) continue;
       const io::TensorView* t = lookup(s.name);
       LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the adapter has no tensor \"{}\"", origin, s.name);
-      copy_in(u.trainable.view(i), *t, origin);
+      copy_in(u.trainable.view(i), s, *t, origin);
     }
   }
   refresh_compute();
@@ -304,6 +362,8 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
     std::string n = p + block + "." + m;
     lw.w = param(u, n + ".weight", &lw.dw);
     lw.b = param(u, n + ".bias", &lw.db);
+    // A row-parallel bias is added once, by rank 0, to the partial outputs the all-reduce sums.
+    if (tp_rank_ != 0 && (m == "o_proj" || m == "down_proj")) lw.b = at::Tensor();
     lw.lora_a = param(u, n + ".lora_A.weight", &lw.dlora_a);
     lw.lora_b = param(u, n + ".lora_B.weight", &lw.dlora_b);
     lw.scaling = options_.lora.scaling();
@@ -356,9 +416,44 @@ at::Tensor Decoder::output_weight(at::Tensor* grad) {
 
 at::Tensor Decoder::embed(const at::Tensor& ids, ParamProvider* provider) {
   if (provider) provider->acquire(embed_unit(), Pass::kForward);
-  at::Tensor h = param(embed_unit(), "model.embed_tokens.weight").index_select(0, ids);  // (N, C)
+  at::Tensor w = param(embed_unit(), "model.embed_tokens.weight");
+  at::Tensor h;
+  if (!parallel()) {
+    h = w.index_select(0, ids);  // (N, C)
+  } else {
+    // Each id's row lives on one rank: the others contribute zeros to the sum.
+    const int64_t lo = tp_rank_ * local_.vocab_size;
+    at::Tensor mine = (ids >= lo).logical_and(ids < lo + local_.vocab_size);                    // (N)
+    h = w.index_select(0, at::where(mine, ids - lo, at::zeros_like(ids)));                       // (N, C)
+    h.masked_fill_(mine.logical_not().unsqueeze(1), 0);
+    reduce_partial(h);
+  }
   if (provider) provider->release(embed_unit());
   return h;
+}
+
+void Decoder::reduce_partial(at::Tensor& t) {
+  if (!parallel()) return;
+  // Summed in fp32 (a bf16 sum of P partial products would round P times).
+  at::Tensor sum = t.to(at::kFloat).contiguous();
+  options_.tp->all_reduce(sum)->wait();
+  t = sum.to(t.scalar_type());
+}
+
+void Decoder::refuse_parallel(const char* what) const {
+  LLMFT_CHECK(!parallel(), Status::kUnsupported,
+              "{} runs on a whole model: tensor parallelism serves inference (forward_logits, generate); training "
+              "shards with ZeRO (dist.zero_stage)", what);
+}
+
+at::Tensor Decoder::head_logits(const at::Tensor& hn) {
+  const at::ScalarType out = options_.dtype == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor local = at::mm(hn, output_weight(nullptr).t()).to(out).contiguous();  // (n, V/P)
+  if (!parallel()) return local;
+  const int64_t n = hn.size(0), P = tp_size_, Vp = local_.vocab_size;
+  at::Tensor all = at::empty({P * n * Vp}, local.options());
+  options_.tp->all_gather(all, local.view({-1}))->wait();
+  return all.view({P, n, Vp}).permute({1, 0, 2}).reshape({n, P * Vp}).narrow(1, 0, config_.vocab_size).contiguous();  // (n, V)
 }
 
 // ---- one decoder layer ----
@@ -366,7 +461,7 @@ at::Tensor Decoder::embed(const at::Tensor& ids, ParamProvider* provider) {
 at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
                                   const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* c) {
   LayerWeights w = bind_layer(l);
-  const auto& cf = config_;
+  const auto& cf = local_;  // this rank's heads under tensor parallelism
   const int64_t N = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
   at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, c ? &c->norm1 : nullptr);       // (N, C)
   at::Tensor q, k, v;
@@ -388,7 +483,9 @@ at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tenso
   q = rope_apply(q, cos, sin);
   k = rope_apply(k, cos, sin);
   at::Tensor a = attention_forward(q, k, v, doc_starts, cf.sliding_window, c ? &c->attn : nullptr);  // (N, H, D)
-  at::Tensor h2 = h + linear_forward(a.reshape({N, H * D}), w.o, gen, c ? &c->o : nullptr);         // (N, C)
+  at::Tensor o = linear_forward(a.reshape({N, H * D}), w.o, gen, c ? &c->o : nullptr);              // (N, C)
+  reduce_partial(o);
+  at::Tensor h2 = h + o;                                                                             // (N, C)
   at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr);        // (N, C)
   at::Tensor g, u;                                                                                   // (N, F)
   if (w.w_gate_up.defined()) {
@@ -404,13 +501,15 @@ at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tenso
     c->g = g;
     c->u = u;
   }
-  return h2 + linear_forward(swiglu_forward(g, u), w.down, gen, c ? &c->down : nullptr);            // (N, C)
+  at::Tensor down = linear_forward(swiglu_forward(g, u), w.down, gen, c ? &c->down : nullptr);       // (N, C)
+  reduce_partial(down);
+  return h2 + down;
 }
 
 at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c, const at::Tensor& cos,
                                    const at::Tensor& sin, const std::vector<int64_t>& doc_starts) {
   LayerWeights w = bind_layer(l);
-  const auto& cf = config_;
+  const auto& cf = local_;
   const int64_t N = dh.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
   // MLP branch: h3 = h2 + down(swiglu(gate(x2), up(x2)))
   at::Tensor da = linear_backward(dh, w.down, c.down);  // (N, F)
@@ -450,6 +549,7 @@ at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c
 
 double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Generator* dropout) {
   c10::InferenceMode guard;
+  refuse_parallel("training (forward_backward)");
   ParamProvider none;
   ParamProvider& pp = provider ? *provider : none;
   const size_t L = static_cast<size_t>(config_.num_hidden_layers);
@@ -498,6 +598,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
 
 double Decoder::forward_loss(const Batch& b, ParamProvider* provider, int64_t* correct) {
   c10::InferenceMode guard;
+  refuse_parallel("the evaluation loss (forward_loss)");
   ParamProvider none;
   ParamProvider& pp = provider ? *provider : none;
   at::Tensor cos, sin;
@@ -527,100 +628,185 @@ at::Tensor Decoder::forward_logits(const Batch& b) {
   for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l)
     h = layer_forward(l, h, cos, sin, b.doc_starts, nullptr, nullptr);
   at::Tensor hn = rmsnorm_forward(h, param(head_unit(), "model.norm.weight"), config_.rms_norm_eps, nullptr);
-  return at::mm(hn, output_weight(nullptr).t()).to(options_.dtype == at::kDouble ? at::kDouble : at::kFloat);  // (N, V)
+  return head_logits(hn);  // (N, V)
 }
 
 // ---- generation with a KV cache ----
 
-at::Tensor Decoder::layer_step(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, KVCache& kv,
-                               int64_t start) {
+at::Tensor Decoder::layer_prefill(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
+                                  KVCache& kv, const std::vector<int64_t>& doc_starts) {
   LayerWeights w = bind_layer(l);
-  const auto& cf = config_;
-  const int64_t n = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
-  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, nullptr);
+  const auto& cf = local_;
+  const int64_t N = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
+  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, nullptr);  // (N, C)
   at::Tensor q, k, v;
   if (w.w_qkv.defined()) {
     auto qkv = fused_linear_forward(x1, w.w_qkv, {&w.q, &w.k, &w.v}, nullptr, {nullptr, nullptr, nullptr});
-    q = qkv[0].view({n, H, D});
-    k = qkv[1].view({n, K, D});
-    v = qkv[2].view({n, K, D});
+    q = qkv[0].view({N, H, D});
+    k = qkv[1].view({N, K, D});
+    v = qkv[2].view({N, K, D});
   } else {
-    q = linear_forward(x1, w.q, nullptr, nullptr).view({n, H, D});
-    k = linear_forward(x1, w.k, nullptr, nullptr).view({n, K, D});
-    v = linear_forward(x1, w.v, nullptr, nullptr).view({n, K, D});
+    q = linear_forward(x1, w.q, nullptr, nullptr).view({N, H, D});
+    k = linear_forward(x1, w.k, nullptr, nullptr).view({N, K, D});
+    v = linear_forward(x1, w.v, nullptr, nullptr).view({N, K, D});
   }
   if (cf.qk_norm) {
-    q = rmsnorm_forward(q.reshape({n * H, D}), w.q_norm, cf.rms_norm_eps, nullptr).view({n, H, D});
-    k = rmsnorm_forward(k.reshape({n * K, D}), w.k_norm, cf.rms_norm_eps, nullptr).view({n, K, D});
+    q = rmsnorm_forward(q.reshape({N * H, D}), w.q_norm, cf.rms_norm_eps, nullptr).view({N, H, D});
+    k = rmsnorm_forward(k.reshape({N * K, D}), w.k_norm, cf.rms_norm_eps, nullptr).view({N, K, D});
   }
   q = rope_apply(q, cos, sin);
   k = rope_apply(k, cos, sin);
-  kv.k[l].narrow(0, start, n).copy_(k);
-  kv.v[l].narrow(0, start, n).copy_(v);
-  const int64_t T = start + n, rep = H / K;
-  at::Tensor kall = kv.k[l].narrow(0, 0, T).transpose(0, 1);  // (K, T, D)
-  at::Tensor vall = kv.v[l].narrow(0, 0, T).transpose(0, 1);
-  if (rep > 1) {
-    kall = kall.unsqueeze(1).expand({K, rep, T, D}).reshape({H, T, D});
-    vall = vall.unsqueeze(1).expand({K, rep, T, D}).reshape({H, T, D});
+  for (size_t b = 0; b + 1 < doc_starts.size(); ++b) {  // prompt b's keys and values at positions 0..len-1
+    const int64_t len = doc_starts[b + 1] - doc_starts[b];
+    kv.k[l].select(0, static_cast<int64_t>(b)).narrow(0, 0, len).copy_(k.narrow(0, doc_starts[b], len));
+    kv.v[l].select(0, static_cast<int64_t>(b)).narrow(0, 0, len).copy_(v.narrow(0, doc_starts[b], len));
   }
-  at::Tensor scores = at::matmul(q.transpose(0, 1), kall.transpose(1, 2)).mul_(1.0 / std::sqrt(double(D))).to(at::kFloat);  // (H, n, T)
-  // Query i sits at position start + i: it sees keys j <= start + i (and within the window).
-  at::Tensor qi = at::arange(start, T, at::kLong).unsqueeze(1), kj = at::arange(0, T, at::kLong).unsqueeze(0);
+  at::Tensor a = attention_forward(q, k, v, doc_starts, cf.sliding_window, nullptr);  // (N, H, D)
+  at::Tensor o = linear_forward(a.reshape({N, H * D}), w.o, nullptr, nullptr);
+  reduce_partial(o);
+  at::Tensor h2 = h + o;
+  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, nullptr);
+  at::Tensor g = linear_forward(x2, w.gate, nullptr, nullptr), u = linear_forward(x2, w.up, nullptr, nullptr);
+  at::Tensor down = linear_forward(swiglu_forward(g, u), w.down, nullptr, nullptr);
+  reduce_partial(down);
+  return h2 + down;
+}
+
+at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
+                                 KVCache& kv, const at::Tensor& lengths) {
+  LayerWeights w = bind_layer(l);
+  const auto& cf = local_;
+  const int64_t B = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
+  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, nullptr);  // (B, C)
+  at::Tensor q, k, v;
+  if (w.w_qkv.defined()) {
+    auto qkv = fused_linear_forward(x1, w.w_qkv, {&w.q, &w.k, &w.v}, nullptr, {nullptr, nullptr, nullptr});
+    q = qkv[0].view({B, H, D});
+    k = qkv[1].view({B, K, D});
+    v = qkv[2].view({B, K, D});
+  } else {
+    q = linear_forward(x1, w.q, nullptr, nullptr).view({B, H, D});
+    k = linear_forward(x1, w.k, nullptr, nullptr).view({B, K, D});
+    v = linear_forward(x1, w.v, nullptr, nullptr).view({B, K, D});
+  }
+  if (cf.qk_norm) {
+    q = rmsnorm_forward(q.reshape({B * H, D}), w.q_norm, cf.rms_norm_eps, nullptr).view({B, H, D});
+    k = rmsnorm_forward(k.reshape({B * K, D}), w.k_norm, cf.rms_norm_eps, nullptr).view({B, K, D});
+  }
+  q = rope_apply(q, cos, sin);
+  k = rope_apply(k, cos, sin);
+  at::Tensor rows = at::arange(B, at::kLong);
+  kv.k[l].index_put_({rows, lengths}, k);  // sequence b's new key at position lengths[b]
+  kv.v[l].index_put_({rows, lengths}, v);
+  const int64_t T = lengths.max().item<int64_t>() + 1, rep = H / K;
+  at::Tensor kall = kv.k[l].narrow(1, 0, T).permute({0, 2, 1, 3});  // (B, K, T, D)
+  at::Tensor vall = kv.v[l].narrow(1, 0, T).permute({0, 2, 1, 3});
+  if (rep > 1) {
+    kall = kall.unsqueeze(2).expand({B, K, rep, T, D}).reshape({B, H, T, D});
+    vall = vall.unsqueeze(2).expand({B, K, rep, T, D}).reshape({B, H, T, D});
+  }
+  at::Tensor scores = at::matmul(q.unsqueeze(2), kall.transpose(2, 3)).mul_(1.0 / std::sqrt(double(D))).to(at::kFloat);  // (B, H, 1, T)
+  // Sequence b's query sits at position lengths[b]: it sees keys j <= lengths[b] (and within the window).
+  at::Tensor qi = lengths.view({B, 1, 1, 1}), kj = at::arange(T, at::kLong).view({1, 1, 1, T});
   at::Tensor blocked = kj > qi;
   if (cf.sliding_window > 0) blocked = blocked.logical_or(kj <= qi - cf.sliding_window);
   scores.masked_fill_(blocked, -std::numeric_limits<float>::infinity());
-  at::Tensor a = at::matmul(at::softmax(scores, -1).to(h.scalar_type()), vall).transpose(0, 1).reshape({n, H * D});
-  at::Tensor h2 = h + linear_forward(a, w.o, nullptr, nullptr);
+  at::Tensor a = at::matmul(at::softmax(scores, -1).to(h.scalar_type()), vall).reshape({B, H * D});  // (B, H*D)
+  at::Tensor o = linear_forward(a, w.o, nullptr, nullptr);
+  reduce_partial(o);
+  at::Tensor h2 = h + o;
   at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, nullptr);
   at::Tensor g = linear_forward(x2, w.gate, nullptr, nullptr), u = linear_forward(x2, w.up, nullptr, nullptr);
-  return h2 + linear_forward(swiglu_forward(g, u), w.down, nullptr, nullptr);
+  at::Tensor down = linear_forward(swiglu_forward(g, u), w.down, nullptr, nullptr);
+  reduce_partial(down);
+  return h2 + down;
 }
 
-std::vector<int32_t> Decoder::generate(const std::vector<int32_t>& prompt, const GenerateOptions& opt) {
+int64_t pick_token(const at::Tensor& logits, double temperature, double top_p, at::Generator& gen) {
+  if (temperature <= 0) return logits.argmax().item<int64_t>();
+  at::Tensor probs = at::softmax(logits / temperature, -1);
+  if (top_p < 1.0) {
+    auto sorted = probs.sort(-1, true);
+    at::Tensor sp = std::get<0>(sorted), si = std::get<1>(sorted);
+    at::Tensor before = sp.cumsum(0) - sp;  // mass of the tokens ranked above each one
+    sp.masked_fill_(before >= top_p, 0.0);  // keep the smallest set reaching top_p
+    probs = at::zeros_like(probs).scatter_(0, si, sp);
+  }
+  return at::multinomial(probs, 1, false, gen).item<int64_t>();
+}
+
+std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                                          const GenerateOptions& opt) {
   c10::InferenceMode guard;
-  LLMFT_CHECK(!prompt.empty(), Status::kInvalidArgument, "generate: the prompt is empty");
-  const int64_t total = static_cast<int64_t>(prompt.size()) + opt.max_new_tokens;
+  LLMFT_CHECK(!prompts.empty(), Status::kInvalidArgument, "generate: no prompts");
+  const int64_t B = static_cast<int64_t>(prompts.size());
+  std::vector<std::vector<int32_t>> out(prompts.size());
+  if (opt.max_new_tokens <= 0) return out;
+  std::vector<int64_t> ids, positions, doc_starts;
+  int64_t longest = 0;
+  for (size_t b = 0; b < prompts.size(); ++b) {
+    LLMFT_CHECK(!prompts[b].empty(), Status::kInvalidArgument, "generate: prompt {} is empty", b);
+    doc_starts.push_back(static_cast<int64_t>(ids.size()));
+    for (size_t t = 0; t < prompts[b].size(); ++t) {
+      ids.push_back(prompts[b][t]);
+      positions.push_back(static_cast<int64_t>(t));
+    }
+    longest = std::max<int64_t>(longest, static_cast<int64_t>(prompts[b].size()));
+  }
+  doc_starts.push_back(static_cast<int64_t>(ids.size()));
+  // The KV cache: this rank's key/value heads of every sequence, (B, longest prompt + max_new_tokens, K, D) a layer.
   KVCache kv;
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
-    kv.k.push_back(at::empty({total, config_.num_key_value_heads, config_.head_dim}, at::TensorOptions().dtype(options_.dtype)));
-    kv.v.push_back(at::empty_like(kv.k.back()));
+    // Zeros: a shorter sequence's unwritten positions are masked out, but 0 * (uninitialised NaN) would not be.
+    kv.k.push_back(at::zeros({B, longest + opt.max_new_tokens, local_.num_key_value_heads, local_.head_dim},
+                             at::TensorOptions().dtype(options_.dtype)));
+    kv.v.push_back(at::zeros_like(kv.k.back()));
   }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
-  std::vector<int32_t> out;
-  std::vector<int64_t> step(prompt.begin(), prompt.end());
-  int64_t start = 0;
-  at::Tensor norm_w = param(head_unit(), "model.norm.weight");
-  at::Tensor w_out = output_weight(nullptr);
-  for (int64_t t = 0; t < opt.max_new_tokens; ++t) {
-    at::Tensor ids = at::tensor(step, at::kLong);
-    at::Tensor pos = at::arange(start, start + ids.size(0), at::kLong);
-    at::Tensor cos, sin;
-    rope_tables(rope_, pos, options_.dtype, &cos, &sin);
-    at::Tensor h = param(embed_unit(), "model.embed_tokens.weight").index_select(0, ids);
-    for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l) h = layer_step(l, h, cos, sin, kv, start);
-    start += ids.size(0);
-    at::Tensor last = rmsnorm_forward(h.narrow(0, h.size(0) - 1, 1), norm_w, config_.rms_norm_eps, nullptr);
-    at::Tensor logits = at::mm(last, w_out.t()).to(at::kFloat).squeeze(0);  // (V)
-    int64_t next;
-    if (opt.temperature <= 0) {
-      next = logits.argmax().item<int64_t>();
-    } else {
-      at::Tensor probs = at::softmax(logits / opt.temperature, -1);
-      if (opt.top_p < 1.0) {
-        auto sorted = probs.sort(-1, true);
-        at::Tensor sp = std::get<0>(sorted), si = std::get<1>(sorted);
-        at::Tensor before = sp.cumsum(0) - sp;                      // mass of the tokens ranked above each one
-        sp.masked_fill_(before >= opt.top_p, 0.0);                  // keep the smallest set reaching top_p
-        probs = at::zeros_like(probs).scatter_(0, si, sp);
-      }
-      next = at::multinomial(probs, 1, false, gen).item<int64_t>();
+  const at::Tensor norm_w = param(head_unit(), "model.norm.weight");
+  const size_t L = static_cast<size_t>(config_.num_hidden_layers);
+
+  // Prefill: every prompt in one packed batch; each sequence's last position gives its first token.
+  at::Tensor cos, sin;
+  rope_tables(rope_, at::tensor(positions, at::kLong), options_.dtype, &cos, &sin);
+  at::Tensor h = embed(at::tensor(ids, at::kLong), nullptr);
+  for (size_t l = 0; l < L; ++l) h = layer_prefill(l, h, cos, sin, kv, doc_starts);
+  std::vector<int64_t> last(doc_starts.begin() + 1, doc_starts.end());
+  for (auto& x : last) --x;
+  h = h.index_select(0, at::tensor(last, at::kLong));  // (B, C)
+  at::Tensor lengths = at::empty({B}, at::kLong);
+  for (int64_t b = 0; b < B; ++b) lengths[b] = static_cast<int64_t>(prompts[static_cast<size_t>(b)].size());
+  std::vector<bool> done(prompts.size(), false);
+  for (int64_t t = 0;; ++t) {
+    at::Tensor logits = head_logits(rmsnorm_forward(h, norm_w, config_.rms_norm_eps, nullptr)).to(at::kFloat);  // (B, V)
+    // Every rank holds the same logits; rank 0's choice is broadcast so all ranks feed the same tokens.
+    at::Tensor next = at::zeros({B}, at::kLong);
+    if (tp_rank_ == 0)
+      for (int64_t b = 0; b < B; ++b)
+        if (!done[static_cast<size_t>(b)]) next[b] = pick_token(logits[b], opt.temperature, opt.top_p, gen);
+    if (parallel()) options_.tp->broadcast(next)->wait();
+    const int64_t* nx = next.data_ptr<int64_t>();
+    bool all_done = true;
+    for (size_t b = 0; b < prompts.size(); ++b) {
+      if (done[b]) continue;
+      const auto id = static_cast<int32_t>(nx[b]);
+      out[b].push_back(id);
+      done[b] = static_cast<int64_t>(out[b].size()) >= opt.max_new_tokens ||
+                std::find(opt.stop_ids.begin(), opt.stop_ids.end(), id) != opt.stop_ids.end();
+      all_done = all_done && done[b];
     }
-    out.push_back(static_cast<int32_t>(next));
-    if (std::find(opt.stop_ids.begin(), opt.stop_ids.end(), static_cast<int32_t>(next)) != opt.stop_ids.end()) break;
-    step.assign(1, next);
+    if (all_done) break;
+    // One step for every sequence (a finished one keeps stepping on a placeholder token; its output is not kept).
+    rope_tables(rope_, lengths, options_.dtype, &cos, &sin);
+    h = embed(next, nullptr);
+    for (size_t l = 0; l < L; ++l) h = layer_decode(l, h, cos, sin, kv, lengths);
+    lengths.add_(1);
   }
   return out;
+}
+
+std::vector<int32_t> Decoder::generate(const std::vector<int32_t>& prompt, const GenerateOptions& options) {
+  return generate_batch({prompt}, options).front();
 }
 
 }  // namespace llmft::model

@@ -10,6 +10,13 @@
 // Parameters live in flat per-unit buffers (model/params.hpp). A ParamProvider is told when each unit is about to be
 // used and when its gradients are final, which is where data parallelism and ZeRO hook in.
 //
+// Tensor parallelism (DecoderOptions::tp, inference only: forward_logits and generate). Each of the group's P ranks
+// holds H/P query heads and K/P key/value heads (the column slices of q/k/v_proj and the row slice of o_proj's
+// columns), F/P of the MLP (gate/up rows, down_proj columns) and ceil(V/P) rows of the embedding and output head.
+// A sub-block ends in one all-reduce (after o_proj, after down_proj); the embedding is looked up where each id's row
+// lives and all-reduced; logits are all-gathered. LoRA follows its base: B split with a column-parallel weight, A
+// with a row-parallel one. The KV cache holds this rank's heads only. load_base reads only this rank's slices.
+//
 // Dims: N tokens, C hidden, H query heads, K key/value heads, D head dim, F MLP size, V vocabulary.
 #pragma once
 
@@ -21,6 +28,7 @@
 
 #include <ATen/ATen.h>
 
+#include "comm/communicator.hpp"
 #include "io/hf_config.hpp"
 #include "io/safetensors.hpp"
 #include "lora/lora.hpp"
@@ -36,6 +44,7 @@ struct DecoderOptions {
   TrainMode mode = TrainMode::kLora;
   lora::LoraSpec lora;
   int64_t align = 64;                 // flat buffers padded to a multiple of this many elements
+  comm::Communicator* tp = nullptr;   // tensor-parallel group (not owned; null or size 1: the whole model here)
 };
 
 struct Batch {
@@ -71,6 +80,9 @@ struct GenerateOptions {
   uint64_t seed = 0;
   std::vector<int32_t> stop_ids;
 };
+// Finite-sampling rule shared by every rank: temperature 0 takes the argmax; otherwise the smallest set of tokens
+// whose probability reaches top_p, sampled with `gen`. logits: (V) fp32.
+int64_t pick_token(const at::Tensor& logits, double temperature, double top_p, at::Generator& gen);
 
 class Decoder {
  public:
@@ -78,6 +90,9 @@ class Decoder {
   ~Decoder();
 
   const io::ModelConfig& config() const { return config_; }
+  // This rank's share under tensor parallelism: heads, key/value heads, MLP size and (padded) vocabulary divided by
+  // the group's size; equal to config() without it.
+  const io::ModelConfig& local_config() const { return local_; }
   const DecoderOptions& options() const { return options_; }
   std::vector<Unit>& units() { return units_; }
   const std::vector<Unit>& units() const { return units_; }
@@ -86,8 +101,11 @@ class Decoder {
   // tensors looked up by Hugging Face name (shape-checked; F32/BF16/F16 converted). Missing tensors are errors that
   // name the tensor and where it was looked for.
   void init_random(uint64_t seed, double std = 0.02);
+  // Under tensor parallelism only this rank's slice of each tensor is read. `done`, when given, is called with each
+  // tensor once it has been copied (a memory-mapped directory releases its pages: io::ModelDir::release).
   using TensorLookup = std::function<const io::TensorView*(const std::string& name)>;
-  void load_base(const TensorLookup& lookup, const std::string& origin);
+  using TensorDone = std::function<void(const io::TensorView&)>;
+  void load_base(const TensorLookup& lookup, const std::string& origin, const TensorDone& done = nullptr);
   // LoRA adapters: A Kaiming-uniform, B zero (PEFT's init); or from PEFT-named tensors.
   void init_lora(uint64_t seed);
   void load_lora(const TensorLookup& lookup, const std::string& origin);
@@ -101,11 +119,17 @@ class Decoder {
   double forward_backward(const Batch& batch, ParamProvider* provider = nullptr, at::Generator* dropout = nullptr);
   // Loss sum, no gradients; *correct receives how many targets are the model's top prediction.
   double forward_loss(const Batch& batch, ParamProvider* provider = nullptr, int64_t* correct = nullptr);
-  at::Tensor forward_logits(const Batch& batch);                              // (N, V) fp32
+  at::Tensor forward_logits(const Batch& batch);                              // (N, V) fp32, on every rank
   void zero_grad();
   // After the optimizer updated the fp32 master weights: refresh the compute-dtype copies.
   void refresh_compute();
 
+  // Continuations of a batch of prompts (each without its prompt; ending with a stop id when one came), decoded
+  // together: the prompts are run as one packed batch, then one token of every unfinished prompt per step against a
+  // KV cache of (B, prompt + max_new_tokens) positions per layer. Under tensor parallelism every rank takes part and
+  // gets the same tokens (rank 0 picks them).
+  std::vector<std::vector<int32_t>> generate_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                                   const GenerateOptions& options);
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const GenerateOptions& options);
 
   // Every parameter as (name, tensor) for saving: base weights (compute dtype) and adapters (fp32).
@@ -121,16 +145,24 @@ class Decoder {
                            const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* cache);
   at::Tensor layer_backward(size_t l, const at::Tensor& dh, LayerCache& cache, const at::Tensor& cos,
                             const at::Tensor& sin, const std::vector<int64_t>& doc_starts);
-  at::Tensor layer_step(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, KVCache& kv,
-                        int64_t start);
+  // Generation: the prompts' packed prefill (doc_starts) or one token per sequence at positions `lengths` (B).
+  at::Tensor layer_prefill(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, KVCache& kv,
+                           const std::vector<int64_t>& doc_starts);
+  at::Tensor layer_decode(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin, KVCache& kv,
+                          const at::Tensor& lengths);
+  at::Tensor head_logits(const at::Tensor& h);  // (n, C) last hidden states -> (n, V) fp32 logits
+  void reduce_partial(at::Tensor& t);             // tensor parallelism: sum of the ranks' partial outputs (in place)
+  bool parallel() const { return tp_size_ > 1; }
+  void refuse_parallel(const char* what) const;
   at::Tensor embed(const at::Tensor& ids, ParamProvider* provider);
   at::Tensor output_weight(at::Tensor* grad);  // (V, C): lm_head or the tied embedding
   Unit& embed_unit() { return units_.front(); }
   Unit& head_unit() { return units_.back(); }
   std::string layer_prefix(size_t l) const { return "model.layers." + std::to_string(l) + "."; }
 
-  io::ModelConfig config_;
+  io::ModelConfig config_, local_;
   DecoderOptions options_;
+  int tp_size_ = 1, tp_rank_ = 0;
   std::vector<Unit> units_;  // embed, layers.0 .. layers.L-1, head
   Rope rope_;
   at::Tensor logits_workspace_;  // the loss's (chunk, V) buffer, kept between micro-batches

@@ -4,8 +4,9 @@
 
 namespace llmft::model {
 
-void ParamGroup::add(const std::string& name, std::vector<int64_t> shape, bool decay) {
+void ParamGroup::add(const std::string& name, std::vector<int64_t> shape, bool decay, const Split& split) {
   LLMFT_ASSERT(!final_);
+  LLMFT_ASSERT(split.dim < 0 || (split.dim < static_cast<int>(shape.size()) && split.full_shape.size() == shape.size()));
   ParamSlot s;
   s.name = name;
   s.numel = 1;
@@ -13,6 +14,11 @@ void ParamGroup::add(const std::string& name, std::vector<int64_t> shape, bool d
   s.shape = std::move(shape);
   s.offset = numel_;
   s.decay = decay;
+  if (split.dim >= 0) {
+    s.split_dim = split.dim;
+    s.split_start = split.start;
+    s.full_shape = split.full_shape;
+  }
   numel_ += s.numel;
   slots_.push_back(std::move(s));
 }

@@ -18,11 +18,25 @@ struct ParamSlot {
   std::vector<int64_t> shape;
   int64_t offset = 0, numel = 0;  // in elements of the group's flat buffer
   bool decay = true;              // AdamW weight decay applies (false for norms and biases)
+  // Tensor parallelism: the slot holds rows (split_dim 0) or columns (1) [split_start, split_start + shape[dim]) of
+  // the checkpoint's tensor, whose shape is full_shape. Rows past the checkpoint's end (the padding of a vocabulary
+  // that does not split evenly) are zeros. split_dim -1: the whole tensor (full_shape empty).
+  int split_dim = -1;
+  int64_t split_start = 0;
+  std::vector<int64_t> full_shape;
+  const std::vector<int64_t>& checkpoint_shape() const { return split_dim < 0 ? shape : full_shape; }
+};
+
+// Where a tensor-parallel slot's values come from in the checkpoint's tensor (dim -1: all of it).
+struct Split {
+  int dim = -1;
+  int64_t start = 0;
+  std::vector<int64_t> full_shape;
 };
 
 class ParamGroup {
  public:
-  void add(const std::string& name, std::vector<int64_t> shape, bool decay);
+  void add(const std::string& name, std::vector<int64_t> shape, bool decay, const Split& split = {});
   // Fixes the layout: padded size is a multiple of align (the data-parallel world size times a small alignment).
   void finalize(int64_t align);
   void allocate(const at::TensorOptions& options);  // zero-filled flat buffer

@@ -142,6 +142,16 @@ MappedFile::MappedFile(const std::string& path) : path_(path) {
 
 MappedFile::~MappedFile() { reset(); }
 
+void MappedFile::release(const uint8_t* p, size_t n) const {
+  if (n == 0 || data_ == nullptr) return;
+  LLMFT_ASSERT(p >= data_ && p + n <= data_ + size_);
+  const auto page = static_cast<uintptr_t>(::sysconf(_SC_PAGESIZE));
+  const uintptr_t lo = std::max(reinterpret_cast<uintptr_t>(p) & ~(page - 1), reinterpret_cast<uintptr_t>(data_));
+  const uintptr_t hi = (reinterpret_cast<uintptr_t>(p + n) + page - 1) & ~(page - 1);
+  // Advice only: a failure costs memory, never data (the mapping is read-only and backed by the file).
+  (void)::madvise(reinterpret_cast<void*>(lo), hi - lo, MADV_DONTNEED);
+}
+
 void MappedFile::reset() {
   if (data_) ::munmap(const_cast<uint8_t*>(data_), size_);
   data_ = nullptr;

@@ -64,6 +64,10 @@ class MappedFile {
   size_t size() const { return size_; }
   std::string_view view() const { return {reinterpret_cast<const char*>(data_), size_}; }
   const std::string& path() const { return path_; }
+  // The pages holding [p, p + n) (inside this mapping) leave the process's resident set: the kernel's page cache
+  // keeps them for other readers, and a later read here faults them back in. A loader calls it once it has copied a
+  // tensor out, so a process's memory stays near what it keeps.
+  void release(const uint8_t* p, size_t n) const;
 
  private:
   void reset();

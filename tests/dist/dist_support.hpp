@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <functional>
 #include <cstdlib>
 #include <fstream>
 #include <map>
@@ -18,6 +19,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "comm/factory.hpp"
 #include "test_support.hpp"
 #include "util/file.hpp"
 
@@ -142,5 +144,34 @@ inline std::vector<double> logged_losses(const std::string& out) {
   }
   return v;
 }
+
+// Runs fn(rank, comm) on `n` threads, one communicator each; returns the errors (empty when none).
+inline std::vector<std::string> on_world(int n, double timeout_s,
+                                  const std::function<void(int, comm::Communicator&)>& fn) {
+  const int port = test::free_port();
+  std::vector<std::string> errors(static_cast<size_t>(n));
+  std::vector<std::thread> threads;
+  for (int r = 0; r < n; ++r) {
+    threads.emplace_back([&, r] {
+      try {
+        comm::DistOptions d;
+        d.backend = comm::Backend::kGloo;
+        d.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
+        d.rendezvous_timeout = std::chrono::seconds(60);
+        comm::World w;
+        w.rank = r;
+        w.size = n;
+        w.master_port = port;
+        auto c = comm::make_communicator(d, w);
+        fn(r, *c);
+      } catch (const std::exception& e) {
+        errors[static_cast<size_t>(r)] = e.what();
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  return errors;
+}
+
 
 }  // namespace llmft::test

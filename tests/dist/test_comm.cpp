@@ -12,41 +12,10 @@
 
 using namespace llmft;
 
-namespace {
-
-// Runs fn(rank, comm) on `n` threads, one communicator each; returns the errors (empty when none).
-std::vector<std::string> on_world(int n, double timeout_s,
-                                  const std::function<void(int, comm::Communicator&)>& fn) {
-  const int port = test::free_port();
-  std::vector<std::string> errors(static_cast<size_t>(n));
-  std::vector<std::thread> threads;
-  for (int r = 0; r < n; ++r) {
-    threads.emplace_back([&, r] {
-      try {
-        comm::DistOptions d;
-        d.backend = comm::Backend::kGloo;
-        d.timeout = std::chrono::milliseconds(static_cast<int64_t>(timeout_s * 1000));
-        d.rendezvous_timeout = std::chrono::seconds(60);
-        comm::World w;
-        w.rank = r;
-        w.size = n;
-        w.master_port = port;
-        auto c = comm::make_communicator(d, w);
-        fn(r, *c);
-      } catch (const std::exception& e) {
-        errors[static_cast<size_t>(r)] = e.what();
-      }
-    });
-  }
-  for (auto& t : threads) t.join();
-  return errors;
-}
-
-}  // namespace
 
 TEST(Gloo, CollectivesMatchTheirDefinitions) {
   for (int n : {2, 3}) {
-    const auto errors = on_world(n, 60, [n](int r, comm::Communicator& c) {
+    const auto errors = test::on_world(n, 60, [n](int r, comm::Communicator& c) {
       c10::InferenceMode guard;  // as the trainer runs them
       EXPECT_EQ(c.rank(), r);
       EXPECT_EQ(c.size(), n);
@@ -95,7 +64,7 @@ TEST(Gloo, CollectivesMatchTheirDefinitions) {
 }
 
 TEST(Gloo, AStalledRankIsNamedWhenTheOthersTimeOut) {
-  const auto errors = on_world(3, 3, [](int r, comm::Communicator& c) {
+  const auto errors = test::on_world(3, 3, [](int r, comm::Communicator& c) {
     at::Tensor x = at::ones({16}, at::kFloat);
     c.all_reduce(x)->wait();  // operation #1: everyone
     if (r == 2) {
