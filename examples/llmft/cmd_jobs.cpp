@@ -12,6 +12,7 @@
 #include "progress.hpp"
 #include "llmft/config.hpp"
 #include "llmft/error.hpp"
+#include "llmft/generator.hpp"
 #include "llmft/log.hpp"
 #include "llmft/train.hpp"
 
@@ -104,8 +105,10 @@ const char* kTrainHelp =
     "  Fine-tunes as the configuration says (see 'llmft config' for every key). With no model.path it trains the\n"
     "  embedded job: a seeded Llama-3-architecture model, the Llama 3.1 tokenizer and a generated instruction set.\n";
 const char* kGenerateHelp =
-    "usage: llmft generate [--config FILE] [key.sub=value ...] [--prompt TEXT ...]\n"
-    "  Answers instructions (--prompt, or generate.prompts) with model.path and generate.adapter.\n";
+    "usage: llmft generate [--config FILE] [key.sub=value ...] [--prompt TEXT ...] [--jsonl]\n"
+    "  Answers instructions (--prompt, else generate.prompts and generate.prompts_file) with model.path and\n"
+    "  generate.adapter, generate.batch_size prompts at a time. Under torchrun the model is split across the ranks\n"
+    "  (tensor parallelism) and rank 0 prints. --jsonl: one {\"prompt\", \"output\"} JSON line per answer.\n";
 const char* kExportHelp =
     "usage: llmft export [--config FILE] [key.sub=value ...]\n"
     "  Merges export.adapter (default <output.dir>/adapter) into its base model and writes a Hugging Face\n"
@@ -163,11 +166,31 @@ int cmd_train(const std::vector<std::string>& args) {
 }
 
 int cmd_generate(const std::vector<std::string>& args) {
-  Parsed p = parse(args, kGenerateHelp, true);
+  std::vector<std::string> rest;
+  bool jsonl = false;
+  for (const auto& a : args) {
+    if (a == "--jsonl") jsonl = true;
+    else rest.push_back(a);
+  }
+  Parsed p = parse(rest, kGenerateHelp, true);
   install_log_sink();
-  std::vector<std::string> prompts = p.prompts.empty() ? p.config.generate.prompts : p.prompts;
+  std::vector<std::string> prompts = p.prompts;
+  if (prompts.empty()) {
+    prompts = p.config.generate.prompts;
+    if (!p.config.generate.prompts_file.empty()) {
+      const auto more = llmft::read_prompts_file(p.config.generate.prompts_file);
+      prompts.insert(prompts.end(), more.begin(), more.end());
+    }
+  }
   if (prompts.empty()) throw llmft::Error(llmft::Status::kInvalidArgument, std::string("no prompts\n") + kGenerateHelp);
-  for (const auto& g : llmft::generate(p.config, prompts)) std::printf("### %s\n%s\n\n", g.prompt.c_str(), g.output.c_str());
+  // Under torchrun every rank holds a slice of the model and takes part; rank 0 prints.
+  auto g = llmft::Generator::create(p.config);
+  const std::vector<std::string> answers = g->answers(prompts);
+  if (g->rank() != 0) return 0;
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    if (jsonl) std::printf("{\"prompt\": %s, \"output\": %s}\n", json_string(prompts[i]).c_str(), json_string(answers[i]).c_str());
+    else std::printf("### %s\n%s\n\n", prompts[i].c_str(), answers[i].c_str());
+  }
   return 0;
 }
 

@@ -115,6 +115,8 @@ struct LogSection {
 
 struct GenerateSection {
   std::vector<std::string> prompts;  // raw instructions; empty: held-out records of the dataset
+  std::string prompts_file;          // llmft generate: more instructions, one per line (.txt) or per JSON line (.jsonl)
+  int64_t batch_size = 16;           // llmft generate: prompts decoded together
   int64_t num_samples = 4;
   int64_t max_new_tokens = 48;
   double temperature = 0.0;

@@ -8,6 +8,10 @@
 // decoding stops at the end-of-sequence or end-of-turn token or after max_new_tokens; temperature 0 is greedy
 // (what transformers' generate(do_sample=False) returns), otherwise top-p sampling from a generator seeded by
 // train.seed at each call. No libtorch type appears here.
+//
+// Under a launcher (torchrun: WORLD_SIZE > 1) create() joins the world and splits the model across its ranks by
+// tensor parallelism: each rank reads and holds its share of the heads, the MLP, the vocabulary and the KV cache.
+// Every call is then collective: every rank makes the same calls with the same arguments, and gets the same result.
 #pragma once
 
 #include <cstdint>
@@ -48,9 +52,16 @@ class LLMFT_API Generator {
   std::string answer(const std::string& instruction, const GenerateParams& params = {});
   // The ids that follow `prompt` (the prompt itself not included), stopping as above.
   std::vector<int32_t> continue_ids(const std::vector<int32_t>& prompt, const GenerateParams& params = {});
+  // Several at once: decoded together, generate.batch_size prompts a batch (each as it would be alone).
+  std::vector<std::string> answers(const std::vector<std::string>& instructions, const GenerateParams& params = {});
+  std::vector<std::vector<int32_t>> continue_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                                   const GenerateParams& params = {});
   // The ids answer() feeds the model for `instruction`.
   std::vector<int32_t> prompt_ids(const std::string& instruction) const;
   const Tokenizer& tokenizer() const;
+  // This process's rank among the ranks the model is split across, and how many there are (0 and 1 alone).
+  int rank() const;
+  int world_size() const;
 
   struct Impl;
 

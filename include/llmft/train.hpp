@@ -64,8 +64,13 @@ LLMFT_API TrainSummary train(const Config& config, const StopRequest* stop = nul
 struct Generation {
   std::string prompt, output;
 };
-// Answers instructions with model.path (+ generate.adapter), formatted with data.template.
+// Answers instructions with model.path (+ generate.adapter), formatted with data.template; with no instructions,
+// those of generate.prompts and generate.prompts_file. Collective under a launcher (see Generator); every rank
+// gets the answers.
 LLMFT_API std::vector<Generation> generate(const Config& config, const std::vector<std::string>& instructions);
+// The instructions of a prompts file: one per non-empty line (.txt), or per JSON line (.jsonl: a string, or an object
+// with "prompt" or "instruction"). Errors name the file and line.
+LLMFT_API std::vector<std::string> read_prompts_file(const std::string& path);
 
 // Merges export.adapter into its base model and writes a Hugging Face checkpoint to export.out; returns that path.
 LLMFT_API std::string export_merged(const Config& config);

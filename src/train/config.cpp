@@ -199,6 +199,8 @@ const std::vector<Field>& schema() {
       bool_field("log.tensorboard", "also write every logged record as TensorBoard scalars to <output.dir>/runs (train/loss, train/learning_rate, eval/loss, ...)", REF(log.tensorboard)),
       bool_field("log.katib", "also log each record as one line of name=value pairs (step=8 loss=1.2345 ...), the form Katib's default StdOut metrics collector parses", REF(log.katib)),
       list_field("generate.prompts", "instructions to answer before and after training (default: held-out records)", REF(generate.prompts)),
+      str_field("generate.prompts_file", "llmft generate: a file of instructions, one per line (.txt), or a .jsonl of strings or of objects with \"prompt\" or \"instruction\"", REF(generate.prompts_file)),
+      int_field("generate.batch_size", "llmft generate: prompts decoded together in one batch", REF(generate.batch_size), kAtLeastOne),
       int_field("generate.num_samples", "held-out records sampled when generate.prompts is empty", REF(generate.num_samples), kNonNegative),
       int_field("generate.max_new_tokens", "tokens to generate per prompt", REF(generate.max_new_tokens), kNonNegative),
       float_field("generate.temperature", "sampling temperature (0: greedy)", REF(generate.temperature), kNonNegative),

@@ -6,6 +6,7 @@
 #include <cmath>
 #include <set>
 
+#include "comm/factory.hpp"
 #include "comm/world.hpp"
 #include "data/dataset.hpp"
 #include "io/checkpoint.hpp"
@@ -24,6 +25,17 @@
 
 namespace llmft {
 
+namespace {
+// Bytes of weights this process holds (its share under tensor parallelism).
+int64_t held_bytes(const model::Decoder& m) {
+  int64_t n = 0;
+  for (const auto& u : m.units())
+    for (const auto* g : {&u.frozen, &u.trainable})
+      if (g->flat.defined()) n += g->flat.numel() * static_cast<int64_t>(g->flat.element_size());
+  return n;
+}
+}  // namespace
+
 struct Generator::Impl {
   job::HostSettings host;
   Config c;
@@ -32,6 +44,7 @@ struct Generator::Impl {
   job::LoadedModel lm;
   std::unique_ptr<data::Templater> fmt;
   model::GenerateOptions defaults;
+  std::unique_ptr<comm::Communicator> comm;  // the tensor-parallel group under a launcher; null alone
 
   model::GenerateOptions options(const GenerateParams& p) const {
     model::GenerateOptions o = defaults;
@@ -55,11 +68,17 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
   auto g = std::make_unique<Impl>();
   g->host.sink = options.log_sink;
   g->host.level = options.log_level;
-  g->host.threads = job::cpu_threads(c0.train.threads, 1);
-  g->host.settle(false);
+  const comm::DistOptions dist = job::dist_options(c0.dist);
+  const comm::World world = comm::resolve_world(dist);
+  g->host.threads = job::cpu_threads(c0.train.threads, world.local_size);
+  g->host.settle(world.rank != 0);  // rank 0 speaks for the job
   job::CallScope scope(g->host);
   job::preflight(c0, job::Job::kGenerate);
   c10::InferenceMode guard;
+  if (world.size > 1) {
+    g->comm = comm::make_communicator(dist, world);
+    job::check_ranks_agree(*g->comm, c0);
+  }
   Config& c = g->c;
   c = c0;
   if (!c.generate.adapter.empty()) {
@@ -73,7 +92,8 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
   LLMFT_CHECK(!c.model.path.empty(), Status::kInvalidArgument,
               "generate needs model.path (a Hugging Face model directory) or generate.adapter");
   g->tok = std::make_unique<Tokenizer>(Tokenizer::from_file(job::resolve_tokenizer_path(c)));
-  g->lm = job::load_model(c, *g->tok, g->adapter ? "lora" : "none", 16);
+  g->lm = job::load_model(c, *g->tok, g->adapter ? "lora" : "none", 16, g->comm.get());
+  g->lm.dir.reset();  // the weights are copied: unmap the checkpoint
   if (g->adapter) {
     const io::PeftAdapter* a = g->adapter.get();
     io::check_adapter_fits(*a, c.generate.adapter, g->lm.decoder->config(), c.model.path);
@@ -85,10 +105,17 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
   g->defaults.top_p = c.generate.top_p;
   g->defaults.seed = static_cast<uint64_t>(c.train.seed);
   g->defaults.stop_ids = g->fmt->stop_ids();
-  log_info("generate: {} ({} parameters){}, prompts formatted as {}", c.model.path,
-           model::with_commas(g->lm.decoder->all_parameters()),
+  log_info("generate: {} ({} parameters){}, prompts formatted as {}{}", c.model.path,
+           model::with_commas(g->lm.decoder->config().num_parameters()),
            g->adapter ? fmt::format(" with the adapter {} (r={})", c.generate.adapter, g->adapter->spec.r) : "",
-           g->fmt->name());
+           g->fmt->name(),
+           g->comm ? fmt::format(", split across {} ranks (tensor parallelism: {} of {} attention heads, {} of {} key/value "
+                                 "heads and {:.1f} MB of weights a rank)",
+                                 g->comm->size(), g->lm.decoder->local_config().num_attention_heads,
+                                 g->lm.decoder->config().num_attention_heads,
+                                 g->lm.decoder->local_config().num_key_value_heads,
+                                 g->lm.decoder->config().num_key_value_heads, held_bytes(*g->lm.decoder) / 1e6)
+                   : "");
   return std::unique_ptr<Generator>(new Generator(std::move(g)));
 }
 
@@ -104,29 +131,98 @@ std::vector<int32_t> Generator::prompt_ids(const std::string& instruction) const
 }
 
 std::vector<int32_t> Generator::continue_ids(const std::vector<int32_t>& prompt, const GenerateParams& params) {
+  return continue_batch({prompt}, params).front();
+}
+
+std::vector<std::vector<int32_t>> Generator::continue_batch(const std::vector<std::vector<int32_t>>& prompts,
+                                                            const GenerateParams& params) {
   job::CallScope scope(impl_->host);
   c10::InferenceMode guard;
   const model::GenerateOptions o = impl_->options(params);
-  LLMFT_CHECK(!prompt.empty(), Status::kInvalidArgument, "the prompt has no tokens");
   const int64_t vocab = impl_->lm.decoder->config().vocab_size;
-  for (size_t i = 0; i < prompt.size(); ++i)
-    LLMFT_CHECK(prompt[i] >= 0 && prompt[i] < vocab, Status::kInvalidArgument,
-                "prompt token {} is id {}, outside the model's vocabulary [0, {})", i, prompt[i], vocab);
-  if (o.max_new_tokens == 0) return {};
-  return impl_->lm.decoder->generate(prompt, o);
+  for (size_t p = 0; p < prompts.size(); ++p) {
+    LLMFT_CHECK(!prompts[p].empty(), Status::kInvalidArgument, "prompt {} has no tokens", p);
+    for (size_t i = 0; i < prompts[p].size(); ++i)
+      LLMFT_CHECK(prompts[p][i] >= 0 && prompts[p][i] < vocab, Status::kInvalidArgument,
+                  "prompt {}: token {} is id {}, outside the model's vocabulary [0, {})", p, i, prompts[p][i], vocab);
+  }
+  std::vector<std::vector<int32_t>> out;
+  const auto batch = static_cast<size_t>(impl_->c.generate.batch_size);
+  for (size_t first = 0; first < prompts.size(); first += batch) {
+    const std::vector<std::vector<int32_t>> part(prompts.begin() + static_cast<std::ptrdiff_t>(first),
+                                                 prompts.begin() + static_cast<std::ptrdiff_t>(std::min(prompts.size(), first + batch)));
+    for (auto& ids : impl_->lm.decoder->generate_batch(part, o)) out.push_back(std::move(ids));
+  }
+  return out;
 }
 
 std::string Generator::answer(const std::string& instruction, const GenerateParams& params) {
+  return answers({instruction}, params).front();
+}
+
+std::vector<std::string> Generator::answers(const std::vector<std::string>& instructions, const GenerateParams& params) {
   job::CallScope scope(impl_->host);
-  return impl_->tok->decode(continue_ids(prompt_ids(instruction), params), true);
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& q : instructions) prompts.push_back(prompt_ids(q));
+  std::vector<std::string> out;
+  for (const auto& ids : continue_batch(prompts, params)) out.push_back(impl_->tok->decode(ids, true));
+  return out;
 }
 
 const Tokenizer& Generator::tokenizer() const { return *impl_->tok; }
+int Generator::rank() const { return impl_->comm ? impl_->comm->rank() : 0; }
+int Generator::world_size() const { return impl_->comm ? impl_->comm->size() : 1; }
+
+std::vector<std::string> read_prompts_file(const std::string& path) {
+  const std::string text = read_file(path);
+  const bool jsonl = path.size() > 6 && path.compare(path.size() - 6, 6, ".jsonl") == 0;
+  std::vector<std::string> out;
+  size_t line_no = 0;
+  for (size_t at = 0; at < text.size();) {
+    size_t end = text.find('\n', at);
+    if (end == std::string::npos) end = text.size();
+    std::string line = text.substr(at, end - at);
+    at = end + 1;
+    ++line_no;
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.find_first_not_of(" \t") == std::string::npos) continue;
+    if (!jsonl) {
+      out.push_back(line);
+      continue;
+    }
+    nlohmann::json j;
+    try {
+      j = nlohmann::json::parse(line);
+    } catch (const std::exception& e) {
+      LLMFT_FAIL(Status::kFormat, "{}:{}: not a JSON line: {}", path, line_no, e.what());
+    }
+    if (j.is_string()) {
+      out.push_back(j.get<std::string>());
+    } else if (j.is_object() && (j.contains("prompt") || j.contains("instruction"))) {
+      const auto& v = j.contains("prompt") ? j["prompt"] : j["instruction"];
+      LLMFT_CHECK(v.is_string(), Status::kFormat, "{}:{}: \"{}\" is not a string", path, line_no,
+                  j.contains("prompt") ? "prompt" : "instruction");
+      out.push_back(v.get<std::string>());
+    } else {
+      LLMFT_FAIL(Status::kFormat, "{}:{}: expected a string or an object with \"prompt\" or \"instruction\"", path, line_no);
+    }
+  }
+  return out;
+}
 
 std::vector<Generation> generate(const Config& c, const std::vector<std::string>& instructions) {
+  std::vector<std::string> qs = instructions;
+  if (qs.empty()) {
+    qs = c.generate.prompts;
+    if (!c.generate.prompts_file.empty()) {
+      const auto more = read_prompts_file(c.generate.prompts_file);
+      qs.insert(qs.end(), more.begin(), more.end());
+    }
+  }
   std::unique_ptr<Generator> g = Generator::create(c);
   std::vector<Generation> out;
-  for (const auto& q : instructions) out.push_back({q, g->answer(q)});
+  const std::vector<std::string> answers = g->answers(qs);
+  for (size_t i = 0; i < qs.size(); ++i) out.push_back({qs[i], answers[i]});
   return out;
 }
 

@@ -203,6 +203,9 @@ void preflight(const Config& c, Job job) {
     LLMFT_CHECK(file_exists(c.tokenizer.path), Status::kNotFound, "tokenizer.path {}: no such file or directory",
                 c.tokenizer.path);
   if (job == Job::kGenerate) {
+    if (!c.generate.prompts_file.empty())
+      LLMFT_CHECK(file_exists(c.generate.prompts_file) && !is_directory(c.generate.prompts_file), Status::kNotFound,
+                  "generate.prompts_file {}: no such file", c.generate.prompts_file);
     if (!c.generate.adapter.empty())
       LLMFT_CHECK(is_directory(c.generate.adapter), Status::kNotFound, "generate.adapter {}: no such adapter directory",
                   c.generate.adapter);

@@ -12,11 +12,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
+#include <sstream>
 #include <thread>
 
 #include "util/check.hpp"
 #include "util/log.hpp"
 #include "util/file.hpp"
+#include "util/sha256.hpp"
 
 namespace llmft::job {
 
@@ -48,7 +51,8 @@ io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok) {
   return io::ModelConfig::from_json(j, "the embedded model (model.* keys)");
 }
 
-LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align) {
+LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
+                       comm::Communicator* tp) {
   model::DecoderOptions opt;
   LLMFT_CHECK(c.model.dtype == "float32" || c.model.dtype == "bfloat16", Status::kInvalidArgument,
               "model.dtype \"{}\" is not float32 or bfloat16", c.model.dtype);
@@ -62,6 +66,7 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
   opt.lora.use_rslora = c.lora.use_rslora;
   opt.lora.target_modules = c.lora.target_modules;
   opt.align = align;
+  opt.tp = tp;
   if (opt.mode == model::TrainMode::kLora) opt.lora.resolved_targets();  // reject bad modules before allocating
   LoadedModel out;
   if (c.model.path.empty()) {
@@ -75,7 +80,8 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
                 c.model.path, mc.vocab_size);
     out.decoder = std::make_unique<model::Decoder>(mc, opt);
     const io::ModelDir* dir = out.dir.get();
-    out.decoder->load_base([dir](const std::string& n) { return dir->find(n); }, c.model.path);
+    out.decoder->load_base([dir](const std::string& n) { return dir->find(n); }, c.model.path,
+                           [dir](const io::TensorView& t) { dir->release(t); });
     out.base_name = c.model.path;
   }
   if (opt.mode == model::TrainMode::kLora) out.decoder->init_lora(static_cast<uint64_t>(c.train.seed) + 1);
@@ -180,6 +186,67 @@ int cpu_threads(int64_t configured, int local_ranks) {
   if (configured > 0) return static_cast<int>(configured);
   if (const char* env = std::getenv("OMP_NUM_THREADS"); env && std::atoi(env) > 0) return std::atoi(env);
   return std::max(1, usable_cpus() / std::max(1, local_ranks));
+}
+
+namespace {
+// What each rank is about to run: its resolved configuration, key by key (but its own node rank), and the size and
+// content of what it will read (config.json, weight and tokenizer file sizes, dataset file sizes), as "key=value"
+// lines.
+std::string run_description(const Config& c) {
+  std::string out;
+  for (const auto& [key, value] : config_values(c))
+    if (key != "dist.node_rank") out += key + "=" + value + "\n";
+  auto sizes_of = [](const std::string& path) {
+    if (path.empty() || !file_exists(path)) return std::string("-");
+    if (!is_directory(path)) return std::to_string(std::filesystem::file_size(path)) + " bytes";
+    Sha256 h;
+    for (const auto& name : list_directory(path)) {
+      const std::string p = path_join(path, name);
+      if (name == "config.json") h.update(read_file(p));
+      else if (!is_directory(p)) h.update(name + ":" + std::to_string(std::filesystem::file_size(p)) + ";");
+    }
+    return h.hex_digest().substr(0, 16);
+  };
+  out += "(the contents of model.path)=" + sizes_of(c.model.path) + "\n";
+  out += "(the contents of tokenizer.path)=" + sizes_of(c.tokenizer.path) + "\n";
+  std::stringstream ss(c.data.path);
+  for (std::string item; std::getline(ss, item, ',');) out += "(the contents of data.path " + item + ")=" + sizes_of(item) + "\n";
+  return out;
+}
+
+}  // namespace
+
+void check_ranks_agree(comm::Communicator& comm, const Config& c) {
+  if (comm.size() == 1) return;
+  const std::string mine = run_description(c);
+  at::Tensor len = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
+  comm.all_reduce(len, {comm::ReduceOp::kMax})->wait();
+  const int64_t n = len.item<int64_t>();
+  at::Tensor local = at::zeros({n}, at::kByte), all = at::empty({n * comm.size()}, at::kByte);
+  std::memcpy(local.data_ptr(), mine.data(), mine.size());
+  comm.all_gather(all, local)->wait();
+  auto parse = [](const std::string& text) {
+    std::vector<std::pair<std::string, std::string>> kv;
+    std::stringstream ss(text);
+    for (std::string line; std::getline(ss, line);)
+      if (const size_t eq = line.find('='); eq != std::string::npos) kv.emplace_back(line.substr(0, eq), line.substr(eq + 1));
+    return kv;
+  };
+  const auto* bytes = static_cast<const char*>(all.data_ptr());
+  auto of_rank = [&](int r) { return parse(std::string(bytes + r * n, strnlen(bytes + r * n, static_cast<size_t>(n)))); };
+  const auto first = of_rank(0);
+  for (int r = 1; r < comm.size(); ++r) {
+    const auto other = of_rank(r);
+    for (size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
+      const std::string key = i < first.size() ? first[i].first : other[i].first;
+      const std::string a = i < first.size() ? first[i].second : "(absent)", b = i < other.size() ? other[i].second : "(absent)";
+      LLMFT_CHECK(a == b && (i >= first.size() || i >= other.size() || first[i].first == other[i].first),
+                  Status::kInvalidArgument,
+                  "rank {}: the ranks were started with different configurations: {} is {} on rank 0 but {} on rank {}; "
+                  "every rank of a job must run the same configuration and inputs",
+                  comm.rank(), key, a, b, r);
+    }
+  }
 }
 
 }  // namespace llmft::job

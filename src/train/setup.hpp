@@ -7,6 +7,7 @@
 #include <memory>
 #include <string>
 
+#include "comm/communicator.hpp"
 #include "data/prepared.hpp"
 #include "io/checkpoint.hpp"
 #include "llmft/config.hpp"
@@ -30,7 +31,10 @@ struct LoadedModel {
 };
 
 // mode: "lora", "full" or "none" (inference). Base weights loaded or initialised; LoRA adapters initialised.
-LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align);
+// `tp`: a tensor-parallel group (inference): each rank reads and keeps its slices. The checkpoint's pages are
+// released as each tensor is copied, so a process's memory stays near what it keeps.
+LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
+                       comm::Communicator* tp = nullptr);
 
 std::string trainable_parameters_line(const model::Decoder& m);
 
@@ -52,6 +56,12 @@ struct TrainData {
 // others until it has, then every rank opens the same shards.
 TrainData load_training_data(const Config& c, const Tokenizer& tok, uint64_t seed, bool leader = true,
                              const std::function<void()>& barrier = nullptr);
+
+// Ranks started with different configurations (an easy mistake with hand-written Indexed Jobs) fail inside the first
+// collective whose sizes differ, or wait out the timeout and blame a live rank. Before any work, every rank shares
+// what it is about to run (its configuration key by key, and the sizes of the files it will read); all of them
+// refuse, naming the first key that differs and its values. Collective.
+void check_ranks_agree(comm::Communicator& comm, const Config& c);
 
 // The templater that formats prompts the same way the training data was formatted.
 std::unique_ptr<data::Templater> templater_for(const Config& c, const Tokenizer& tok, const std::string& template_name);

@@ -189,67 +189,6 @@ class RunFiles {
   bool leader_;
 };
 
-// What each rank is about to run: its resolved configuration, key by key (but its own node rank), and the size and
-// content of what it will read (config.json, weight and tokenizer file sizes, dataset file sizes), as "key=value"
-// lines.
-std::string run_description(const Config& c) {
-  std::string out;
-  for (const auto& [key, value] : config_values(c))
-    if (key != "dist.node_rank") out += key + "=" + value + "\n";
-  auto sizes_of = [](const std::string& path) {
-    if (path.empty() || !file_exists(path)) return std::string("-");
-    if (!is_directory(path)) return std::to_string(std::filesystem::file_size(path)) + " bytes";
-    Sha256 h;
-    for (const auto& name : list_directory(path)) {
-      const std::string p = path_join(path, name);
-      if (name == "config.json") h.update(read_file(p));
-      else if (!is_directory(p)) h.update(name + ":" + std::to_string(std::filesystem::file_size(p)) + ";");
-    }
-    return h.hex_digest().substr(0, 16);
-  };
-  out += "(the contents of model.path)=" + sizes_of(c.model.path) + "\n";
-  out += "(the contents of tokenizer.path)=" + sizes_of(c.tokenizer.path) + "\n";
-  std::stringstream ss(c.data.path);
-  for (std::string item; std::getline(ss, item, ',');) out += "(the contents of data.path " + item + ")=" + sizes_of(item) + "\n";
-  return out;
-}
-
-// Ranks started with different configurations (an easy mistake with hand-written Indexed Jobs) fail inside the first
-// collective whose sizes differ, or wait out the timeout and blame a live rank. Before any work, every rank shares
-// what it is about to run; all of them refuse, naming the first key that differs and its values.
-void check_ranks_agree(comm::Communicator& comm, const Config& c) {
-  if (comm.size() == 1) return;
-  const std::string mine = run_description(c);
-  at::Tensor len = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
-  comm.all_reduce(len, {comm::ReduceOp::kMax})->wait();
-  const int64_t n = len.item<int64_t>();
-  at::Tensor local = at::zeros({n}, at::kByte), all = at::empty({n * comm.size()}, at::kByte);
-  std::memcpy(local.data_ptr(), mine.data(), mine.size());
-  comm.all_gather(all, local)->wait();
-  auto parse = [](const std::string& text) {
-    std::vector<std::pair<std::string, std::string>> kv;
-    std::stringstream ss(text);
-    for (std::string line; std::getline(ss, line);)
-      if (const size_t eq = line.find('='); eq != std::string::npos) kv.emplace_back(line.substr(0, eq), line.substr(eq + 1));
-    return kv;
-  };
-  const auto* bytes = static_cast<const char*>(all.data_ptr());
-  auto of_rank = [&](int r) { return parse(std::string(bytes + r * n, strnlen(bytes + r * n, static_cast<size_t>(n)))); };
-  const auto first = of_rank(0);
-  for (int r = 1; r < comm.size(); ++r) {
-    const auto other = of_rank(r);
-    for (size_t i = 0; i < std::max(first.size(), other.size()); ++i) {
-      const std::string key = i < first.size() ? first[i].first : other[i].first;
-      const std::string a = i < first.size() ? first[i].second : "(absent)", b = i < other.size() ? other[i].second : "(absent)";
-      LLMFT_CHECK(a == b && (i >= first.size() || i >= other.size() || first[i].first == other[i].first),
-                  Status::kInvalidArgument,
-                  "rank {}: the ranks were started with different configurations: {} is {} on rank 0 but {} on rank {}; "
-                  "every rank of a job must run the same configuration and inputs",
-                  comm.rank(), key, a, b, r);
-    }
-  }
-}
-
 void save_model_dir(const model::Decoder& m, const nlohmann::json& config_json, const std::string& tokenizer_path,
                     const std::string& dir, at::ScalarType dtype, WriteMode mode = WriteMode::kAtomic) {
   make_dirs(dir);
@@ -479,7 +418,7 @@ void Trainer::Impl::build(const Config& config, const StopRequest* stop) {
   leader = comm->rank() == 0;
   host.settle(!leader);  // rank 0 speaks for the job; the others warn and fail only
   LogScope quiet(host.scoped_log ? &host.context : nullptr);
-  check_ranks_agree(*comm, c);  // before anyone prepares data or writes a file
+  job::check_ranks_agree(*comm, c);  // before anyone prepares data or writes a file
   run = std::make_unique<RunFiles>(c.output.dir, leader);
   mode = c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
   rows_per_step = c.train.micro_batch_size * c.train.grad_accum * comm->size();

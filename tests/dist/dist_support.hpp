@@ -84,13 +84,14 @@ inline int wait_for(Proc& p, std::chrono::seconds timeout) {
   }
 }
 
-// Starts `llmft train` as a world of `n` ranks on this machine (rank r logs to <log_prefix>.rank<r>.log), one math
-// thread each.
-inline std::vector<Proc> start_world(int n, const std::vector<std::string>& args, const std::string& log_prefix) {
+// Starts `llmft <command>` (train unless told) as a world of `n` ranks on this machine (rank r logs to
+// <log_prefix>.rank<r>.log), one math thread each.
+inline std::vector<Proc> start_world(int n, const std::vector<std::string>& args, const std::string& log_prefix,
+                                     const std::string& command = "train") {
   const int port = free_port();
   std::vector<Proc> procs;
   for (int r = 0; r < n; ++r) {
-    std::vector<std::string> argv = {llmft_bin(), "train"};
+    std::vector<std::string> argv = {llmft_bin(), command};
     argv.insert(argv.end(), args.begin(), args.end());
     procs.push_back(spawn(argv,
                           {{"RANK", std::to_string(r)}, {"WORLD_SIZE", std::to_string(n)},
@@ -102,10 +103,11 @@ inline std::vector<Proc> start_world(int n, const std::vector<std::string>& args
   return procs;
 }
 
-// Runs `llmft train` as a world of `n` ranks on this machine; returns each rank's exit status.
+// Runs `llmft <command>` as a world of `n` ranks on this machine; returns each rank's exit status.
 inline std::vector<int> run_world(int n, const std::vector<std::string>& args, const std::string& log_prefix,
-                                  std::chrono::seconds timeout = std::chrono::seconds(600)) {
-  std::vector<Proc> procs = start_world(n, args, log_prefix);
+                                  std::chrono::seconds timeout = std::chrono::seconds(600),
+                                  const std::string& command = "train") {
+  std::vector<Proc> procs = start_world(n, args, log_prefix, command);
   std::vector<int> codes;
   for (auto& p : procs) codes.push_back(wait_for(p, timeout));
   return codes;
