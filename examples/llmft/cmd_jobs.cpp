@@ -114,6 +114,15 @@ const char* kExportHelp =
     "  Merges export.adapter (default <output.dir>/adapter) into its base model and writes a Hugging Face\n"
     "  checkpoint to export.out (default <output.dir>/merged).\n";
 
+const char* kPlanHelp =
+    "usage: llmft plan [--job train|generate] [--ranks N] [--local-ranks N] [--memory-gb G] [--config FILE]\n"
+    "                  [key.sub=value ...]\n"
+    "  Prints the memory plan of a job before anything is loaded: weights, gradients, optimizer state, activations\n"
+    "  and KV cache per rank, for the model's config.json, the world size (--ranks, else the launcher's), the ZeRO\n"
+    "  stage (train) or tensor-parallel split (generate), the batch and the sequence length; against --memory-gb per\n"
+    "  rank (a GPU's), else this machine's memory shared by its ranks. When it does not fit it says what would (more\n"
+    "  ranks, another ZeRO stage, LoRA, a 4-bit base, a smaller batch, a shorter sequence) and exits non-zero.\n";
+
 const char* kWorldHelp =
     "usage: llmft world [--config FILE] [key.sub=value ...]\n"
     "  Prints, as one JSON line, where this process stands in the distributed job the configuration and the\n"
@@ -250,6 +259,35 @@ int cmd_world(const std::vector<std::string>& args) {
               "\"nodes\": %d, \"master_addr\": %s, \"master_port\": %d, \"source\": %s}\n",
               w.rank, w.size, w.local_rank, w.local_size, w.node_rank, w.nodes, json_string(w.master_addr).c_str(),
               w.master_port, json_string(w.source).c_str());
+  return 0;
+}
+
+int cmd_plan(const std::vector<std::string>& args) {
+  llmft::PlanRequest r;
+  std::vector<std::string> rest;
+  auto number = [&](size_t& i, const std::string& flag) {
+    if (i + 1 >= args.size()) throw llmft::Error(llmft::Status::kInvalidArgument, flag + " needs a value\n" + kPlanHelp);
+    const std::string v = args[++i];
+    char* end = nullptr;
+    const double x = std::strtod(v.c_str(), &end);
+    if (end == v.c_str() || *end != '\0' || !(x > 0))
+      throw llmft::Error(llmft::Status::kInvalidArgument, flag + " " + v + ": expected a positive number");
+    return x;
+  };
+  for (size_t i = 0; i < args.size(); ++i) {
+    const std::string& a = args[i];
+    if (a == "--job" && i + 1 < args.size()) r.job = args[++i];
+    else if (a == "--ranks") r.ranks = static_cast<int>(number(i, a));
+    else if (a == "--local-ranks") r.local_ranks = static_cast<int>(number(i, a));
+    else if (a == "--memory-gb") r.memory_gb = number(i, a);
+    else rest.push_back(a);
+  }
+  const llmft::MemoryPlan p = llmft::plan_memory(parse(rest, kPlanHelp, false, false).config, r);
+  std::fputs(p.table().c_str(), stdout);
+  if (!p.fits())
+    throw llmft::Error(llmft::Status::kOutOfMemory,
+                       "the plan does not fit: " + std::to_string(static_cast<long long>(p.total() / 1e6)) + " MB a rank, " +
+                           std::to_string(static_cast<long long>(p.available / 1e6)) + " MB available");
   return 0;
 }
 

@@ -13,6 +13,7 @@ int cmd_export(const std::vector<std::string>& args);
 int cmd_config(const std::vector<std::string>& args);
 int cmd_prep(const std::vector<std::string>& args);
 int cmd_world(const std::vector<std::string>& args);
+int cmd_plan(const std::vector<std::string>& args);
 int cmd_convert(const std::vector<std::string>& args);
 
 // The tokenizer of the embedded default (the library looks up none): $LLMFT_TOKENIZER, else the npm Llama 3.1 one.

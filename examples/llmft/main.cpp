@@ -26,6 +26,7 @@ void usage(FILE* out) {
                "  tokenize   encode JSON lines {\"text\": ...} into {\"ids\": [...]} (or measure encode speed)\n"
                "  config     list every configuration key with its default (--markdown for a table)\n"
                "  world      print this process's place in a distributed job (rank, nodes, master) and connect to nothing\n"
+               "  plan       print a job's memory per rank before loading anything, and what would fit when it does not\n"
                "\n"
                "Run 'llmft <command> --help' for a command's options.\n");
 }
@@ -56,6 +57,7 @@ int main(int argc, char** argv) {
     if (cmd == "tokenize") return llmft_cli::cmd_tokenize(args);
     if (cmd == "config") return llmft_cli::cmd_config(args);
     if (cmd == "world") return llmft_cli::cmd_world(args);
+    if (cmd == "plan") return llmft_cli::cmd_plan(args);
     if (cmd == "convert") return llmft_cli::cmd_convert(args);
     std::fprintf(stderr, "llmft: unknown command '%s'\n\n", cmd.c_str());
     usage(stderr);

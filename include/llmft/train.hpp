@@ -119,4 +119,31 @@ struct WorldInfo {
 };
 LLMFT_API WorldInfo describe_world(const Config& config);
 
+// A memory plan, before anything is loaded: what each rank of a job would hold, by part, for the model, the world
+// size, the ZeRO stage (train) or tensor-parallel degree (generate: every rank), the batch and the sequence length,
+// against the memory a rank has. Estimates from the configuration alone (config.json, never the weights); the
+// formulas are in README.md ("Memory plan").
+struct PlanRequest {
+  std::string job = "train";  // train | generate
+  int ranks = 0;              // 0: the launcher's world size (1 without one)
+  int local_ranks = 0;        // ranks sharing one machine's memory; 0: the launcher's (all ranks when ranks is given)
+  double memory_gb = 0;       // memory of one rank (a GPU's); 0: this machine's memory shared by its local ranks
+};
+struct MemoryPlan {
+  std::string job, model, training;  // training: "LoRA r=16", "full fine-tuning", or "inference"
+  int64_t parameters = 0;
+  int ranks = 1, zero_stage = 0, tensor_parallel = 1;
+  int64_t sequences = 0, tokens_per_sequence = 0;  // train: micro batch x seq_len; generate: batch x (seq_len + new)
+  // Bytes one rank holds, by part.
+  double weights = 0, gradients = 0, optimizer = 0, activations = 0, kv_cache = 0;
+  double available = 0;          // bytes one rank has (0: unknown)
+  std::string available_source;  // where `available` came from
+  std::vector<std::string> alternatives;  // when it does not fit: settings that would, each with its total
+  std::string limit;                      // when none would: how close the furthest split comes
+  double total() const { return weights + gradients + optimizer + activations + kv_cache; }
+  bool fits() const { return available <= 0 || total() <= available; }
+  LLMFT_API std::string table() const;  // the plan as aligned text lines, ending with the verdict
+};
+LLMFT_API MemoryPlan plan_memory(const Config& config, const PlanRequest& request = {});
+
 }  // namespace llmft

@@ -13,6 +13,9 @@
 #include "lora/lora.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
+#include "comm/world.hpp"
+#include "train/plan.hpp"
+#include "train/resolve.hpp"
 
 namespace llmft::job {
 
@@ -55,32 +58,6 @@ void check_model_dir(const std::string& path, const char* key) {
               path);
 }
 
-// The model the job will build, from config.json or the model.* keys (the embedded model; its vocabulary is the
-// tokenizer's, counted here as Llama 3's 128,256 for the memory estimate).
-io::ModelConfig model_config(const Config& c) {
-  if (!c.model.path.empty()) return io::ModelConfig::from_file(path_join(c.model.path, "config.json"));
-  nlohmann::json j = {{"architectures", {"LlamaForCausalLM"}},  {"vocab_size", 128256},
-                      {"hidden_size", c.model.hidden_size},     {"intermediate_size", c.model.intermediate_size},
-                      {"num_hidden_layers", c.model.num_layers}, {"num_attention_heads", c.model.num_heads},
-                      {"num_key_value_heads", c.model.num_kv_heads}, {"max_position_embeddings", 8192},
-                      {"rope_scaling", {{"rope_type", "llama3"}, {"factor", 8.0}, {"low_freq_factor", 1.0},
-                                        {"high_freq_factor", 4.0}, {"original_max_position_embeddings", 8192}}}};
-  return io::ModelConfig::from_json(j, "the embedded model (model.* keys)");
-}
-
-// (in, out) of each linear module of a layer.
-std::pair<int64_t, int64_t> dims(const io::ModelConfig& m, const std::string& module) {
-  if (module == "q_proj") return {m.hidden_size, m.q_dim()};
-  if (module == "k_proj" || module == "v_proj") return {m.hidden_size, m.kv_dim()};
-  if (module == "o_proj") return {m.q_dim(), m.hidden_size};
-  if (module == "down_proj") return {m.intermediate_size, m.hidden_size};
-  return {m.hidden_size, m.intermediate_size};  // gate_proj, up_proj
-}
-
-std::string lora_mode(const Config& c) {
-  return c.train.mode == "auto" ? (c.model.path.empty() ? "full" : "lora") : c.train.mode;
-}
-
 void check_settings_fit(const Config& c, const io::ModelConfig& m, const std::string& origin) {
   int64_t positions = m.max_position_embeddings;
   if (!m.rope_scaling.type.empty()) {
@@ -91,57 +68,44 @@ void check_settings_fit(const Config& c, const io::ModelConfig& m, const std::st
   LLMFT_CHECK(c.data.seq_len <= positions, Status::kInvalidArgument,
               "data.seq_len {} is longer than {} can place: {} positions (max_position_embeddings{}); lower data.seq_len",
               c.data.seq_len, origin, positions, m.rope_scaling.type.empty() ? "" : " with its rope scaling");
-  if (lora_mode(c) != "lora") return;
+  if (training_mode(c) != "lora") return;
   lora::LoraSpec spec;
   spec.r = c.lora.r;
   spec.target_modules = c.lora.target_modules;
   for (const auto& t : spec.resolved_targets()) {
-    const auto [in, out] = dims(m, t);
+    const auto [in, out] = linear_dims(m, t);
     LLMFT_CHECK(c.lora.r <= std::min(in, out), Status::kInvalidArgument,
                 "lora.r {} is larger than {}'s {} matrix ({} x {}): a rank above {} adds parameters and nothing else; "
                 "lower lora.r", c.lora.r, origin, t, out, in, std::min(in, out));
   }
 }
 
-MemoryEstimate estimate(const Config& c, const io::ModelConfig& m) {
-  MemoryEstimate e;
-  const double params = static_cast<double>(m.num_parameters());
-  const double b = c.model.dtype == "bfloat16" ? 2 : 4;
-  const bool full = lora_mode(c) == "full";
-  double trainable = 0;
-  if (full) {
-    trainable = params;
-  } else {
-    lora::LoraSpec spec;
-    spec.target_modules = c.lora.target_modules;
-    for (const auto& t : spec.resolved_targets()) {
-      const auto [in, out] = dims(m, t);
-      trainable += static_cast<double>(c.lora.r * (in + out) * m.num_hidden_layers);
-    }
-  }
-  e.weights = params * b + (full && b == 2 ? params * 4 : 0);  // compute copies, fp32 masters for bf16
-  e.optimizer = trainable * (4 + 8);  // gradients + Adam moments, fp32 (ZeRO shards them, which one rank cannot count on)
-  const double tokens = static_cast<double>(c.train.micro_batch_size) * static_cast<double>(c.data.seq_len);
-  const double C = static_cast<double>(m.hidden_size), F = static_cast<double>(m.intermediate_size);
-  const double Q = static_cast<double>(m.q_dim()), KV = static_cast<double>(m.kv_dim());
-  // What each layer keeps for its backward pass per token (inputs of the norms and of every product, q/k/v, the
-  // attention output, the MLP's gate and up), plus the loss's chunk of logits.
-  e.activations = tokens * static_cast<double>(m.num_hidden_layers) * (b * (5 * C + 2 * Q + 2 * KV + 3 * F) + 8 * C) +
-                  std::min(tokens, 1024.0) * static_cast<double>(m.vocab_size) * 4;
-  return e;
-}
-
 std::string gb(double bytes) { return fmt::format("{:.1f} GB", bytes / 1e9); }
 
-void check_memory(const Config& c, const io::ModelConfig& m, const std::string& origin) {
-  const MemoryEstimate e = estimate(c, m);
-  const double have = machine_memory_bytes();
-  LLMFT_CHECK(have <= 0 || e.total() <= have, Status::kOutOfMemory,
-              "training {} would need about {} (weights {}, gradients and optimizer state {}, activations {} for "
-              "train.micro_batch_size {} x data.seq_len {}) and this machine has {}: lower data.seq_len or "
-              "train.micro_batch_size{}",
-              origin, gb(e.total()), gb(e.weights), gb(e.optimizer), gb(e.activations), c.train.micro_batch_size,
-              c.data.seq_len, gb(have), lora_mode(c) == "full" ? ", or train with train.mode=lora" : "");
+// The plan of this rank (the launcher's world, each machine's memory shared by its local ranks) must fit.
+void check_memory(const Config& c, const io::ModelConfig& m, const std::string& origin, const std::string& job) {
+  const comm::World w = comm::resolve_world(dist_options(c.dist));
+  const double machine = machine_memory_bytes();
+  if (machine <= 0) return;
+  const MemoryPlan p = plan_for(c, m, origin, job, w.size, machine / w.local_size,
+                                w.local_size == 1 ? "this machine's memory"
+                                                  : fmt::format("this machine's memory shared by {} ranks", w.local_size));
+  if (p.fits()) return;
+  std::string what = job == "train"
+      ? fmt::format("training {} would need about {} a rank (weights {}, gradients {}, optimizer state {}, activations {} "
+                    "for train.micro_batch_size {} x data.seq_len {})",
+                    origin, gb(p.total()), gb(p.weights), gb(p.gradients), gb(p.optimizer), gb(p.activations),
+                    c.train.micro_batch_size, c.data.seq_len)
+      : fmt::format("generating with {} would need about {} a rank (weights {}, KV cache {}, activations {} for "
+                    "generate.batch_size {} x data.seq_len {} + generate.max_new_tokens {})",
+                    origin, gb(p.total()), gb(p.weights), gb(p.kv_cache), gb(p.activations), c.generate.batch_size,
+                    c.data.seq_len, c.generate.max_new_tokens);
+  std::string alternatives;
+  for (const auto& a : p.alternatives) alternatives += "; " + a;
+  LLMFT_FAIL(Status::kOutOfMemory, "{} and a rank has {} ({}){}{}", what, gb(p.available), p.available_source,
+             p.alternatives.empty() ? (p.limit.empty() ? "; lower the batch or the sequence length" : "; " + p.limit)
+                                    : ". What would fit",
+             alternatives);
 }
 
 // Weight files of a checkpoint directory.
@@ -209,6 +173,7 @@ void preflight(const Config& c, Job job) {
     if (!c.generate.adapter.empty())
       LLMFT_CHECK(is_directory(c.generate.adapter), Status::kNotFound, "generate.adapter {}: no such adapter directory",
                   c.generate.adapter);
+    if (!c.model.path.empty()) check_memory(c, planned_model(c), c.model.path, "generate");
     return;
   }
   const std::vector<Place> inputs = inputs_of(c);
@@ -216,7 +181,7 @@ void preflight(const Config& c, Job job) {
   not_an_input(inputs, "output.dir", c.output.dir, job == Job::kPrep ? "the prepared shards" : "the run's files");
   if (job == Job::kPrep) return;
 
-  const std::string mode = lora_mode(c);
+  const std::string mode = training_mode(c);
   const std::string written = path_join(c.output.dir, mode == "lora" ? "adapter" : "model");
   LLMFT_CHECK(!file_exists(written) || is_directory(written), Status::kInvalidArgument,
               "output.dir: {} is a file where the {} folder goes", written, mode == "lora" ? "adapter" : "model");
@@ -244,10 +209,10 @@ void preflight(const Config& c, Job job) {
     LLMFT_CHECK(is_directory(c.train.resume), Status::kNotFound,
                 "train.resume: {} is not a checkpoint folder (give auto, never, or a checkpoint-<step> folder)",
                 c.train.resume);
-  const io::ModelConfig m = model_config(c);
+  const io::ModelConfig m = planned_model(c);
   const std::string origin = c.model.path.empty() ? "the embedded model" : c.model.path;
   check_settings_fit(c, m, origin);
-  check_memory(c, m, origin);
+  check_memory(c, m, origin, "train");
 }
 
 }  // namespace llmft::job

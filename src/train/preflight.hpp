@@ -7,7 +7,7 @@
 //    the adapter;
 //  - every output location can be created and written (a file where a folder goes, a read-only folder);
 //  - an export does not mix its weight files with an older checkpoint's (export.overwrite replaces them);
-//  - the run fits in memory: an estimate of weights, optimizer state and activations against this machine's.
+//  - the run fits in memory: this rank's memory plan (train/plan.hpp) against its share of this machine's.
 #pragma once
 
 #include <cstdint>
@@ -22,11 +22,7 @@ enum class Job { kTrain, kPrep, kGenerate, kExport };
 // Throws Error(kInvalidArgument / kNotFound / kIo / kOutOfMemory) naming the key or path at fault.
 void preflight(const Config& c, Job job);
 
-// Memory a training run needs, by part (bytes), and this machine's (physical memory, capped by a cgroup limit).
-struct MemoryEstimate {
-  double weights = 0, optimizer = 0, activations = 0;
-  double total() const { return weights + optimizer + activations; }
-};
+// This machine's memory (physical, capped by a cgroup limit); what memory plans (train/plan.hpp) compare against.
 double machine_memory_bytes();
 
 }  // namespace llmft::job

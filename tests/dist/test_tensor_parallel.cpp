@@ -15,6 +15,7 @@
 #include "io/safetensors.hpp"
 #include "llmft/error.hpp"
 #include "model/decoder.hpp"
+#include "train/plan.hpp"
 
 using namespace llmft;
 
@@ -210,4 +211,26 @@ TEST(TensorParallelSetup, EachRankReadsOnlyItsSlices) {
     part.load_base([&](const std::string& t) { return ck.find(t); }, "memory");
   });
   for (const auto& e : errors) EXPECT_EQ(e, "");
+}
+
+TEST(TensorParallelSetup, ThePlansWeightsAreWhatEachRankHolds) {
+  // llmft plan's generation formula, against the bytes a rank's decoder allocates (no alignment padding).
+  c10::InferenceMode guard;
+  const io::ModelConfig cfg = io::ModelConfig::from_json(nlohmann::json::parse(kConfigs.at("llama")), "llama");
+  Config c;
+  c.model.dtype = "float32";
+  for (int n : {2, 4}) {
+    const MemoryPlan plan = job::plan_for(c, cfg, "llama", "generate", n, 0, "");
+    std::vector<int64_t> held(static_cast<size_t>(n), 0);
+    const auto errors = test::on_world(n, 60, [&](int r, comm::Communicator& comm) {
+      model::DecoderOptions o = options(false, &comm);
+      o.align = 1;
+      model::Decoder part(cfg, o);
+      for (const auto& u : part.units()) held[static_cast<size_t>(r)] += u.frozen.flat.numel() * 4;
+    });
+    for (int r = 0; r < n; ++r) {
+      ASSERT_EQ(errors[static_cast<size_t>(r)], "");
+      EXPECT_DOUBLE_EQ(plan.weights, static_cast<double>(held[static_cast<size_t>(r)])) << n << " ranks, rank " << r;
+    }
+  }
 }

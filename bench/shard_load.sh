@@ -1,0 +1,92 @@
+#!/usr/bin/env bash
+# Sharded loading: peak memory of each rank when `llmft generate` runs a ~1 GB model split across 4 ranks (tensor
+# parallelism: each rank reads only its slices of the memory-mapped safetensors, and releases the pages of each
+# tensor once copied), against one process loading the whole model; in one run, on the same files. The model: a
+# random Llama in Hugging Face layout, bf16, hidden 2048, 8 layers, GQA 16/8 heads, MLP 5632, 32,000-token
+# vocabulary, untied (1.05 GB in one model.safetensors); the stories260K tokenizer (its ids are a subset).
+# Reports peak RSS (GNU time) and peak anonymous memory (RssAnon sampled every 20 ms) per process, and the same
+# for the tiny stories260K model (what the runtime itself takes: libtorch and the program).
+#   bench/shard_load.sh [BUILD_DIR] [RANKS]     (default 4 ranks; needs scripts/deps.sh test, ../shared/data, GNU time)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+ranks=${2:-4}
+py=${LLMFT_PYTHON:-${LLMFT_VENV:-$root/.venv}/bin/python}
+data=${LLMFT_TEST_DATA:-$root/../shared/data}
+tiny=$data/models/stories260K-hf
+[[ -f $tiny/tokenizer.json ]] || { echo "no $tiny: this bench needs ../shared/data"; exit 1; }
+[[ -x $build/bin/llmft ]] || cmake --build "$build" --target llmft_cli > /dev/null
+work=$(mktemp -d "${TMPDIR:-/tmp}/llmft-shard-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$py" - "$work/model" <<'PY'
+import json, os, sys, torch
+from safetensors.torch import save_file
+out = sys.argv[1]; os.makedirs(out)
+C, L, H, K, F, V = 2048, 8, 16, 8, 5632, 32000
+D = C // H
+json.dump({"architectures": ["LlamaForCausalLM"], "hidden_size": C, "intermediate_size": F, "num_hidden_layers": L,
+           "num_attention_heads": H, "num_key_value_heads": K, "vocab_size": V, "rms_norm_eps": 1e-5,
+           "max_position_embeddings": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16"},
+          open(os.path.join(out, "config.json"), "w"))
+g = torch.Generator().manual_seed(0)
+t = {}
+def w(name, *shape): t[name] = (torch.randn(*shape, generator=g) * 0.02).bfloat16()
+w("model.embed_tokens.weight", V, C); w("lm_head.weight", V, C); t["model.norm.weight"] = torch.ones(C).bfloat16()
+for i in range(L):
+    p = f"model.layers.{i}."
+    w(p + "self_attn.q_proj.weight", H * D, C); w(p + "self_attn.k_proj.weight", K * D, C)
+    w(p + "self_attn.v_proj.weight", K * D, C); w(p + "self_attn.o_proj.weight", C, H * D)
+    w(p + "mlp.gate_proj.weight", F, C); w(p + "mlp.up_proj.weight", F, C); w(p + "mlp.down_proj.weight", C, F)
+    t[p + "input_layernorm.weight"] = torch.ones(C).bfloat16()
+    t[p + "post_attention_layernorm.weight"] = torch.ones(C).bfloat16()
+save_file(t, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+PY
+sync
+size=$(du -sm "$work/model" | cut -f1)
+export OMP_NUM_THREADS=1
+
+# Runs `llmft generate` on model $1 as $2 ranks; writes "<peak RSS kB> <peak RssAnon kB>" per rank to $3.rank<r>.
+run() {
+  local model=$1 n=$2 tag=$3 port pids=()
+  port=$(( 20000 + RANDOM % 20000 ))
+  for ((r = 0; r < n; r++)); do
+    RANK=$r WORLD_SIZE=$n LOCAL_RANK=$r LOCAL_WORLD_SIZE=$n MASTER_ADDR=127.0.0.1 MASTER_PORT=$port \
+      /usr/bin/time -f '%M' -o "$work/$tag.rank$r.rss" "$build/bin/llmft" generate model.path="$model" \
+      model.dtype=bfloat16 tokenizer.path="$tiny/tokenizer.json" data.template=none generate.max_new_tokens=4 \
+      --prompt "Once upon a time" > "$work/$tag.rank$r.log" 2>&1 &
+    pids+=($!)
+  done
+  declare -A anon
+  while :; do
+    local alive=0
+    for ((r = 0; r < n; r++)); do
+      kill -0 "${pids[$r]}" 2>/dev/null || continue
+      alive=1
+      for p in $(pgrep -P "${pids[$r]}" 2>/dev/null); do
+        a=$(awk '/RssAnon/ {print $2}' /proc/$p/status 2>/dev/null || true)
+        [[ -n $a && $a -gt ${anon[$r]:-0} ]] && anon[$r]=$a
+      done
+    done
+    ((alive)) || break
+    sleep 0.02
+  done
+  for ((r = 0; r < n; r++)); do
+    wait "${pids[$r]}" || { cat "$work/$tag.rank$r.log"; exit 1; }
+    echo "$(cat "$work/$tag.rank$r.rss") ${anon[$r]:-0}" > "$work/$tag.rank$r"
+  done
+}
+run "$tiny" 1 tiny
+run "$work/model" 1 whole
+run "$work/model" "$ranks" split
+
+printf 'model of %d MB (bf16), loaded by llmft generate\n' "$size"
+printf '%-40s %12s %14s\n' "" "peak RSS MB" "peak anon MB"
+row() { read -r rss an < "$work/$2"; printf '%-40s %12d %14d\n' "$1" $((rss / 1024)) $((an / 1024)); }
+row "runtime alone (stories260K, 1 MB)" tiny.rank0
+row "one process, whole model" whole.rank0
+for ((r = 0; r < ranks; r++)); do row "$ranks ranks (tensor parallel), rank $r" "split.rank$r"; done
+read -r w_rss w_an < "$work/whole.rank0"; read -r t_rss t_an < "$work/tiny.rank0"
+max=0; for ((r = 0; r < ranks; r++)); do read -r s _ < "$work/split.rank$r"; ((s > max)) && max=$s; done
+awk -v w="$w_rss" -v s="$max" -v t="$t_rss" -v n="$ranks" 'BEGIN {
+  printf "largest rank: %.2fx the whole-model process (1/%d = %.2f); above the runtime alone: %.2fx\n",
+         s / w, n, 1 / n, (s - t) / (w - t) }'
