@@ -165,10 +165,14 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
   for (Unit& u : units_) {
     u.frozen.finalize(options_.align);
     u.trainable.finalize(options_.align);
-    u.frozen.allocate(at::TensorOptions().dtype(options_.dtype));
-    u.trainable.allocate(at::TensorOptions().dtype(master));
-    u.grad = at::zeros({u.trainable.padded_numel()}, master);
-    u.compute = options_.dtype == master ? u.trainable.flat : u.trainable.flat.to(options_.dtype);
+    // Without materialize_base the base weights wait for load_base_shard: the frozen buffer (LoRA, inference), or the
+    // trainable one with its gradients (full fine-tuning).
+    if (options_.materialize_base) u.frozen.allocate(at::TensorOptions().dtype(options_.dtype));
+    if (options_.materialize_base || !full) {
+      u.trainable.allocate(at::TensorOptions().dtype(master));
+      u.grad = at::zeros({u.trainable.padded_numel()}, master);
+      u.compute = options_.dtype == master ? u.trainable.flat : u.trainable.flat.to(options_.dtype);
+    }
   }
 
   // Rotary frequencies, computed as transformers computes them (fp32), then scaled.
@@ -270,6 +274,35 @@ void Decoder::load_base(const TensorLookup& lookup, const std::string& origin, c
     }
   }
   refresh_compute();
+}
+
+void Decoder::load_base_shard(const Unit& u, bool trainable, int64_t offset, at::Tensor& out,
+                              const TensorLookup& lookup, const std::string& origin, const TensorDone& done) const {
+  c10::InferenceMode guard;
+  const ParamGroup& g = trainable ? u.trainable : u.frozen;
+  LLMFT_CHECK(out.dim() == 1 && offset >= 0 && offset + out.numel() <= g.padded_numel(), Status::kInternal,
+              "unit {}: slice [{}, {}) outside its buffer of {}", u.name, offset, offset + out.numel(), g.padded_numel());
+  out.zero_();
+  const int64_t lo = offset, hi = offset + out.numel();
+  for (const ParamSlot& s : g.slots()) {
+    const int64_t a = std::max(lo, s.offset), b = std::min(hi, s.offset + s.numel);
+    if (a >= b) continue;
+    LLMFT_CHECK(s.name.find(".lora_") == std::string::npos && s.split_dim < 0, Status::kInternal,
+                "load_base_shard: {} is not a whole base weight", s.name);
+    const io::TensorView* t = lookup(s.name);
+    LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the checkpoint has no tensor \"{}\"", origin, s.name);
+    LLMFT_CHECK(t->shape == s.shape, Status::kFormat, "{}: tensor \"{}\" has shape [{}], the model needs [{}]", origin,
+                t->name, fmt::join(t->shape, ", "), fmt::join(s.shape, ", "));
+    // Only elements [a, b) of this tensor's bytes are read.
+    at::Tensor src = at::from_blob(const_cast<uint8_t*>(t->data), {s.numel},
+                                   at::TensorOptions().dtype(scalar_type(t->dtype, t->name, origin)))
+                         .narrow(0, a - s.offset, b - a);
+    at::Tensor dst = out.narrow(0, a - lo, b - a);
+    dst.copy_(src);
+    LLMFT_CHECK(at::isfinite(dst).all().item<bool>(), Status::kFormat,
+                "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)", origin, t->name);
+    if (done) done(*t);
+  }
 }
 
 void Decoder::init_lora(uint64_t seed) {
@@ -736,7 +769,7 @@ int64_t pick_token(const at::Tensor& logits, double temperature, double top_p, a
 }
 
 std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std::vector<int32_t>>& prompts,
-                                                          const GenerateOptions& opt) {
+                                                          const GenerateOptions& opt, ParamProvider* provider) {
   c10::InferenceMode guard;
   LLMFT_CHECK(!prompts.empty(), Status::kInvalidArgument, "generate: no prompts");
   const int64_t B = static_cast<int64_t>(prompts.size());
@@ -763,14 +796,30 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
     kv.v.push_back(at::zeros_like(kv.k.back()));
   }
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
-  const at::Tensor norm_w = param(head_unit(), "model.norm.weight");
   const size_t L = static_cast<size_t>(config_.num_hidden_layers);
+  ParamProvider none;
+  ParamProvider& pp = provider ? *provider : none;
+  auto logits_of = [&](const at::Tensor& last) {  // (B, C) -> (B, V) fp32
+    pp.acquire(head_unit(), Pass::kForward);
+    if (config_.tie_word_embeddings) pp.acquire(embed_unit(), Pass::kForward);
+    at::Tensor hn = rmsnorm_forward(last, param(head_unit(), "model.norm.weight"), config_.rms_norm_eps, nullptr);
+    at::Tensor logits = head_logits(hn).to(at::kFloat);
+    if (config_.tie_word_embeddings) pp.release(embed_unit());
+    pp.release(head_unit());
+    return logits;
+  };
+  auto layer = [&](size_t l, auto&& run) {
+    pp.acquire(units_[l + 1], Pass::kForward);
+    at::Tensor out = run();
+    pp.release(units_[l + 1]);
+    return out;
+  };
 
   // Prefill: every prompt in one packed batch; each sequence's last position gives its first token.
   at::Tensor cos, sin;
   rope_tables(rope_, at::tensor(positions, at::kLong), options_.dtype, &cos, &sin);
-  at::Tensor h = embed(at::tensor(ids, at::kLong), nullptr);
-  for (size_t l = 0; l < L; ++l) h = layer_prefill(l, h, cos, sin, kv, doc_starts);
+  at::Tensor h = embed(at::tensor(ids, at::kLong), provider);
+  for (size_t l = 0; l < L; ++l) h = layer(l, [&] { return layer_prefill(l, h, cos, sin, kv, doc_starts); });
   std::vector<int64_t> last(doc_starts.begin() + 1, doc_starts.end());
   for (auto& x : last) --x;
   h = h.index_select(0, at::tensor(last, at::kLong));  // (B, C)
@@ -778,7 +827,7 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
   for (int64_t b = 0; b < B; ++b) lengths[b] = static_cast<int64_t>(prompts[static_cast<size_t>(b)].size());
   std::vector<bool> done(prompts.size(), false);
   for (int64_t t = 0;; ++t) {
-    at::Tensor logits = head_logits(rmsnorm_forward(h, norm_w, config_.rms_norm_eps, nullptr)).to(at::kFloat);  // (B, V)
+    at::Tensor logits = logits_of(h);  // (B, V)
     // Every rank holds the same logits; rank 0's choice is broadcast so all ranks feed the same tokens.
     at::Tensor next = at::zeros({B}, at::kLong);
     if (tp_rank_ == 0)
@@ -798,8 +847,8 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
     if (all_done) break;
     // One step for every sequence (a finished one keeps stepping on a placeholder token; its output is not kept).
     rope_tables(rope_, lengths, options_.dtype, &cos, &sin);
-    h = embed(next, nullptr);
-    for (size_t l = 0; l < L; ++l) h = layer_decode(l, h, cos, sin, kv, lengths);
+    h = embed(next, provider);
+    for (size_t l = 0; l < L; ++l) h = layer(l, [&] { return layer_decode(l, h, cos, sin, kv, lengths); });
     lengths.add_(1);
   }
   return out;

@@ -45,6 +45,9 @@ struct DecoderOptions {
   lora::LoraSpec lora;
   int64_t align = 64;                 // flat buffers padded to a multiple of this many elements
   comm::Communicator* tp = nullptr;   // tensor-parallel group (not owned; null or size 1: the whole model here)
+  // false (ZeRO-3 loading): the base weights' buffers (frozen for LoRA, trainable and its gradients for full
+  // fine-tuning) are not allocated; each rank fills only its slices with load_base_shard.
+  bool materialize_base = true;
 };
 
 struct Batch {
@@ -106,6 +109,11 @@ class Decoder {
   using TensorLookup = std::function<const io::TensorView*(const std::string& name)>;
   using TensorDone = std::function<void(const io::TensorView&)>;
   void load_base(const TensorLookup& lookup, const std::string& origin, const TensorDone& done = nullptr);
+  // ZeRO-3 loading: fills `out` with elements [offset, offset + out.numel()) of unit u's base-weight buffer (frozen
+  // or, under full fine-tuning, trainable) from the checkpoint, reading only the bytes of those elements; padding is
+  // zero. Checks as load_base (missing, shape, dtype, non-finite), for the tensors the range touches.
+  void load_base_shard(const Unit& u, bool trainable, int64_t offset, at::Tensor& out, const TensorLookup& lookup,
+                       const std::string& origin, const TensorDone& done = nullptr) const;
   // LoRA adapters: A Kaiming-uniform, B zero (PEFT's init); or from PEFT-named tensors.
   void init_lora(uint64_t seed);
   void load_lora(const TensorLookup& lookup, const std::string& origin);
@@ -127,9 +135,11 @@ class Decoder {
   // Continuations of a batch of prompts (each without its prompt; ending with a stop id when one came), decoded
   // together: the prompts are run as one packed batch, then one token of every unfinished prompt per step against a
   // KV cache of (B, prompt + max_new_tokens) positions per layer. Under tensor parallelism every rank takes part and
-  // gets the same tokens (rank 0 picks them).
+  // gets the same tokens (rank 0 picks them). With a provider (ZeRO-3 during training), each unit is acquired just
+  // before it is used and released after, at every step: the whole model is never in place at once, and every rank
+  // of the group must make the same call.
   std::vector<std::vector<int32_t>> generate_batch(const std::vector<std::vector<int32_t>>& prompts,
-                                                   const GenerateOptions& options);
+                                                   const GenerateOptions& options, ParamProvider* provider = nullptr);
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const GenerateOptions& options);
 
   // Every parameter as (name, tensor) for saving: base weights (compute dtype) and adapters (fp32).

@@ -2,6 +2,7 @@
 
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 #include <unordered_map>
@@ -19,38 +20,66 @@ ShardingPlan ShardingPlan::for_stage(int stage) {
   return p;
 }
 
-ShardedOptimizer::ShardedOptimizer(model::Decoder& model, comm::Communicator& comm, int zero_stage, AdamWOptions options)
+ShardedOptimizer::ShardedOptimizer(model::Decoder& model, comm::Communicator& comm, int zero_stage, AdamWOptions options,
+                                   const ShardFill& fill)
     : model_(model), comm_(comm), plan_(ShardingPlan::for_stage(zero_stage)), opt_(options) {
   c10::InferenceMode guard;
   const int64_t world = comm.size(), rank = comm.rank();
+  const at::ScalarType master = model.options().dtype == at::kDouble ? at::kDouble : at::kFloat;
+  // This rank's slice of a buffer: from the buffer, or (never built whole) from `fill`.
+  auto slice_of = [&](model::Unit& u, bool trainable, int64_t offset, int64_t numel, at::ScalarType dtype) {
+    const at::Tensor& flat = trainable ? u.trainable.flat : u.frozen.flat;
+    if (flat.defined()) return flat.narrow(0, offset, numel).clone();
+    LLMFT_CHECK(fill != nullptr && plan_.shard_params, Status::kInternal,
+                "unit {}: its {} weights were not loaded and ZeRO stage {} does not load them by slice", u.name,
+                trainable ? "trained" : "frozen", zero_stage);
+    at::Tensor out = at::empty({numel}, dtype);
+    fill(u, trainable, offset, out);
+    return out;
+  };
   for (model::Unit& u : model_.units()) {
     UnitState s;
     const int64_t P = u.trainable.padded_numel(), Pf = u.frozen.padded_numel();
+    LLMFT_CHECK(plan_.shard_params || ((u.frozen.empty() || u.frozen.flat.defined()) &&
+                                       (u.trainable.empty() || u.trainable.flat.defined())),
+                Status::kInternal, "unit {}: weights not loaded, and ZeRO stage {} loads none by slice", u.name, zero_stage);
     LLMFT_CHECK(P % world == 0 && Pf % world == 0, Status::kInternal,
                 "unit {}: buffers of {} / {} elements cannot be split into {} equal slices (decoder align)", u.name, P, Pf,
                 world);
     s.offset = plan_.shard_optimizer ? rank * (P / world) : 0;
     s.numel = plan_.shard_optimizer ? P / world : P;
     if (P > 0) {
-      s.m = at::zeros({s.numel}, u.trainable.flat.options());
-      s.v = at::zeros({s.numel}, u.trainable.flat.options());
+      s.m = at::zeros({s.numel}, master);
+      s.v = at::zeros({s.numel}, master);
     }
     if (plan_.shard_grads && P > 0) {
-      s.grad_shard = at::zeros({s.numel}, u.trainable.flat.options());
+      s.grad_shard = at::zeros({s.numel}, master);
       u.grad = at::Tensor();  // full gradients exist only while the unit's backward runs
     }
     if (plan_.shard_params) {
-      if (P > 0) s.master_shard = u.trainable.flat.narrow(0, s.offset, s.numel).clone();
-      if (Pf > 0) s.frozen_shard = u.frozen.flat.narrow(0, rank * (Pf / world), Pf / world).clone();
+      if (P > 0) s.master_shard = slice_of(u, true, s.offset, s.numel, master);
+      if (Pf > 0) s.frozen_shard = slice_of(u, false, rank * (Pf / world), Pf / world, model.options().dtype);
       u.trainable.flat = at::Tensor();
       u.frozen.flat = at::Tensor();
       u.compute = at::Tensor();
     }
     states_.push_back(std::move(s));
+    frozen_pool_.numel = std::max(frozen_pool_.numel, Pf);
+    compute_pool_.numel = grad_pool_.numel = std::max(compute_pool_.numel, P);
   }
+  frozen_pool_.dtype = compute_pool_.dtype = model.options().dtype;
+  grad_pool_.dtype = master;
 }
 
 ShardedOptimizer::~ShardedOptimizer() = default;
+
+at::Tensor ShardedOptimizer::Pool::take(int64_t n) {
+  LLMFT_ASSERT(n <= numel);
+  for (const at::Tensor& b : buffers)
+    if (b.storage().use_count() == 1) return b.narrow(0, 0, n);  // no view of it is alive
+  buffers.push_back(at::empty({numel}, dtype));
+  return buffers.back().narrow(0, 0, n);
+}
 
 size_t ShardedOptimizer::index_of(const model::Unit& u) const {
   const auto& units = model_.units();
@@ -66,18 +95,19 @@ void ShardedOptimizer::acquire(model::Unit& u, model::Pass pass) {
   const at::ScalarType dtype = model_.options().dtype;
   if (plan_.shard_params) {
     if (!u.frozen.empty() && !u.frozen.flat.defined()) {
-      u.frozen.flat = at::empty({u.frozen.padded_numel()}, s.frozen_shard.options());
+      u.frozen.flat = frozen_pool_.take(u.frozen.padded_numel());
       comm_.all_gather(u.frozen.flat, s.frozen_shard)->wait();
     }
     if (!u.trainable.empty() && !u.compute.defined()) {
       at::Tensor shard = s.master_shard.scalar_type() == dtype ? s.master_shard : s.master_shard.to(dtype);
-      u.compute = at::empty({u.trainable.padded_numel()}, shard.options());
+      u.compute = compute_pool_.take(u.trainable.padded_numel());
       comm_.all_gather(u.compute, shard)->wait();
     }
   }
   if (pass == model::Pass::kBackward) finish_scatter(s);  // the previous micro-batch's reduce-scatter of this unit
   if (pass == model::Pass::kBackward && !u.trainable.empty() && !u.grad.defined())
-    u.grad = at::zeros({u.trainable.padded_numel()}, at::TensorOptions().dtype(s.m.scalar_type()));
+    u.grad = plan_.shard_grads ? grad_pool_.take(u.trainable.padded_numel()).zero_()
+                               : at::zeros({u.trainable.padded_numel()}, at::TensorOptions().dtype(s.m.scalar_type()));
 }
 
 void ShardedOptimizer::release(model::Unit& u) {

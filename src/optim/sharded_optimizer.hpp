@@ -16,6 +16,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -45,9 +46,16 @@ struct MemoryReport {
   int64_t gradient_bytes = 0;         // gradient storage held between steps
 };
 
+// ZeRO-3 loading: fills `out` with elements [offset, offset + out.numel()) of unit u's frozen or trainable buffer
+// (Decoder::load_base_shard reads just those bytes of the checkpoint).
+using ShardFill = std::function<void(model::Unit& u, bool trainable, int64_t offset, at::Tensor& out)>;
+
 class ShardedOptimizer : public model::ParamProvider {
  public:
-  ShardedOptimizer(model::Decoder& model, comm::Communicator& comm, int zero_stage, AdamWOptions options);
+  // At stage 3, a unit's buffer that the model did not allocate (DecoderOptions::materialize_base false) is never
+  // built whole: this rank's slice comes from `fill`.
+  ShardedOptimizer(model::Decoder& model, comm::Communicator& comm, int zero_stage, AdamWOptions options,
+                   const ShardFill& fill = nullptr);
   ~ShardedOptimizer() override;
 
   // Call before the first micro-batch of an optimizer step; `last` marks the last micro-batch (its gradients are
@@ -106,6 +114,16 @@ class ShardedOptimizer : public model::ParamProvider {
   std::vector<UnitState>& state() { return states_; }
 
  private:
+  // Buffers a unit's gathered parameters (ZeRO-3) or its full gradients (ZeRO-2/3) live in while it runs: taken
+  // from a few buffers of the largest unit's size, reused unit after unit and step after step, rather than
+  // allocated each time (which fragments the heap of a host that keeps freed memory, as the llmft program does).
+  struct Pool {
+    int64_t numel = 0;
+    at::ScalarType dtype = at::kFloat;
+    std::vector<at::Tensor> buffers;
+    at::Tensor take(int64_t n);  // a view of n elements of a buffer no unit holds (a new buffer when all are held)
+  };
+  Pool frozen_pool_, compute_pool_, grad_pool_;
   size_t index_of(const model::Unit& u) const;
   void finish_scatter(UnitState& s);
   void adamw(model::Unit& u, UnitState& s, const at::Tensor& param, const at::Tensor& grad, double lr);

@@ -52,7 +52,7 @@ io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok) {
 }
 
 LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
-                       comm::Communicator* tp) {
+                       comm::Communicator* tp, bool defer_base) {
   model::DecoderOptions opt;
   LLMFT_CHECK(c.model.dtype == "float32" || c.model.dtype == "bfloat16", Status::kInvalidArgument,
               "model.dtype \"{}\" is not float32 or bfloat16", c.model.dtype);
@@ -78,10 +78,12 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
     LLMFT_CHECK(static_cast<int64_t>(tok.vocab_size()) <= mc.vocab_size, Status::kInvalidArgument,
                 "the tokenizer ({}) has {} tokens but {} has vocab_size {}", tok.origin(), tok.vocab_size(),
                 c.model.path, mc.vocab_size);
+    opt.materialize_base = !defer_base;
     out.decoder = std::make_unique<model::Decoder>(mc, opt);
     const io::ModelDir* dir = out.dir.get();
-    out.decoder->load_base([dir](const std::string& n) { return dir->find(n); }, c.model.path,
-                           [dir](const io::TensorView& t) { dir->release(t); });
+    if (!defer_base)
+      out.decoder->load_base([dir](const std::string& n) { return dir->find(n); }, c.model.path,
+                             [dir](const io::TensorView& t) { dir->release(t); });
     out.base_name = c.model.path;
   }
   if (opt.mode == model::TrainMode::kLora) out.decoder->init_lora(static_cast<uint64_t>(c.train.seed) + 1);

@@ -33,8 +33,10 @@ struct LoadedModel {
 // mode: "lora", "full" or "none" (inference). Base weights loaded or initialised; LoRA adapters initialised.
 // `tp`: a tensor-parallel group (inference): each rank reads and keeps its slices. The checkpoint's pages are
 // released as each tensor is copied, so a process's memory stays near what it keeps.
+// `defer_base` (ZeRO-3 from a model directory): the base weights are neither allocated nor read here; the
+// optimizer asks for each rank's slices (Decoder::load_base_shard over `dir`).
 LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
-                       comm::Communicator* tp = nullptr);
+                       comm::Communicator* tp = nullptr, bool defer_base = false);
 
 std::string trainable_parameters_line(const model::Decoder& m);
 

@@ -86,14 +86,16 @@ struct Samples {
 };
 
 std::vector<std::string> answer(model::Decoder& m, const Tokenizer& tok, const data::Templater& fmt,
-                                const std::vector<data::Sample>& records, const GenerateSection& g) {
+                                const std::vector<data::Sample>& records, const GenerateSection& g,
+                                model::ParamProvider* provider = nullptr) {
   model::GenerateOptions opt;
   opt.max_new_tokens = g.max_new_tokens;
   opt.temperature = g.temperature;
   opt.top_p = g.top_p;
   opt.stop_ids = fmt.stop_ids();
   std::vector<std::string> out;
-  for (const auto& r : records) out.push_back(trim(tok.decode(m.generate(fmt.prompt_ids(r), opt), true)));
+  for (const auto& r : records)
+    out.push_back(trim(tok.decode(m.generate_batch({fmt.prompt_ids(r)}, opt, provider).front(), true)));
   return out;
 }
 
@@ -369,11 +371,12 @@ struct Trainer::Impl {
   int64_t tokens_per_eval_batch() const { return c.data.seq_len * c.train.micro_batch_size; }
 
   std::vector<std::string> generate_samples() {
-    opt->gather_parameters(false);  // ZeRO-3 gathers the parameters on every rank first (a collective)
-    std::vector<std::string> out = leader ? answer(model(), *tok, *fmt, samples.records, c.generate)
-                                          : std::vector<std::string>(samples.records.size());
-    opt->release_parameters();
-    return out;
+    if (samples.records.empty()) return {};
+    // ZeRO-3: every rank generates in step with rank 0, each layer gathered just before it runs and freed after
+    // (the whole model is never in one place); below stage 3 every rank holds the model and rank 0 answers alone.
+    if (c.dist.zero_stage >= 3 && comm->size() > 1) return answer(model(), *tok, *fmt, samples.records, c.generate, opt.get());
+    return leader ? answer(model(), *tok, *fmt, samples.records, c.generate)
+                  : std::vector<std::string>(samples.records.size());
   }
 
   void log_record(const job::MetricsSink::Fields& fields, const job::MetricsSink::Fields& extra = {},
@@ -450,7 +453,9 @@ void Trainer::Impl::build_parts() {
   data::PreparedData& data = td.prepared;
   log_info("data: {}: {} rows ({} tokens) to train on, {} held-out examples", td.description, data.train->rows(),
            data.train->tokens(), data.eval.size());
-  lm = job::load_model(c, *tok, mode, 16 * comm->size());
+  // ZeRO-3 from a model directory: no rank builds the whole model; each reads only its slices of the weights.
+  const bool by_slice = c.dist.zero_stage >= 3 && comm->size() > 1 && !c.model.path.empty();
+  lm = job::load_model(c, *tok, mode, 16 * comm->size(), nullptr, by_slice);
   log_info("{}", job::trainable_parameters_line(model()));
 
   summary.output_dir = c.output.dir;
@@ -463,7 +468,17 @@ void Trainer::Impl::build_parts() {
   }
   if (!lm.dir && mode == "lora") lm.base_name = run->final_path("base");
   optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
-  opt = std::make_unique<optim::ShardedOptimizer>(model(), *comm, static_cast<int>(c.dist.zero_stage), adam);
+  optim::ShardFill fill;
+  if (by_slice) {
+    const io::ModelDir* dir = lm.dir.get();
+    fill = [this, dir](model::Unit& u, bool trainable, int64_t offset, at::Tensor& out) {
+      model().load_base_shard(u, trainable, offset, out, [dir](const std::string& n) { return dir->find(n); },
+                              c.model.path, [dir](const io::TensorView& t) { dir->release(t); });
+    };
+  }
+  opt = std::make_unique<optim::ShardedOptimizer>(model(), *comm, static_cast<int>(c.dist.zero_stage), adam, fill);
+  if (by_slice)
+    log_info("rank {}: read its 1/{} of the weights of {} (ZeRO-3)", comm->rank(), comm->size(), c.model.path);
   loader = std::make_unique<data::PackedLoader>(*data.train, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
   steps = c.train.max_steps > 0
               ? c.train.max_steps

@@ -234,3 +234,40 @@ TEST(TensorParallelSetup, ThePlansWeightsAreWhatEachRankHolds) {
     }
   }
 }
+
+TEST(ZeroSlices, ARankReadsOnlyTheElementsOfItsSlice) {
+  // ZeRO-3 loading (Decoder::load_base_shard): the second half of layer 0's frozen buffer equals the whole model's,
+  // read from a checkpoint whose other elements are NaN; the first half, which holds them, is refused by name.
+  c10::InferenceMode guard;
+  const io::ModelConfig cfg = io::ModelConfig::from_json(nlohmann::json::parse(kConfigs.at("qwen2")), "qwen2");
+  model::Decoder whole(cfg, options(true));
+  whole.init_random(8);
+  model::Unit& u = whole.units()[1];
+  const int64_t half = u.frozen.padded_numel() / 2;
+  Checkpoint ck;
+  std::string poisoned;
+  whole.for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool trainable) {
+    at::Tensor c = t.clone();
+    if (!trainable && u.frozen.find(s.name) >= 0 && s.offset < half) {
+      const int64_t n = std::min(s.numel, half - s.offset);
+      c.view({-1}).narrow(0, 0, n).fill_(std::numeric_limits<float>::quiet_NaN());
+      if (poisoned.empty()) poisoned = s.name;
+    }
+    ck.add(s.name, c);
+  });
+  model::DecoderOptions o = options(true);
+  o.materialize_base = false;
+  model::Decoder part(cfg, o);
+  EXPECT_FALSE(part.units()[1].frozen.flat.defined());
+  at::Tensor out = at::empty({u.frozen.padded_numel() - half}, at::kFloat);
+  part.load_base_shard(part.units()[1], false, half, out, [&](const std::string& n) { return ck.find(n); }, "memory");
+  EXPECT_TRUE(at::equal(out, u.frozen.flat.narrow(0, half, out.numel())));
+  at::Tensor first = at::empty({half}, at::kFloat);
+  try {
+    part.load_base_shard(part.units()[1], false, 0, first, [&](const std::string& n) { return ck.find(n); }, "memory");
+    FAIL() << "read NaN without a word";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("\"" + poisoned + "\" holds values that are not finite"), std::string::npos)
+        << e.what();
+  }
+}

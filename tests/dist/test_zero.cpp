@@ -107,6 +107,40 @@ TEST_P(Equivalence, WorldsOf2And4AtEveryZeroStageMatchOneProcess) {
 
 INSTANTIATE_TEST_SUITE_P(Modes, Equivalence, ::testing::Values("full", "lora"));
 
+TEST(ShardedLoading, ZeroStage3FromAModelDirectoryMatchesOneProcess) {
+  // Under ZeRO-3 with model.path each rank reads only its slices of the safetensors (Decoder::load_base_shard) and
+  // never builds the whole model; the losses, weights and sample answers (generated a gathered layer at a time) are
+  // those of one process that loaded it whole.
+  const std::string dir = test::temp_dir("zero-sharded-load");
+  const std::string seed_run = dir + "/seed";
+  ASSERT_EQ(test::run_world(1, job_args(seed_run, "lora", 1, 0), seed_run), std::vector<int>{0});
+  const std::string base = seed_run + "/base";  // the embedded model as a Hugging Face directory
+  ASSERT_TRUE(file_exists(base + "/config.json"));
+  for (const std::string mode : {"full", "lora"}) {
+    SCOPED_TRACE(mode);
+    auto args = [&](const std::string& out, int world, int stage) {
+      auto a = job_args(out, mode, world, stage);
+      a.push_back("model.path=" + base);
+      a.push_back("generate.num_samples=2");  // answered under ZeRO-3 one gathered layer at a time
+      a.push_back("generate.max_new_tokens=6");
+      return a;
+    };
+    const std::string ref = dir + "/" + mode + "-world1";
+    ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
+    const std::string out = dir + "/" + mode + "-world2-stage3";
+    ASSERT_EQ(test::run_world(2, args(out, 2, 3), out), std::vector<int>(2, 0)) << tail_of(out + ".rank0.log");
+    EXPECT_NE(read_file(out + ".rank0.log").find("read its 1/2 of the weights of " + base + " (ZeRO-3)"), std::string::npos)
+        << tail_of(out + ".rank0.log");
+    const std::vector<double> a = losses(ref), b = losses(out);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
+    const Diff d = weights_diff(weights_file(out, mode), weights_file(ref, mode));
+    EXPECT_LE(d.max_rel, 1e-5);
+    EXPECT_LE(d.l2_rel, 1e-5);
+    EXPECT_EQ(read_file(out + "/samples.txt"), read_file(ref + "/samples.txt"));
+  }
+}
+
 TEST(Failure, KillingOneRankStopsTheOthersWithADiagnosis) {
   const std::string dir = test::temp_dir("kill");
   const std::string out = dir + "/out";
