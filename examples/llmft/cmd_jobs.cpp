@@ -72,11 +72,13 @@ Parsed parse(const std::vector<std::string>& args, const char* help, bool accept
 }
 
 // Info lines (training records, samples) to stdout as they are; warnings and errors to stderr.
-void install_log_sink() {
-  llmft::set_log_sink([](llmft::LogLevel level, const std::string& msg) {
+// Progress lines go to `info` (stdout, or stderr when stdout carries data such as generate --jsonl); warnings and
+// errors to stderr.
+void install_log_sink(FILE* info = stdout) {
+  llmft::set_log_sink([info](llmft::LogLevel level, const std::string& msg) {
     if (level == llmft::LogLevel::kInfo) {
-      std::fprintf(stdout, "%s\n", msg.c_str());
-      std::fflush(stdout);
+      std::fprintf(info, "%s\n", msg.c_str());
+      std::fflush(info);
     } else {
       std::fprintf(stderr, "llmft: %s: %s\n", level == llmft::LogLevel::kWarn ? "warning" : "error", msg.c_str());
     }
@@ -108,7 +110,8 @@ const char* kGenerateHelp =
     "usage: llmft generate [--config FILE] [key.sub=value ...] [--prompt TEXT ...] [--jsonl]\n"
     "  Answers instructions (--prompt, else generate.prompts and generate.prompts_file) with model.path and\n"
     "  generate.adapter, generate.batch_size prompts at a time. Under torchrun the model is split across the ranks\n"
-    "  (tensor parallelism) and rank 0 prints. --jsonl: one {\"prompt\", \"output\"} JSON line per answer.\n";
+    "  (tensor parallelism) and rank 0 prints. --jsonl: one {\"prompt\", \"output\"} JSON line per answer on\n"
+    "  stdout, and the progress lines on stderr.\n";
 const char* kExportHelp =
     "usage: llmft export [--config FILE] [key.sub=value ...]\n"
     "  Merges export.adapter (default <output.dir>/adapter) into its base model and writes a Hugging Face\n"
@@ -182,7 +185,7 @@ int cmd_generate(const std::vector<std::string>& args) {
     else rest.push_back(a);
   }
   Parsed p = parse(rest, kGenerateHelp, true);
-  install_log_sink();
+  install_log_sink(jsonl ? stderr : stdout);  // --jsonl: stdout holds the answers and nothing else
   std::vector<std::string> prompts = p.prompts;
   if (prompts.empty()) {
     prompts = p.config.generate.prompts;

@@ -769,7 +769,8 @@ int64_t pick_token(const at::Tensor& logits, double temperature, double top_p, a
 }
 
 std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std::vector<int32_t>>& prompts,
-                                                          const GenerateOptions& opt, ParamProvider* provider) {
+                                                          const GenerateOptions& opt, ParamProvider* provider,
+                                                          comm::Communicator* agree) {
   c10::InferenceMode guard;
   LLMFT_CHECK(!prompts.empty(), Status::kInvalidArgument, "generate: no prompts");
   const int64_t B = static_cast<int64_t>(prompts.size());
@@ -795,7 +796,10 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
                              at::TensorOptions().dtype(options_.dtype)));
     kv.v.push_back(at::zeros_like(kv.k.back()));
   }
-  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(opt.seed);
+  std::vector<at::Generator> gens;
+  for (int64_t b = 0; b < B; ++b) gens.push_back(at::make_generator<at::CPUGeneratorImpl>(opt.seed));
+  comm::Communicator* group = parallel() ? options_.tp : agree;  // whose ranks must feed the same tokens
+  const bool picker = group == nullptr || group->rank() == 0;
   const size_t L = static_cast<size_t>(config_.num_hidden_layers);
   ParamProvider none;
   ParamProvider& pp = provider ? *provider : none;
@@ -828,12 +832,14 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
   std::vector<bool> done(prompts.size(), false);
   for (int64_t t = 0;; ++t) {
     at::Tensor logits = logits_of(h);  // (B, V)
-    // Every rank holds the same logits; rank 0's choice is broadcast so all ranks feed the same tokens.
+    // Every rank holds the same logits; rank 0's choice is broadcast so all ranks feed the same tokens and stop
+    // together (a near-tie decided differently would otherwise leave the ranks issuing different collectives).
     at::Tensor next = at::zeros({B}, at::kLong);
-    if (tp_rank_ == 0)
+    if (picker)
       for (int64_t b = 0; b < B; ++b)
-        if (!done[static_cast<size_t>(b)]) next[b] = pick_token(logits[b], opt.temperature, opt.top_p, gen);
-    if (parallel()) options_.tp->broadcast(next)->wait();
+        if (!done[static_cast<size_t>(b)])
+          next[b] = pick_token(logits[b], opt.temperature, opt.top_p, gens[static_cast<size_t>(b)]);
+    if (group != nullptr && group->size() > 1) group->broadcast(next)->wait();
     const int64_t* nx = next.data_ptr<int64_t>();
     bool all_done = true;
     for (size_t b = 0; b < prompts.size(); ++b) {

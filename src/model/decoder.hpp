@@ -136,10 +136,13 @@ class Decoder {
   // together: the prompts are run as one packed batch, then one token of every unfinished prompt per step against a
   // KV cache of (B, prompt + max_new_tokens) positions per layer. Under tensor parallelism every rank takes part and
   // gets the same tokens (rank 0 picks them). With a provider (ZeRO-3 during training), each unit is acquired just
-  // before it is used and released after, at every step: the whole model is never in place at once, and every rank
-  // of the group must make the same call.
+  // before it is used and released after, at every step: the whole model is never in place at once; every rank of
+  // the data-parallel group `agree` must make the same call, and rank 0's tokens are broadcast on it so all stop
+  // together. Each sequence samples from its own generator seeded with options.seed: a prompt gets the tokens it
+  // gets alone, whatever else is in the batch.
   std::vector<std::vector<int32_t>> generate_batch(const std::vector<std::vector<int32_t>>& prompts,
-                                                   const GenerateOptions& options, ParamProvider* provider = nullptr);
+                                                   const GenerateOptions& options, ParamProvider* provider = nullptr,
+                                                   comm::Communicator* agree = nullptr);
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const GenerateOptions& options);
 
   // Every parameter as (name, tensor) for saving: base weights (compute dtype) and adapters (fp32).

@@ -65,10 +65,9 @@ ShardedOptimizer::ShardedOptimizer(model::Decoder& model, comm::Communicator& co
     }
     states_.push_back(std::move(s));
     frozen_pool_.numel = std::max(frozen_pool_.numel, Pf);
-    compute_pool_.numel = grad_pool_.numel = std::max(compute_pool_.numel, P);
+    compute_pool_.numel = std::max(compute_pool_.numel, P);
   }
   frozen_pool_.dtype = compute_pool_.dtype = model.options().dtype;
-  grad_pool_.dtype = master;
 }
 
 ShardedOptimizer::~ShardedOptimizer() = default;
@@ -106,8 +105,7 @@ void ShardedOptimizer::acquire(model::Unit& u, model::Pass pass) {
   }
   if (pass == model::Pass::kBackward) finish_scatter(s);  // the previous micro-batch's reduce-scatter of this unit
   if (pass == model::Pass::kBackward && !u.trainable.empty() && !u.grad.defined())
-    u.grad = plan_.shard_grads ? grad_pool_.take(u.trainable.padded_numel()).zero_()
-                               : at::zeros({u.trainable.padded_numel()}, at::TensorOptions().dtype(s.m.scalar_type()));
+    u.grad = at::zeros({u.trainable.padded_numel()}, at::TensorOptions().dtype(s.m.scalar_type()));
 }
 
 void ShardedOptimizer::release(model::Unit& u) {

@@ -114,16 +114,18 @@ class ShardedOptimizer : public model::ParamProvider {
   std::vector<UnitState>& state() { return states_; }
 
  private:
-  // Buffers a unit's gathered parameters (ZeRO-3) or its full gradients (ZeRO-2/3) live in while it runs: taken
-  // from a few buffers of the largest unit's size, reused unit after unit and step after step, rather than
-  // allocated each time (which fragments the heap of a host that keeps freed memory, as the llmft program does).
+  // Buffers a unit's gathered parameters (ZeRO-3) live in while it runs: taken from a few buffers of the largest
+  // unit's size (one or two are in use at a time: a layer, or the head with a tied embedding), reused unit after unit
+  // and step after step rather than allocated each time (which fragments the heap of a host that keeps freed memory,
+  // as the llmft program does). Full gradients are not pooled: each unit's stays alive until its asynchronous
+  // reduce-scatter completes, so a pool would hold one largest-unit buffer per unit.
   struct Pool {
     int64_t numel = 0;
     at::ScalarType dtype = at::kFloat;
     std::vector<at::Tensor> buffers;
     at::Tensor take(int64_t n);  // a view of n elements of a buffer no unit holds (a new buffer when all are held)
   };
-  Pool frozen_pool_, compute_pool_, grad_pool_;
+  Pool frozen_pool_, compute_pool_;
   size_t index_of(const model::Unit& u) const;
   void finish_scatter(UnitState& s);
   void adamw(model::Unit& u, UnitState& s, const at::Tensor& param, const at::Tensor& grad, double lr);

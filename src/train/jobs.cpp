@@ -146,6 +146,27 @@ std::vector<std::vector<int32_t>> Generator::continue_batch(const std::vector<st
       LLMFT_CHECK(prompts[p][i] >= 0 && prompts[p][i] < vocab, Status::kInvalidArgument,
                   "prompt {}: token {} is id {}, outside the model's vocabulary [0, {})", p, i, prompts[p][i], vocab);
   }
+  if (impl_->comm) {
+    // Every rank must decode the same prompts with the same settings: a different list would leave the ranks issuing
+    // different collectives (a hang until the timeout). Compared by a hash, before any work.
+    uint64_t h = 1469598103934665603ull;
+    auto mix = [&h](uint64_t v) { h = (h ^ v) * 1099511628211ull; };
+    for (const auto& p : prompts) {
+      mix(p.size());
+      for (int32_t id : p) mix(static_cast<uint32_t>(id));
+    }
+    mix(static_cast<uint64_t>(o.max_new_tokens));
+    mix(o.seed);
+    mix(static_cast<uint64_t>(std::llround(o.temperature * 1e9)));
+    mix(static_cast<uint64_t>(std::llround(o.top_p * 1e9)));
+    at::Tensor lo = at::tensor({static_cast<int64_t>(h >> 1), static_cast<int64_t>(prompts.size())}, at::kLong);
+    at::Tensor hi = lo.clone();
+    impl_->comm->all_reduce(lo, {comm::ReduceOp::kMin})->wait();
+    impl_->comm->all_reduce(hi, {comm::ReduceOp::kMax})->wait();
+    LLMFT_CHECK(at::equal(lo, hi), Status::kInvalidArgument,
+                "rank {}: the ranks were given different prompts or generation settings ({} prompts here); every rank "
+                "of a split model must answer the same prompts", impl_->comm->rank(), prompts.size());
+  }
   std::vector<std::vector<int32_t>> out;
   const auto batch = static_cast<size_t>(impl_->c.generate.batch_size);
   for (size_t first = 0; first < prompts.size(); first += batch) {

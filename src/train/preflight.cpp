@@ -173,7 +173,13 @@ void preflight(const Config& c, Job job) {
     if (!c.generate.adapter.empty())
       LLMFT_CHECK(is_directory(c.generate.adapter), Status::kNotFound, "generate.adapter {}: no such adapter directory",
                   c.generate.adapter);
-    if (!c.model.path.empty()) check_memory(c, planned_model(c), c.model.path, "generate");
+    // The prompts are not known yet: refuse what cannot hold the weights and one sequence of data.seq_len (a batch's
+    // KV cache is sized from its prompts when it runs; llmft plan shows generate.batch_size of them).
+    if (!c.model.path.empty()) {
+      Config one = c;
+      one.generate.batch_size = 1;
+      check_memory(one, planned_model(c), c.model.path, "generate");
+    }
     return;
   }
   const std::vector<Place> inputs = inputs_of(c);

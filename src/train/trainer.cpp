@@ -85,17 +85,21 @@ struct Samples {
   std::vector<std::string> before, after;
 };
 
+// The answers to `records`, decoded as one batch. Under ZeRO-3 (`provider`, `group`) every rank of the group takes
+// part, each layer gathered in turn.
 std::vector<std::string> answer(model::Decoder& m, const Tokenizer& tok, const data::Templater& fmt,
                                 const std::vector<data::Sample>& records, const GenerateSection& g,
-                                model::ParamProvider* provider = nullptr) {
+                                model::ParamProvider* provider = nullptr, comm::Communicator* group = nullptr) {
   model::GenerateOptions opt;
   opt.max_new_tokens = g.max_new_tokens;
   opt.temperature = g.temperature;
   opt.top_p = g.top_p;
   opt.stop_ids = fmt.stop_ids();
   std::vector<std::string> out;
-  for (const auto& r : records)
-    out.push_back(trim(tok.decode(m.generate_batch({fmt.prompt_ids(r)}, opt, provider).front(), true)));
+  std::vector<std::vector<int32_t>> prompts;
+  for (const auto& r : records) prompts.push_back(fmt.prompt_ids(r));
+  if (prompts.empty()) return out;
+  for (const auto& ids : m.generate_batch(prompts, opt, provider, group)) out.push_back(trim(tok.decode(ids, true)));
   return out;
 }
 
@@ -374,7 +378,7 @@ struct Trainer::Impl {
     if (samples.records.empty()) return {};
     // ZeRO-3: every rank generates in step with rank 0, each layer gathered just before it runs and freed after
     // (the whole model is never in one place); below stage 3 every rank holds the model and rank 0 answers alone.
-    if (c.dist.zero_stage >= 3 && comm->size() > 1) return answer(model(), *tok, *fmt, samples.records, c.generate, opt.get());
+    if (c.dist.zero_stage >= 3) return answer(model(), *tok, *fmt, samples.records, c.generate, opt.get(), comm.get());
     return leader ? answer(model(), *tok, *fmt, samples.records, c.generate)
                   : std::vector<std::string>(samples.records.size());
   }

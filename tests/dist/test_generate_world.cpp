@@ -114,3 +114,23 @@ TEST(GenerateWorld, PromptsFileErrorsNameTheFileAndLine) {
   write_file_atomic(dir + "/r.txt", "first prompt\r\n\n  \nsecond prompt\n");
   EXPECT_EQ(read_prompts_file(dir + "/r.txt"), (std::vector<std::string>{"first prompt", "second prompt"}));
 }
+
+TEST(GenerateWorld, RanksGivenDifferentPromptsRefuseTogether) {
+  // A split model needs every rank on the same prompts; a mismatch is named at once, not waited out.
+  LLMFT_REQUIRE_DATA("models/stories260K-hf/model.safetensors");
+  const std::string dir = test::temp_dir("generate-disagree");
+  const int port = test::free_port();
+  std::vector<test::Proc> procs;
+  for (int r = 0; r < 2; ++r)
+    procs.push_back(test::spawn({test::llmft_bin(), "generate", "model.path=" + test::data_path("models/stories260K-hf"),
+                                 "data.template=none", "dist.timeout_s=600", "--prompt", r == 0 ? "Once" : "The dog"},
+                                {{"RANK", std::to_string(r)}, {"WORLD_SIZE", "2"}, {"LOCAL_RANK", std::to_string(r)},
+                                 {"LOCAL_WORLD_SIZE", "2"}, {"MASTER_ADDR", "127.0.0.1"},
+                                 {"MASTER_PORT", std::to_string(port)}, {"OMP_NUM_THREADS", "1"}},
+                                dir + "/rank" + std::to_string(r) + ".log"));
+  for (int r = 0; r < 2; ++r) {
+    EXPECT_NE(test::wait_for(procs[static_cast<size_t>(r)], std::chrono::seconds(120)), 0);
+    const std::string log = read_file(dir + "/rank" + std::to_string(r) + ".log");
+    EXPECT_NE(log.find("the ranks were given different prompts or generation settings"), std::string::npos) << log;
+  }
+}
