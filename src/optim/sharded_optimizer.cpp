@@ -326,6 +326,20 @@ void ShardedOptimizer::parameters_changed() {
   }
 }
 
+void ShardedOptimizer::reload_parameter_shards(const ShardFill& fill) {
+  c10::InferenceMode guard;
+  LLMFT_CHECK(plan_.shard_params, Status::kInternal, "reload_parameter_shards below ZeRO stage 3");
+  const int64_t world = comm_.size(), rank = comm_.rank();
+  auto& units = model_.units();
+  for (size_t i = 0; i < units.size(); ++i) {
+    model::Unit& u = units[i];
+    UnitState& s = states_[i];
+    if (!u.trainable.empty()) fill(u, true, s.offset, s.master_shard);
+    const int64_t Pf = u.frozen.padded_numel();
+    if (!u.frozen.empty()) fill(u, false, rank * (Pf / world), s.frozen_shard);
+  }
+}
+
 MemoryReport ShardedOptimizer::memory() const {
   MemoryReport r;
   for (size_t i = 0; i < states_.size(); ++i) {

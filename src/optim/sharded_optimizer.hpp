@@ -94,6 +94,9 @@ class ShardedOptimizer : public model::ParamProvider {
   // After the caller wrote new values into the full trainable (and frozen) buffers made by gather_parameters (or, at
   // stages 0-2, into the buffers themselves): keep this rank's slices of them and refresh the compute copies.
   void parameters_changed();
+  // ZeRO-3: refills this rank's parameter slices from `fill` (a checkpoint read slice by slice), without building
+  // any unit whole. Not collective. Throws kInternal below stage 3, where every rank holds whole buffers.
+  void reload_parameter_shards(const ShardFill& fill);
 
   MemoryReport memory() const;
   const ShardingPlan& plan() const { return plan_; }

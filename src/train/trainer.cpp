@@ -652,17 +652,27 @@ void Trainer::Impl::restore_from(const std::string& dir, const nlohmann::json& t
   TrainState restored = state_from_json(l.at("state"), tpath);
   for (const auto& rec : ts.value("log_history", nlohmann::json::array())) restored.log_history.push_back(rec.dump());
 
-  // The trained weights: into the full buffers (ZeRO-3 gathers them first), then each rank keeps its slice.
-  opt->gather_parameters(mode == "lora");
-  if (mode == "lora") {
-    io::PeftAdapter a = io::read_peft_adapter(dir);
-    model().load_lora([&](const std::string& n) { return a.find(n); }, path_join(dir, "adapter_model.safetensors"));
-  } else {
+  // The trained weights. Full fine-tuning at ZeRO-3: each rank reads only its slices of the checkpoint's model (the
+  // whole model is never built). Otherwise into the full buffers (ZeRO-3 gathers an adapter first), then each rank
+  // keeps its slice.
+  if (mode != "lora" && c.dist.zero_stage >= 3) {
     io::ModelDir md(dir);
-    model().load_base([&](const std::string& n) { return md.find(n); }, dir);
+    opt->reload_parameter_shards([&](model::Unit& u, bool trainable, int64_t offset, at::Tensor& out) {
+      model().load_base_shard(u, trainable, offset, out, [&](const std::string& n) { return md.find(n); }, dir,
+                              [&](const io::TensorView& t) { md.release(t); });
+    });
+  } else {
+    opt->gather_parameters(mode == "lora");
+    if (mode == "lora") {
+      io::PeftAdapter a = io::read_peft_adapter(dir);
+      model().load_lora([&](const std::string& n) { return a.find(n); }, path_join(dir, "adapter_model.safetensors"));
+    } else {
+      io::ModelDir md(dir);
+      model().load_base([&](const std::string& n) { return md.find(n); }, dir);
+    }
+    opt->parameters_changed();
+    opt->release_parameters();
   }
-  opt->parameters_changed();
-  opt->release_parameters();
 
   // Optimizer moments (any world size wrote them) and the generators.
   io::SafetensorsFile of(path_join(dir, "optimizer.safetensors"));
