@@ -491,36 +491,42 @@ at::Tensor Decoder::head_logits(const at::Tensor& hn) {
 
 // ---- one decoder layer ----
 
-at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
-                                  const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* c) {
-  LayerWeights w = bind_layer(l);
+// The attention sub-block's input side: x1 = norm(h), then q (n, H, D), k and v (n, K, D) with the q/k norms and
+// RoPE applied; what training, the prefill and the decoding step share.
+void Decoder::attention_inputs(LayerWeights& w, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
+                               at::Generator* gen, LayerCache* c, at::Tensor* q, at::Tensor* k, at::Tensor* v) {
   const auto& cf = local_;  // this rank's heads under tensor parallelism
-  const int64_t N = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
-  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, c ? &c->norm1 : nullptr);       // (N, C)
-  at::Tensor q, k, v;
+  const int64_t n = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
+  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, c ? &c->norm1 : nullptr);  // (n, C)
   if (w.w_qkv.defined()) {
     auto qkv = fused_linear_forward(x1, w.w_qkv, {&w.q, &w.k, &w.v}, gen,
                                     {c ? &c->q : nullptr, c ? &c->k : nullptr, c ? &c->v : nullptr});
-    q = qkv[0].view({N, H, D});
-    k = qkv[1].view({N, K, D});
-    v = qkv[2].view({N, K, D});
+    *q = qkv[0].view({n, H, D});
+    *k = qkv[1].view({n, K, D});
+    *v = qkv[2].view({n, K, D});
   } else {
-    q = linear_forward(x1, w.q, gen, c ? &c->q : nullptr).view({N, H, D});  // (N, H, D)
-    k = linear_forward(x1, w.k, gen, c ? &c->k : nullptr).view({N, K, D});  // (N, K, D)
-    v = linear_forward(x1, w.v, gen, c ? &c->v : nullptr).view({N, K, D});  // (N, K, D)
+    *q = linear_forward(x1, w.q, gen, c ? &c->q : nullptr).view({n, H, D});  // (n, H, D)
+    *k = linear_forward(x1, w.k, gen, c ? &c->k : nullptr).view({n, K, D});  // (n, K, D)
+    *v = linear_forward(x1, w.v, gen, c ? &c->v : nullptr).view({n, K, D});  // (n, K, D)
   }
   if (cf.qk_norm) {
-    q = rmsnorm_forward(q.reshape({N * H, D}), w.q_norm, cf.rms_norm_eps, c ? &c->qn : nullptr).view({N, H, D});
-    k = rmsnorm_forward(k.reshape({N * K, D}), w.k_norm, cf.rms_norm_eps, c ? &c->kn : nullptr).view({N, K, D});
+    *q = rmsnorm_forward(q->reshape({n * H, D}), w.q_norm, cf.rms_norm_eps, c ? &c->qn : nullptr).view({n, H, D});
+    *k = rmsnorm_forward(k->reshape({n * K, D}), w.k_norm, cf.rms_norm_eps, c ? &c->kn : nullptr).view({n, K, D});
   }
-  q = rope_apply(q, cos, sin);
-  k = rope_apply(k, cos, sin);
-  at::Tensor a = attention_forward(q, k, v, doc_starts, cf.sliding_window, c ? &c->attn : nullptr);  // (N, H, D)
-  at::Tensor o = linear_forward(a.reshape({N, H * D}), w.o, gen, c ? &c->o : nullptr);              // (N, C)
+  *q = rope_apply(*q, cos, sin);
+  *k = rope_apply(*k, cos, sin);
+}
+
+// The attention output's projection and residual (h + o(a), summed across tensor-parallel ranks), then the MLP
+// sub-block with its residual: h2 + down(swiglu(gate(x2), up(x2))), x2 = norm(h2).
+at::Tensor Decoder::attention_output_and_mlp(LayerWeights& w, const at::Tensor& h, const at::Tensor& a,
+                                             at::Generator* gen, LayerCache* c) {
+  const auto& cf = local_;
+  at::Tensor o = linear_forward(a.reshape({a.size(0), -1}), w.o, gen, c ? &c->o : nullptr);  // (n, C)
   reduce_partial(o);
-  at::Tensor h2 = h + o;                                                                             // (N, C)
-  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr);        // (N, C)
-  at::Tensor g, u;                                                                                   // (N, F)
+  at::Tensor h2 = h + o;                                                                      // (n, C)
+  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr); // (n, C)
+  at::Tensor g, u;                                                                            // (n, F)
   if (w.w_gate_up.defined()) {
     auto gu = fused_linear_forward(x2, w.w_gate_up, {&w.gate, &w.up}, gen,
                                    {c ? &c->gate : nullptr, c ? &c->up : nullptr});
@@ -534,9 +540,18 @@ at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tenso
     c->g = g;
     c->u = u;
   }
-  at::Tensor down = linear_forward(swiglu_forward(g, u), w.down, gen, c ? &c->down : nullptr);       // (N, C)
+  at::Tensor down = linear_forward(swiglu_forward(g, u), w.down, gen, c ? &c->down : nullptr);  // (n, C)
   reduce_partial(down);
   return h2 + down;
+}
+
+at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
+                                  const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* c) {
+  LayerWeights w = bind_layer(l);
+  at::Tensor q, k, v;
+  attention_inputs(w, h, cos, sin, gen, c, &q, &k, &v);
+  at::Tensor a = attention_forward(q, k, v, doc_starts, local_.sliding_window, c ? &c->attn : nullptr);  // (N, H, D)
+  return attention_output_and_mlp(w, h, a, gen, c);
 }
 
 at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c, const at::Tensor& cos,
@@ -669,40 +684,15 @@ at::Tensor Decoder::forward_logits(const Batch& b) {
 at::Tensor Decoder::layer_prefill(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
                                   KVCache& kv, const std::vector<int64_t>& doc_starts) {
   LayerWeights w = bind_layer(l);
-  const auto& cf = local_;
-  const int64_t N = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
-  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, nullptr);  // (N, C)
-  at::Tensor q, k, v;
-  if (w.w_qkv.defined()) {
-    auto qkv = fused_linear_forward(x1, w.w_qkv, {&w.q, &w.k, &w.v}, nullptr, {nullptr, nullptr, nullptr});
-    q = qkv[0].view({N, H, D});
-    k = qkv[1].view({N, K, D});
-    v = qkv[2].view({N, K, D});
-  } else {
-    q = linear_forward(x1, w.q, nullptr, nullptr).view({N, H, D});
-    k = linear_forward(x1, w.k, nullptr, nullptr).view({N, K, D});
-    v = linear_forward(x1, w.v, nullptr, nullptr).view({N, K, D});
-  }
-  if (cf.qk_norm) {
-    q = rmsnorm_forward(q.reshape({N * H, D}), w.q_norm, cf.rms_norm_eps, nullptr).view({N, H, D});
-    k = rmsnorm_forward(k.reshape({N * K, D}), w.k_norm, cf.rms_norm_eps, nullptr).view({N, K, D});
-  }
-  q = rope_apply(q, cos, sin);
-  k = rope_apply(k, cos, sin);
+  at::Tensor q, k, v;  // (N, H, D), (N, K, D)
+  attention_inputs(w, h, cos, sin, nullptr, nullptr, &q, &k, &v);
   for (size_t b = 0; b + 1 < doc_starts.size(); ++b) {  // prompt b's keys and values at positions 0..len-1
     const int64_t len = doc_starts[b + 1] - doc_starts[b];
     kv.k[l].select(0, static_cast<int64_t>(b)).narrow(0, 0, len).copy_(k.narrow(0, doc_starts[b], len));
     kv.v[l].select(0, static_cast<int64_t>(b)).narrow(0, 0, len).copy_(v.narrow(0, doc_starts[b], len));
   }
-  at::Tensor a = attention_forward(q, k, v, doc_starts, cf.sliding_window, nullptr);  // (N, H, D)
-  at::Tensor o = linear_forward(a.reshape({N, H * D}), w.o, nullptr, nullptr);
-  reduce_partial(o);
-  at::Tensor h2 = h + o;
-  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, nullptr);
-  at::Tensor g = linear_forward(x2, w.gate, nullptr, nullptr), u = linear_forward(x2, w.up, nullptr, nullptr);
-  at::Tensor down = linear_forward(swiglu_forward(g, u), w.down, nullptr, nullptr);
-  reduce_partial(down);
-  return h2 + down;
+  at::Tensor a = attention_forward(q, k, v, doc_starts, local_.sliding_window, nullptr);  // (N, H, D)
+  return attention_output_and_mlp(w, h, a, nullptr, nullptr);
 }
 
 at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
@@ -710,24 +700,8 @@ at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor
   LayerWeights w = bind_layer(l);
   const auto& cf = local_;
   const int64_t B = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
-  at::Tensor x1 = rmsnorm_forward(h, w.attn_norm, cf.rms_norm_eps, nullptr);  // (B, C)
-  at::Tensor q, k, v;
-  if (w.w_qkv.defined()) {
-    auto qkv = fused_linear_forward(x1, w.w_qkv, {&w.q, &w.k, &w.v}, nullptr, {nullptr, nullptr, nullptr});
-    q = qkv[0].view({B, H, D});
-    k = qkv[1].view({B, K, D});
-    v = qkv[2].view({B, K, D});
-  } else {
-    q = linear_forward(x1, w.q, nullptr, nullptr).view({B, H, D});
-    k = linear_forward(x1, w.k, nullptr, nullptr).view({B, K, D});
-    v = linear_forward(x1, w.v, nullptr, nullptr).view({B, K, D});
-  }
-  if (cf.qk_norm) {
-    q = rmsnorm_forward(q.reshape({B * H, D}), w.q_norm, cf.rms_norm_eps, nullptr).view({B, H, D});
-    k = rmsnorm_forward(k.reshape({B * K, D}), w.k_norm, cf.rms_norm_eps, nullptr).view({B, K, D});
-  }
-  q = rope_apply(q, cos, sin);
-  k = rope_apply(k, cos, sin);
+  at::Tensor q, k, v;  // (B, H, D), (B, K, D): one new token per sequence
+  attention_inputs(w, h, cos, sin, nullptr, nullptr, &q, &k, &v);
   at::Tensor rows = at::arange(B, at::kLong);
   kv.k[l].index_put_({rows, lengths}, k);  // sequence b's new key at position lengths[b]
   kv.v[l].index_put_({rows, lengths}, v);
@@ -744,15 +718,8 @@ at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor
   at::Tensor blocked = kj > qi;
   if (cf.sliding_window > 0) blocked = blocked.logical_or(kj <= qi - cf.sliding_window);
   scores.masked_fill_(blocked, -std::numeric_limits<float>::infinity());
-  at::Tensor a = at::matmul(at::softmax(scores, -1).to(h.scalar_type()), vall).reshape({B, H * D});  // (B, H*D)
-  at::Tensor o = linear_forward(a, w.o, nullptr, nullptr);
-  reduce_partial(o);
-  at::Tensor h2 = h + o;
-  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, nullptr);
-  at::Tensor g = linear_forward(x2, w.gate, nullptr, nullptr), u = linear_forward(x2, w.up, nullptr, nullptr);
-  at::Tensor down = linear_forward(swiglu_forward(g, u), w.down, nullptr, nullptr);
-  reduce_partial(down);
-  return h2 + down;
+  at::Tensor a = at::matmul(at::softmax(scores, -1).to(h.scalar_type()), vall).reshape({B, H, D});  // (B, H, D)
+  return attention_output_and_mlp(w, h, a, nullptr, nullptr);
 }
 
 int64_t pick_token(const at::Tensor& logits, double temperature, double top_p, at::Generator& gen) {

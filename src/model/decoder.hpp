@@ -154,6 +154,12 @@ class Decoder {
   struct KVCache;
   LayerWeights bind_layer(size_t l);
   at::Tensor param(Unit& u, const std::string& name, at::Tensor* grad = nullptr);
+  // One layer is an attention sub-block then an MLP sub-block; training, the prefill and the decoding step share
+  // the parts around attention, which is where they differ.
+  void attention_inputs(LayerWeights& w, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
+                        at::Generator* gen, LayerCache* c, at::Tensor* q, at::Tensor* k, at::Tensor* v);
+  at::Tensor attention_output_and_mlp(LayerWeights& w, const at::Tensor& h, const at::Tensor& a, at::Generator* gen,
+                                      LayerCache* c);
   at::Tensor layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
                            const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* cache);
   at::Tensor layer_backward(size_t l, const at::Tensor& dh, LayerCache& cache, const at::Tensor& cos,
