@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <numeric>
 
 #include <fmt/format.h>
@@ -149,83 +150,61 @@ MemoryPlan plan_for(const Config& c, const io::ModelConfig& m, const std::string
   auto add = [&](const std::string& what, const MemoryPlan& q) {
     p.alternatives.push_back(fmt::format("{} ({} a rank)", what, gb(q.total())));
   };
+  // The first of `values` for which the configuration changed by `set` fits, named by `label`.
+  auto first_fit = [&](const std::vector<int64_t>& values, const std::function<void(Config&, int64_t)>& set,
+                       const std::function<int(int64_t)>& ranks_for, const std::function<std::string(int64_t)>& label) {
+    for (int64_t x : values) {
+      Config d = c;
+      set(d, x);
+      if (const MemoryPlan q = evaluate(d, m, job, ranks_for(x)); fits(q)) {
+        add(label(x), q);
+        return;
+      }
+    }
+  };
+  auto same_ranks = [&](int64_t) { return ranks; };
+  std::vector<int64_t> shorter, smaller;  // halvings of seq_len (down to 128) and of the generation batch
+  for (int64_t s = c.data.seq_len / 2; s >= 128; s /= 2) shorter.push_back(s);
+  for (int64_t b = c.generate.batch_size / 2; b >= 1; b /= 2) smaller.push_back(b);
   if (job == "train") {
-    for (int stage = static_cast<int>(c.dist.zero_stage) + 1; stage <= 3 && ranks > 1; ++stage) {
-      Config d = c;
-      d.dist.zero_stage = stage;
-      if (const MemoryPlan q = evaluate(d, m, job, ranks); fits(q)) {
-        add(fmt::format("dist.zero_stage={}", stage), q);
-        break;
-      }
-    }
-    for (int w = ranks * 2; w <= 4096; w *= 2) {
-      Config d = c;
-      d.dist.zero_stage = 3;
-      if (const MemoryPlan q = evaluate(d, m, job, w); fits(q)) {
-        add(fmt::format("{} ranks with dist.zero_stage=3", w), q);
-        break;
-      }
-    }
-    if (training_mode(c) == "full") {
-      Config d = c;
-      d.train.mode = "lora";
-      if (const MemoryPlan q = evaluate(d, m, job, ranks); fits(q)) add("train.mode=lora", q);
-    }
-    {
+    std::vector<int64_t> stages, worlds;
+    for (int64_t s = c.dist.zero_stage + 1; s <= 3 && ranks > 1; ++s) stages.push_back(s);
+    for (int64_t w = ranks * 2; w <= 4096; w *= 2) worlds.push_back(w);
+    first_fit(stages, [](Config& d, int64_t s) { d.dist.zero_stage = s; }, same_ranks,
+              [](int64_t s) { return fmt::format("dist.zero_stage={}", s); });
+    first_fit(worlds, [](Config& d, int64_t) { d.dist.zero_stage = 3; }, [](int64_t w) { return static_cast<int>(w); },
+              [](int64_t w) { return fmt::format("{} ranks with dist.zero_stage=3", w); });
+    if (training_mode(c) == "full")
+      first_fit({0}, [](Config& d, int64_t) { d.train.mode = "lora"; }, same_ranks,
+                [](int64_t) { return std::string("train.mode=lora"); });
+    if (training_mode(c) == "lora") {
       // QLoRA: the frozen base in 4 bits (NF4 with double-quantised block scales: about 0.52 bytes a parameter).
       MemoryPlan q = evaluate(c, m, job, ranks);
-      if (training_mode(c) == "lora") {
-        const double b = c.model.dtype == "bfloat16" ? 2 : 4;
-        const double base = static_cast<double>(m.num_parameters());
-        q.weights -= (base * (b - 0.52)) / (c.dist.zero_stage >= 3 && ranks > 1 ? ranks : 1);
-        if (fits(q)) add("a 4-bit (NF4, QLoRA) frozen base, which llmft does not load yet", q);
-      }
+      const double b = c.model.dtype == "bfloat16" ? 2 : 4;
+      q.weights -= static_cast<double>(m.num_parameters()) * (b - 0.52) / (c.dist.zero_stage >= 3 && ranks > 1 ? ranks : 1);
+      if (fits(q)) add("a 4-bit (NF4, QLoRA) frozen base, which llmft does not load yet", q);
     }
-    if (c.train.micro_batch_size > 1) {
-      Config d = c;
-      d.train.micro_batch_size = 1;
-      if (const MemoryPlan q = evaluate(d, m, job, ranks); fits(q))
-        add(fmt::format("train.micro_batch_size=1 with train.grad_accum={}", c.train.grad_accum * c.train.micro_batch_size), q);
-    }
-    for (int64_t s = c.data.seq_len / 2; s >= 128; s /= 2) {
-      Config d = c;
-      d.data.seq_len = s;
-      if (const MemoryPlan q = evaluate(d, m, job, ranks); fits(q)) {
-        add(fmt::format("data.seq_len={}", s), q);
-        break;
-      }
-    }
+    if (c.train.micro_batch_size > 1)
+      first_fit({1}, [](Config& d, int64_t) { d.train.micro_batch_size = 1; }, same_ranks, [&](int64_t) {
+        return fmt::format("train.micro_batch_size=1 with train.grad_accum={}", c.train.grad_accum * c.train.micro_batch_size);
+      });
+    first_fit(shorter, [](Config& d, int64_t s) { d.data.seq_len = s; }, same_ranks,
+              [](int64_t s) { return fmt::format("data.seq_len={}", s); });
   } else {
-    for (int t = ranks + 1; t <= 1024; ++t) {
-      if (!splits(m, t)) continue;
-      if (const MemoryPlan q = evaluate(c, m, job, t); fits(q)) {
-        add(fmt::format("{} ranks (tensor parallelism)", t), q);
-        break;
-      }
-    }
+    std::vector<int64_t> splits_up;
+    for (int t = ranks + 1; t <= 1024; ++t)
+      if (splits(m, t)) splits_up.push_back(t);
+    first_fit(splits_up, [](Config&, int64_t) {}, [](int64_t t) { return static_cast<int>(t); },
+              [](int64_t t) { return fmt::format("{} ranks (tensor parallelism)", t); });
     if (p.alternatives.empty()) {
-      int most = ranks;
-      for (int t = ranks + 1; t <= 1024; ++t)
-        if (splits(m, t)) most = t;
+      const int most = splits_up.empty() ? ranks : static_cast<int>(splits_up.back());
       p.limit = fmt::format("split across the most ranks its heads allow ({}), it needs {} a rank", most,
                             gb(evaluate(c, m, job, most).total()));
     }
-    for (int64_t bs = c.generate.batch_size / 2; bs >= 1; bs /= 2) {
-      Config d = c;
-      d.generate.batch_size = bs;
-      if (const MemoryPlan q = evaluate(d, m, job, ranks); fits(q)) {
-        add(fmt::format("generate.batch_size={}", bs), q);
-        break;
-      }
-    }
-    for (int64_t s = c.data.seq_len / 2; s >= 128; s /= 2) {
-      Config d = c;
-      d.data.seq_len = s;
-      if (const MemoryPlan q = evaluate(d, m, job, ranks); fits(q)) {
-        add(fmt::format("data.seq_len={} (prompt tokens)", s), q);
-        break;
-      }
-    }
+    first_fit(smaller, [](Config& d, int64_t b) { d.generate.batch_size = b; }, same_ranks,
+              [](int64_t b) { return fmt::format("generate.batch_size={}", b); });
+    first_fit(shorter, [](Config& d, int64_t s) { d.data.seq_len = s; }, same_ranks,
+              [](int64_t s) { return fmt::format("data.seq_len={} (prompt tokens)", s); });
   }
   return p;
 }
