@@ -217,7 +217,11 @@ LLMFT_C_API llmft_status llmft_trainer_finish(llmft_trainer *trainer, char *buf,
  * tokens_per_second, ... or eval_loss, eval_accuracy); "" before the first. */
 LLMFT_C_API llmft_status llmft_trainer_metrics(const llmft_trainer *trainer, char *buf, size_t capacity, size_t *n);
 
-/* ---- generation: model.path (or the adapter's base) with generate.adapter, loaded once ---- */
+/* ---- generation: model.path (or the adapter's base) with generate.adapter, loaded once ----
+ * Under a launcher (torchrun: WORLD_SIZE > 1), llmft_generator_create joins the world and splits the model across
+ * its ranks (tensor parallelism: each rank reads and holds its share of the heads, the MLP and the vocabulary).
+ * Every call is then collective: every rank makes the same calls with the same arguments and gets the same result;
+ * ranks given different prompts fail with LLMFT_E_INVALID_ARGUMENT. */
 typedef struct llmft_generator llmft_generator;
 typedef struct llmft_generator_options {
   uint32_t struct_size;
