@@ -93,7 +93,8 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
               "generate needs model.path (a Hugging Face model directory) or generate.adapter");
   g->tok = std::make_unique<Tokenizer>(Tokenizer::from_file(job::resolve_tokenizer_path(c)));
   g->lm = job::load_model(c, *g->tok, g->adapter ? "lora" : "none", 16, g->comm.get());
-  g->lm.dir.reset();  // the weights are copied: unmap the checkpoint
+  g->lm.weights.reset();  // the weights are copied: unmap the checkpoint
+  g->lm.dir.reset();
   if (g->adapter) {
     const io::PeftAdapter* a = g->adapter.get();
     io::check_adapter_fits(*a, c.generate.adapter, g->lm.decoder->config(), c.model.path);

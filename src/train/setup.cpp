@@ -51,6 +51,34 @@ io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok) {
   return io::ModelConfig::from_json(j, "the embedded model (model.* keys)");
 }
 
+WeightSource::WeightSource(const io::ModelDir& dir)
+    : dir_(dir), fp8_(io::fp8_block_config(dir.config_json(), path_join(dir.path(), "config.json"))) {}
+
+const io::TensorView* WeightSource::find(const std::string& name) {
+  const io::TensorView* t = dir_.find(name);
+  if (t == nullptr || t->dtype != io::DType::kF8E4M3) return t;
+  LLMFT_CHECK(fp8_.has_value(), Status::kFormat,
+              "{}: tensor \"{}\" is F8_E4M3 but config.json has no quantization_config saying how it is scaled",
+              dir_.path(), name);
+  const io::TensorView* s = dir_.find(io::fp8_scale_name(name));
+  LLMFT_CHECK(s != nullptr, Status::kNotFound, "{}: the FP8 weight \"{}\" has no \"{}\" beside it", dir_.path(), name,
+              io::fp8_scale_name(name));
+  auto& [values, view] = dequantized_[name];
+  values = io::dequantize_fp8_block(*t, *s, *fp8_, dir_.path());
+  view.name = name;
+  view.dtype = io::DType::kF32;
+  view.shape = t->shape;
+  view.data = reinterpret_cast<const uint8_t*>(values.data());
+  view.nbytes = values.size() * sizeof(float);
+  return &view;
+}
+
+void WeightSource::done(const io::TensorView& t) {
+  if (const io::TensorView* f = dir_.find(t.name)) dir_.release(*f);
+  if (dequantized_.erase(t.name) > 0)
+    if (const io::TensorView* s = dir_.find(io::fp8_scale_name(t.name))) dir_.release(*s);
+}
+
 LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
                        comm::Communicator* tp, bool defer_base) {
   model::DecoderOptions opt;
@@ -80,10 +108,8 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
                 c.model.path, mc.vocab_size);
     opt.materialize_base = !defer_base;
     out.decoder = std::make_unique<model::Decoder>(mc, opt);
-    const io::ModelDir* dir = out.dir.get();
-    if (!defer_base)
-      out.decoder->load_base([dir](const std::string& n) { return dir->find(n); }, c.model.path,
-                             [dir](const io::TensorView& t) { dir->release(t); });
+    out.weights = std::make_unique<WeightSource>(*out.dir);
+    if (!defer_base) out.decoder->load_base(out.weights->lookup(), c.model.path, out.weights->release());
     out.base_name = c.model.path;
   }
   if (opt.mode == model::TrainMode::kLora) out.decoder->init_lora(static_cast<uint64_t>(c.train.seed) + 1);

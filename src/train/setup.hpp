@@ -4,12 +4,15 @@
 #pragma once
 
 #include <functional>
+#include <map>
+#include <optional>
 #include <memory>
 #include <string>
 
 #include "comm/communicator.hpp"
 #include "data/prepared.hpp"
 #include "io/checkpoint.hpp"
+#include "io/fp8_block.hpp"
 #include "llmft/config.hpp"
 #include "llmft/tokenizer.hpp"
 #include "model/decoder.hpp"
@@ -24,9 +27,27 @@ std::string resolve_tokenizer_path(const Config& c);
 // embeddings) sized by model.* over the tokenizer's vocabulary.
 io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok);
 
+// The weights of a model directory as the decoder reads them: tensors by name, FP8 block weights (config.json's
+// quantization_config, io/fp8_block.hpp) dequantised to float32 one tensor at a time; done() releases a tensor's
+// mapped pages (and frees its dequantised copy).
+class WeightSource {
+ public:
+  explicit WeightSource(const io::ModelDir& dir);
+  const io::TensorView* find(const std::string& name);
+  void done(const io::TensorView& t);
+  model::Decoder::TensorLookup lookup() { return [this](const std::string& n) { return find(n); }; }
+  model::Decoder::TensorDone release() { return [this](const io::TensorView& t) { done(t); }; }
+
+ private:
+  const io::ModelDir& dir_;
+  std::optional<io::Fp8BlockConfig> fp8_;
+  std::map<std::string, std::pair<std::vector<float>, io::TensorView>> dequantized_;
+};
+
 struct LoadedModel {
   std::unique_ptr<model::Decoder> decoder;
   std::unique_ptr<io::ModelDir> dir;  // null for the embedded model
+  std::unique_ptr<WeightSource> weights;  // over dir
   std::string base_name;              // what adapters record as base_model_name_or_path
 };
 

@@ -474,10 +474,9 @@ void Trainer::Impl::build_parts() {
   optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
   optim::ShardFill fill;
   if (by_slice) {
-    const io::ModelDir* dir = lm.dir.get();
-    fill = [this, dir](model::Unit& u, bool trainable, int64_t offset, at::Tensor& out) {
-      model().load_base_shard(u, trainable, offset, out, [dir](const std::string& n) { return dir->find(n); },
-                              c.model.path, [dir](const io::TensorView& t) { dir->release(t); });
+    job::WeightSource* weights = lm.weights.get();
+    fill = [this, weights](model::Unit& u, bool trainable, int64_t offset, at::Tensor& out) {
+      model().load_base_shard(u, trainable, offset, out, weights->lookup(), c.model.path, weights->release());
     };
   }
   opt = std::make_unique<optim::ShardedOptimizer>(model(), *comm, static_cast<int>(c.dist.zero_stage), adam, fill);
