@@ -6,7 +6,9 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <cstdio>
 #include <cstdlib>
+#include <sys/wait.h>
 #include <mutex>
 #include <stdexcept>
 #include <string>
@@ -45,6 +47,31 @@ inline std::string build_dir() { return env_or("LLMFT_BUILD_DIR", LLMFT_BUILD_DI
 
 // The Python of the project's environment (scripts/deps.sh test): torch, transformers, PEFT, vLLM, jinja2.
 inline std::string python() { return env_or("LLMFT_PYTHON", LLMFT_PYTHON_DEFAULT); }
+
+// Runs a reference script of the source tree (`script`, relative to it) with the test venv's Python and `dir` as its
+// argument; a failure is a test failure naming the command.
+inline bool run_python_script(const std::string& script, const std::string& dir) {
+  std::string cmd = "OMP_NUM_THREADS=1 '" + python() + "' '" + path_join(source_dir(), script) + "' '" + dir + "'";
+  int rc = std::system(cmd.c_str());
+  if (rc != 0) ADD_FAILURE() << "the reference failed (scripts/deps.sh test installs it): " << cmd;
+  return rc == 0;
+}
+
+// The llmft program of this build, and one run of it: its exit status and its stdout and stderr together.
+inline std::string llmft_bin() { return path_join(build_dir(), "bin/llmft"); }
+struct ProgramResult {
+  int status;
+  std::string out;
+};
+inline ProgramResult run_llmft(const std::string& args) {
+  const std::string cmd = llmft_bin() + " " + args + " 2>&1";
+  ProgramResult r{0, ""};
+  FILE* p = popen(cmd.c_str(), "r");
+  char buf[4096];
+  while (size_t n = fread(buf, 1, sizeof buf, p)) r.out.append(buf, n);
+  r.status = WEXITSTATUS(pclose(p));
+  return r;
+}
 
 inline std::string oracle_dir() {
   const char* env = std::getenv("LLMFT_ORACLE_DIR");

@@ -186,14 +186,7 @@ int cmd_generate(const std::vector<std::string>& args) {
   }
   Parsed p = parse(rest, kGenerateHelp, true);
   install_log_sink(jsonl ? stderr : stdout);  // --jsonl: stdout holds the answers and nothing else
-  std::vector<std::string> prompts = p.prompts;
-  if (prompts.empty()) {
-    prompts = p.config.generate.prompts;
-    if (!p.config.generate.prompts_file.empty()) {
-      const auto more = llmft::read_prompts_file(p.config.generate.prompts_file);
-      prompts.insert(prompts.end(), more.begin(), more.end());
-    }
-  }
+  const std::vector<std::string> prompts = p.prompts.empty() ? llmft::configured_prompts(p.config) : p.prompts;
   if (prompts.empty()) throw llmft::Error(llmft::Status::kInvalidArgument, std::string("no prompts\n") + kGenerateHelp);
   // Under torchrun every rank holds a slice of the model and takes part; rank 0 prints.
   auto g = llmft::Generator::create(p.config);

@@ -71,6 +71,8 @@ LLMFT_API std::vector<Generation> generate(const Config& config, const std::vect
 // The instructions of a prompts file: one per non-empty line (.txt), or per JSON line (.jsonl: a string, or an object
 // with "prompt" or "instruction"). Errors name the file and line.
 LLMFT_API std::vector<std::string> read_prompts_file(const std::string& path);
+// The instructions a configuration names: generate.prompts, then those of generate.prompts_file.
+LLMFT_API std::vector<std::string> configured_prompts(const Config& config);
 
 // Merges export.adapter into its base model and writes a Hugging Face checkpoint to export.out; returns that path.
 LLMFT_API std::string export_merged(const Config& config);

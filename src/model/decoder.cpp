@@ -246,6 +246,12 @@ at::ScalarType scalar_type(io::DType d, const std::string& name, const std::stri
   }
 }
 
+// A NaN or infinity in a checkpoint would train (or generate) garbage without a word: refuse it by name.
+void require_finite(const at::Tensor& copied, const io::TensorView& t, const std::string& origin) {
+  LLMFT_CHECK(at::isfinite(copied).all().item<bool>(), Status::kFormat,
+              "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)", origin, t.name);
+}
+
 // Copies the checkpoint tensor `t` (or this rank's slice of it) into `dst`; reads only the slice's bytes.
 void copy_in(const at::Tensor& dst, const ParamSlot& s, const io::TensorView& t, const std::string& origin) {
   const std::vector<int64_t>& want = s.checkpoint_shape();
@@ -253,9 +259,7 @@ void copy_in(const at::Tensor& dst, const ParamSlot& s, const io::TensorView& t,
               fmt::join(t.shape, ", "), fmt::join(want, ", "));
   at::Tensor src = at::from_blob(const_cast<uint8_t*>(t.data), t.shape, at::TensorOptions().dtype(scalar_type(t.dtype, t.name, origin)));
   copy_slot(dst, src, s);
-  // A NaN or infinity in a checkpoint would train (or generate) garbage without a word: refuse it by name.
-  LLMFT_CHECK(at::isfinite(dst).all().item<bool>(), Status::kFormat,
-              "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)", origin, t.name);
+  require_finite(dst, t, origin);
 }
 }  // namespace
 
@@ -299,8 +303,7 @@ void Decoder::load_base_shard(const Unit& u, bool trainable, int64_t offset, at:
                          .narrow(0, a - s.offset, b - a);
     at::Tensor dst = out.narrow(0, a - lo, b - a);
     dst.copy_(src);
-    LLMFT_CHECK(at::isfinite(dst).all().item<bool>(), Status::kFormat,
-                "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)", origin, t->name);
+    require_finite(dst, *t, origin);
     if (done) done(*t);
   }
 }

@@ -232,15 +232,17 @@ std::vector<std::string> read_prompts_file(const std::string& path) {
   return out;
 }
 
-std::vector<Generation> generate(const Config& c, const std::vector<std::string>& instructions) {
-  std::vector<std::string> qs = instructions;
-  if (qs.empty()) {
-    qs = c.generate.prompts;
-    if (!c.generate.prompts_file.empty()) {
-      const auto more = read_prompts_file(c.generate.prompts_file);
-      qs.insert(qs.end(), more.begin(), more.end());
-    }
+std::vector<std::string> configured_prompts(const Config& c) {
+  std::vector<std::string> qs = c.generate.prompts;
+  if (!c.generate.prompts_file.empty()) {
+    const auto more = read_prompts_file(c.generate.prompts_file);
+    qs.insert(qs.end(), more.begin(), more.end());
   }
+  return qs;
+}
+
+std::vector<Generation> generate(const Config& c, const std::vector<std::string>& instructions) {
+  const std::vector<std::string> qs = instructions.empty() ? configured_prompts(c) : instructions;
   std::unique_ptr<Generator> g = Generator::create(c);
   std::vector<Generation> out;
   const std::vector<std::string> answers = g->answers(qs);

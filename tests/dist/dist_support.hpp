@@ -39,8 +39,6 @@ inline int free_port() {
   return ntohs(a.sin_port);
 }
 
-inline std::string llmft_bin() { return path_join(build_dir(), "bin/llmft"); }
-
 struct Proc {
   pid_t pid = -1;
   std::string log;

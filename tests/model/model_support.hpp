@@ -74,13 +74,6 @@ inline double rel_err(const at::Tensor& a, const at::Tensor& b) {
 }
 
 // Runs a Python script of the repository (in the project's environment) on a case folder.
-inline bool run_python_script(const std::string& script, const std::string& dir) {
-  std::string cmd = "OMP_NUM_THREADS=1 '" + python() + "' '" + path_join(source_dir(), script) + "' '" + dir + "'";
-  int rc = std::system(cmd.c_str());
-  if (rc != 0) ADD_FAILURE() << "the reference failed (scripts/deps.sh test installs it): " << cmd;
-  return rc == 0;
-}
-
 inline bool run_reference(const std::string& dir) { return run_python_script("tests/model/hf_reference.py", dir); }
 
 }  // namespace llmft::test

