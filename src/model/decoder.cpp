@@ -93,6 +93,15 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
   const bool full = options_.mode == TrainMode::kFull;
   const int64_t C = c.hidden_size, Q = lc.q_dim(), KV = lc.kv_dim(), F = lc.intermediate_size, D = c.head_dim;
   const int64_t R = options_.lora.r, P = tp_size_, rank = tp_rank_;
+  const bool stored = options_.quantize.format != WeightFormat::kDense;
+  if (stored) {
+    LLMFT_CHECK(!full, Status::kUnsupported,
+                "a base stored in {} (model.quantize) is frozen: train it with LoRA (train.mode lora), or fine-tune the "
+                "unquantised model fully", format_name(options_.quantize.format));
+    LLMFT_CHECK(P == 1, Status::kUnsupported,
+                "model.quantize {} with tensor parallelism: each rank would need row and column slices of quantised "
+                "blocks; generate from the unquantised model, or on one rank", format_name(options_.quantize.format));
+  }
 
   auto base = [&](Unit& u, const std::string& name, std::vector<int64_t> shape, bool decay, const Split& split = {}) {
     (full ? u.trainable : u.frozen).add(name, std::move(shape), decay, split);
@@ -123,7 +132,14 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
     enum Parallel { kColumn, kRow };
     auto weight = [&](const std::string& block, const std::string& m, int64_t out, int64_t in, Parallel par) {
       std::string n = p + block + "." + m;
-      base(u, n + ".weight", {out, in}, true, slice(par == kColumn ? 0 : 1, {out, in}));
+      if (stored) {
+        StoredWeight sw;
+        sw.name = n + ".weight";
+        sw.shape = {out, in};
+        u.stored.push_back(std::move(sw));
+      } else {
+        base(u, n + ".weight", {out, in}, true, slice(par == kColumn ? 0 : 1, {out, in}));
+      }
       if (is_target(m)) {
         u.trainable.add(n + ".lora_A.weight", {R, in}, true, par == kRow ? slice(1, {R, in}) : Split{});
         u.trainable.add(n + ".lora_B.weight", {out, R}, true, par == kColumn ? slice(0, {out, R}) : Split{});
@@ -217,6 +233,9 @@ void Decoder::init_random(uint64_t seed, double std) {
   c10::InferenceMode guard;
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   for (Unit& u : units_) {
+    // Stored weights draw first, in the order the flat buffer would hold them (q, k, v, o, gate, up, down; the
+    // biases and norms after them draw nothing), so a quantised model is the quantisation of the dense one.
+    for (StoredWeight& w : u.stored) w = stored_from(w.name, at::empty(w.shape, options_.dtype).normal_(0.0, std, gen));
     for (ParamGroup* g : {&u.frozen, &u.trainable}) {
       for (size_t i = 0; i < g->slots().size(); ++i) {
         const ParamSlot& s = g->slots()[i];
@@ -265,6 +284,7 @@ void copy_in(const at::Tensor& dst, const ParamSlot& s, const io::TensorView& t,
 
 void Decoder::load_base(const TensorLookup& lookup, const std::string& origin, const TensorDone& done) {
   c10::InferenceMode guard;
+  load_stored(lookup, origin, done);
   for (Unit& u : units_) {
     for (ParamGroup* g : {&u.frozen, &u.trainable}) {
       for (size_t i = 0; i < g->slots().size(); ++i) {
@@ -278,6 +298,52 @@ void Decoder::load_base(const TensorLookup& lookup, const std::string& origin, c
     }
   }
   refresh_compute();
+}
+
+StoredWeight Decoder::stored_from(const std::string& name, const at::Tensor& dense) const {
+  const QuantizeOptions& q = options_.quantize;
+  switch (q.format) {
+    case WeightFormat::kNf4: return quantize_nf4(name, dense, q.nf4_blocksize, q.double_quant);
+    case WeightFormat::kFp8Block:
+      return q.keep_dense ? store_dense(name, dense, options_.dtype)
+                          : quantize_fp8_block(name, dense, q.fp8_block_rows, q.fp8_block_cols);
+    case WeightFormat::kDense: break;
+  }
+  return store_dense(name, dense, options_.dtype);
+}
+
+void Decoder::load_stored(const TensorLookup& lookup, const std::string& origin, const TensorDone& done) {
+  c10::InferenceMode guard;
+  for (Unit& u : units_) {
+    for (StoredWeight& w : u.stored) {
+      const std::string name = w.name;
+      const std::vector<int64_t> shape = w.shape;
+      const io::TensorView* t = lookup(name);
+      LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the checkpoint has no tensor \"{}\"", origin, name);
+      std::vector<const io::TensorView*> used{t};
+      if (t->dtype == io::DType::kU8) {
+        LLMFT_CHECK(options_.quantize.format == WeightFormat::kNf4, Status::kInvalidArgument,
+                    "{}: \"{}\" is stored in 4 bits (bitsandbytes); load it with model.quantize nf4", origin, name);
+        w = read_bnb_nf4(*t, lookup, origin, &used);
+        LLMFT_CHECK(w.shape == shape, Status::kFormat, "{}: \"{}\" quantises a tensor of shape [{}], the model needs [{}]",
+                    origin, name, fmt::join(w.shape, ", "), fmt::join(shape, ", "));
+      } else if (t->dtype == io::DType::kF8E4M3) {
+        LLMFT_CHECK(options_.quantize.format == WeightFormat::kFp8Block, Status::kInternal,
+                    "{}: \"{}\" is FP8 but the model stores {}", origin, name, format_name(options_.quantize.format));
+        LLMFT_CHECK(t->shape == shape, Status::kFormat, "{}: tensor \"{}\" has shape [{}], the model needs [{}]", origin,
+                    name, fmt::join(t->shape, ", "), fmt::join(shape, ", "));
+        w = read_fp8_block(*t, lookup, options_.quantize.fp8_block_rows, options_.quantize.fp8_block_cols, origin, &used);
+      } else {
+        LLMFT_CHECK(t->shape == shape, Status::kFormat, "{}: tensor \"{}\" has shape [{}], the model needs [{}]", origin,
+                    name, fmt::join(t->shape, ", "), fmt::join(shape, ", "));
+        at::Tensor dense = at::from_blob(const_cast<uint8_t*>(t->data), shape, scalar_type(t->dtype, name, origin));
+        require_finite(dense, *t, origin);
+        w = stored_from(name, dense);
+      }
+      if (done)
+        for (const io::TensorView* v : used) done(*v);
+    }
+  }
 }
 
 void Decoder::load_base_shard(const Unit& u, bool trainable, int64_t offset, at::Tensor& out,
@@ -350,7 +416,10 @@ int64_t Decoder::trainable_parameters() const {
 
 int64_t Decoder::all_parameters() const {
   int64_t n = 0;
-  for (const Unit& u : units_) n += u.trainable.numel() + u.frozen.numel();
+  for (const Unit& u : units_) {
+    n += u.trainable.numel() + u.frozen.numel();
+    for (const StoredWeight& w : u.stored) n += w.numel();
+  }
   return n;
 }
 
@@ -368,6 +437,13 @@ void Decoder::refresh_compute() {
 void Decoder::for_each_parameter(
     const std::function<void(const ParamSlot&, const at::Tensor&, bool trainable)>& fn) const {
   for (const Unit& u : units_) {
+    for (const StoredWeight& w : u.stored) {
+      ParamSlot s;
+      s.name = w.name;
+      s.shape = w.shape;
+      s.numel = w.numel();
+      fn(s, w.dequantize(options_.dtype), false);
+    }
     // Groups not materialized on this rank (ZeRO-3 between gathers) are skipped.
     if (u.frozen.flat.defined())
       for (size_t i = 0; i < u.frozen.slots().size(); ++i) fn(u.frozen.slots()[i], u.frozen.view(i), false);
@@ -397,6 +473,7 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
   auto linear = [&](LinearWeights& lw, const std::string& block, const std::string& m) {
     std::string n = p + block + "." + m;
     lw.w = param(u, n + ".weight", &lw.dw);
+    lw.stored = u.find_stored(n + ".weight");
     lw.b = param(u, n + ".bias", &lw.db);
     // A row-parallel bias is added once, by rank 0, to the partial outputs the all-reduce sums.
     if (tp_rank_ != 0 && (m == "o_proj" || m == "down_proj")) lw.b = at::Tensor();

@@ -48,6 +48,10 @@ struct DecoderOptions {
   // false (ZeRO-3 loading): the base weights' buffers (frozen for LoRA, trainable and its gradients for full
   // fine-tuning) are not allocated; each rank fills only its slices with load_base_shard.
   bool materialize_base = true;
+  // Frozen linear weights of the layers (q/k/v/o, gate/up/down) in a storage format: NF4 (QLoRA) or FP8 blocks,
+  // dequantised a tile at a time in each product (model/stored_weight.hpp). LoRA or inference only; not with
+  // tensor parallelism.
+  QuantizeOptions quantize;
 };
 
 struct Batch {
@@ -108,7 +112,13 @@ class Decoder {
   // tensor once it has been copied (a memory-mapped directory releases its pages: io::ModelDir::release).
   using TensorLookup = std::function<const io::TensorView*(const std::string& name)>;
   using TensorDone = std::function<void(const io::TensorView&)>;
+  // With DecoderOptions::quantize, a layer's linear weights are quantised as they are read (from F32/BF16/F16), or
+  // taken as stored when the checkpoint already holds them in that format: bitsandbytes NF4 tensors as transformers
+  // saves them, F8_E4M3 with their block scales.
   void load_base(const TensorLookup& lookup, const std::string& origin, const TensorDone& done = nullptr);
+  // The stored (quantised) weights only: what ZeRO-3 loading, which fills the flat buffers slice by slice, reads
+  // whole on every rank. load_base calls it.
+  void load_stored(const TensorLookup& lookup, const std::string& origin, const TensorDone& done = nullptr);
   // ZeRO-3 loading: fills `out` with elements [offset, offset + out.numel()) of unit u's base-weight buffer (frozen
   // or, under full fine-tuning, trainable) from the checkpoint, reading only the bytes of those elements; padding is
   // zero. Checks as load_base (missing, shape, dtype, non-finite), for the tensors the range touches.
@@ -145,7 +155,8 @@ class Decoder {
                                                    comm::Communicator* agree = nullptr);
   std::vector<int32_t> generate(const std::vector<int32_t>& prompt, const GenerateOptions& options);
 
-  // Every parameter as (name, tensor) for saving: base weights (compute dtype) and adapters (fp32).
+  // Every parameter as (name, tensor) for saving: base weights (compute dtype; stored weights dequantised, what the
+  // model computes with) and adapters (fp32).
   void for_each_parameter(const std::function<void(const ParamSlot&, const at::Tensor&, bool trainable)>& fn) const;
 
  private:
@@ -175,6 +186,7 @@ class Decoder {
   void refuse_parallel(const char* what) const;
   at::Tensor embed(const at::Tensor& ids, ParamProvider* provider);
   at::Tensor output_weight(at::Tensor* grad);  // (V, C): lm_head or the tied embedding
+  StoredWeight stored_from(const std::string& name, const at::Tensor& dense) const;  // quantised per options
   Unit& embed_unit() { return units_.front(); }
   Unit& head_unit() { return units_.back(); }
   std::string layer_prefix(size_t l) const { return "model.layers." + std::to_string(l) + "."; }

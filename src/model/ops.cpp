@@ -113,14 +113,21 @@ void lora_backward(const at::Tensor& dy, LinearWeights& p, const LinearCache& ca
 }  // namespace
 
 at::Tensor linear_forward(const at::Tensor& x, const LinearWeights& p, at::Generator* gen, LinearCache* cache) {
-  at::Tensor y = p.b.defined() ? at::addmm(p.b, x, p.w.t()) : at::mm(x, p.w.t());  // (N, out)
+  at::Tensor y;  // (N, out)
+  if (p.stored) {
+    y = stored_matmul_t(x, *p.stored);
+    if (p.b.defined()) y.add_(p.b);
+  } else {
+    y = p.b.defined() ? at::addmm(p.b, x, p.w.t()) : at::mm(x, p.w.t());
+  }
   if (cache) cache->x = x;
   if (p.lora_a.defined()) lora_forward_into(y, x, p, gen, cache);
   return y;
 }
 
 at::Tensor linear_backward(const at::Tensor& dy, LinearWeights& p, const LinearCache& cache, bool need_dx) {
-  at::Tensor dx = need_dx ? at::mm(dy, p.w) : at::Tensor();  // (N, in)
+  at::Tensor dx;  // (N, in)
+  if (need_dx) dx = p.stored ? stored_matmul(dy, *p.stored) : at::mm(dy, p.w);
   if (p.dw.defined()) add_mm(p.dw, dy.t(), cache.x);
   if (p.db.defined()) p.db.add_(dy.sum(0).to(p.db.scalar_type()));
   if (p.lora_a.defined()) lora_backward(dy, p, cache, need_dx ? &dx : nullptr);

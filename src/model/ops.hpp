@@ -12,6 +12,8 @@
 
 #include <ATen/ATen.h>
 
+#include "model/stored_weight.hpp"
+
 namespace llmft::model {
 
 // ---- RMSNorm: y = x / sqrt(mean(x^2) + eps) * w, computed in fp32 as transformers does ----
@@ -35,7 +37,8 @@ at::Tensor rope_backward(const at::Tensor& dy, const at::Tensor& cos, const at::
 
 // ---- Linear with an optional LoRA branch: y = x W^T + b + s * (drop(x) A^T) B^T ----
 struct LinearWeights {
-  at::Tensor w;          // (out, in)
+  at::Tensor w;          // (out, in), or undefined when the frozen base is stored (quantised)
+  const StoredWeight* stored = nullptr;  // that stored base, multiplied tile by tile
   at::Tensor b;          // (out) or undefined
   at::Tensor lora_a;     // (R, in) or undefined
   at::Tensor lora_b;     // (out, R)

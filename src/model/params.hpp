@@ -11,6 +11,8 @@
 
 #include <ATen/ATen.h>
 
+#include "model/stored_weight.hpp"
+
 namespace llmft::model {
 
 struct ParamSlot {
@@ -65,6 +67,14 @@ struct Unit {
   ParamGroup trainable;   // fp32 master copy of trained weights
   at::Tensor grad;        // fp32 gradients, same layout as trainable.flat
   at::Tensor compute;     // trainable weights in the compute dtype (aliases trainable.flat in fp32)
+  // Frozen linear weights kept in a storage format (DecoderOptions::quantize: NF4, FP8 blocks), outside the flat
+  // buffers: the same on every data-parallel rank, never sharded or gathered.
+  std::vector<StoredWeight> stored;
+  const StoredWeight* find_stored(const std::string& name) const {
+    for (const StoredWeight& w : stored)
+      if (w.name == name) return &w;
+    return nullptr;
+  }
 };
 
 // Formats a count with thousands separators (PEFT's print_trainable_parameters style).

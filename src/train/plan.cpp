@@ -47,9 +47,20 @@ std::string gb(double bytes) {
   return bytes < 1e9 ? fmt::format("{:.1f} MB", bytes / 1e6) : fmt::format("{:.2f} GB", bytes / 1e9);
 }
 
+// Bytes a value of the layers' linear weights takes when stored (model.quantize), 0 for none: NF4 is 4 bits plus an
+// 8-bit absmax code per 64 values and an fp32 absmax per 256 codes (4.127 bits); FP8 a byte plus an fp32 scale per
+// 128 x 128 block.
+double stored_bytes_per_value(const std::string& quantize) {
+  if (quantize == "nf4") return 0.5 + 1.0 / 64 + 4.0 / (64 * 256);
+  if (quantize == "fp8") return 1.0 + 4.0 / (128 * 128);
+  return 0;
+}
+
 // Bytes per rank of a training job. Parameters P, trained T, compute dtype b bytes, W ranks:
 //   weights     LoRA: P*b + T*4 (fp32 masters) [+ T*b compute copies in bf16]; full: P*b [+ P*4 masters in bf16];
-//               ZeRO-3: / W, plus one unit (the largest of a layer and the embedding) gathered
+//               ZeRO-3: / W, plus one unit (the largest of a layer and the embedding) gathered. A stored
+//               (quantised) base moves the layers' linears Lin out of P*b into Lin * (bytes a stored value), on
+//               every rank (stored weights are not sharded)
 //   gradients   T*4; ZeRO-2/3: T*4 / W plus one unit's
 //   optimizer   T*8 (Adam's two fp32 moments); ZeRO-1/2/3: / W
 //   activations per micro-batch of n = micro_batch_size * seq_len tokens, kept for the backward pass:
@@ -73,8 +84,10 @@ void plan_training(const Config& c, const io::ModelConfig& m, int W, int stage, 
     }
   }
   const double layer = (C * (Q + 2 * KV) + Q * C + 3 * C * F + 2 * C), unit = std::max(layer, V * C);
-  const double weights = full ? P * b + (b == 2 ? P * 4 : 0) : P * b + T * 4 + (b == 2 ? T * b : 0);
-  p->weights = stage >= 3 && W > 1 ? weights / W + unit * b : weights;
+  const double lin = L * (C * (Q + 2 * KV) + Q * C + 3 * C * F), qb = full ? 0 : stored_bytes_per_value(c.model.quantize);
+  const double dense = qb > 0 ? P - lin : P, stored = qb > 0 ? lin * qb : 0;
+  const double weights = full ? P * b + (b == 2 ? P * 4 : 0) : dense * b + T * 4 + (b == 2 ? T * b : 0);
+  p->weights = (stage >= 3 && W > 1 ? weights / W + unit * b : weights) + stored;
   p->gradients = stage >= 2 && W > 1 ? T * 4 / W + std::min(T, full ? unit : T / L) * 4 : T * 4;
   p->optimizer = stage >= 1 && W > 1 ? T * 8 / W : T * 8;
   const double n = static_cast<double>(c.train.micro_batch_size) * static_cast<double>(c.data.seq_len);
@@ -100,7 +113,8 @@ void plan_generation(const Config& c, const io::ModelConfig& m, int t, MemoryPla
   const double KV = static_cast<double>(m.kv_dim()), D = static_cast<double>(m.head_dim);
   const double Vt = std::ceil(static_cast<double>(m.vocab_size) / t), K = static_cast<double>(m.num_key_value_heads);
   const double linears = C * (Q + 2 * KV) + Q * C + 3 * C * F, norms = 2 * C + (m.qk_norm ? 2 * D : 0);
-  p->weights = b * (L * (linears / t + norms) + Vt * C * (m.tie_word_embeddings ? 1 : 2) + C);
+  const double qb = stored_bytes_per_value(c.model.quantize);
+  p->weights = (qb > 0 ? qb : b) * L * linears / t + b * (L * norms + Vt * C * (m.tie_word_embeddings ? 1 : 2) + C);
   const double B = static_cast<double>(c.generate.batch_size);
   const double S = static_cast<double>(c.data.seq_len + c.generate.max_new_tokens);
   p->kv_cache = 2 * L * B * S * (K / t) * D * b;
@@ -177,13 +191,9 @@ MemoryPlan plan_for(const Config& c, const io::ModelConfig& m, const std::string
     if (training_mode(c) == "full")
       first_fit({0}, [](Config& d, int64_t) { d.train.mode = "lora"; }, same_ranks,
                 [](int64_t) { return std::string("train.mode=lora"); });
-    if (training_mode(c) == "lora") {
-      // QLoRA: the frozen base in 4 bits (NF4 with double-quantised block scales: about 0.52 bytes a parameter).
-      MemoryPlan q = evaluate(c, m, job, ranks);
-      const double b = c.model.dtype == "bfloat16" ? 2 : 4;
-      q.weights -= static_cast<double>(m.num_parameters()) * (b - 0.52) / (c.dist.zero_stage >= 3 && ranks > 1 ? ranks : 1);
-      if (fits(q)) add("a 4-bit (NF4, QLoRA) frozen base, which llmft does not load yet", q);
-    }
+    if (training_mode(c) == "lora" && c.model.quantize != "nf4")  // QLoRA: the frozen base in 4 bits
+      first_fit({0}, [](Config& d, int64_t) { d.model.quantize = "nf4"; }, same_ranks,
+                [](int64_t) { return std::string("model.quantize=nf4 (QLoRA)"); });
     if (c.train.micro_batch_size > 1)
       first_fit({1}, [](Config& d, int64_t) { d.train.micro_batch_size = 1; }, same_ranks, [&](int64_t) {
         return fmt::format("train.micro_batch_size=1 with train.grad_accum={}", c.train.grad_accum * c.train.micro_batch_size);

@@ -51,23 +51,46 @@ io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok) {
   return io::ModelConfig::from_json(j, "the embedded model (model.* keys)");
 }
 
-WeightSource::WeightSource(const io::ModelDir& dir)
-    : dir_(dir), fp8_(io::fp8_block_config(dir.config_json(), path_join(dir.path(), "config.json"))) {}
+WeightSource::WeightSource(const io::ModelDir& dir, model::WeightFormat keep) : dir_(dir), keep_(keep) {
+  const nlohmann::json& cj = dir.config_json();
+  const std::string origin = path_join(dir.path(), "config.json");
+  const nlohmann::json* q = cj.contains("quantization_config") && cj["quantization_config"].is_object()
+                                ? &cj["quantization_config"] : nullptr;
+  if (q != nullptr && q->value("quant_method", std::string()) == "bitsandbytes") {
+    // transformers' BitsAndBytesConfig: 4-bit NF4 only (LLM.int8 and FP4 are other formats).
+    LLMFT_CHECK(q->value("load_in_4bit", false) && q->value("bnb_4bit_quant_type", std::string("fp4")) == "nf4",
+                Status::kUnsupported,
+                "{}: quantization_config is bitsandbytes {}: llmft reads 4-bit NF4 (load_in_4bit, bnb_4bit_quant_type "
+                "\"nf4\"); load the unquantised model instead", origin,
+                q->value("load_in_8bit", false) ? "8-bit (LLM.int8)" : "\"" + q->value("bnb_4bit_quant_type", std::string("fp4")) + "\"");
+    format_ = model::WeightFormat::kNf4;
+    return;
+  }
+  fp8_ = io::fp8_block_config(cj, origin);
+  if (fp8_) format_ = model::WeightFormat::kFp8Block;
+}
 
 const io::TensorView* WeightSource::find(const std::string& name) {
   const io::TensorView* t = dir_.find(name);
-  if (t == nullptr || t->dtype != io::DType::kF8E4M3) return t;
-  LLMFT_CHECK(fp8_.has_value(), Status::kFormat,
+  if (t == nullptr) return t;
+  const bool fp8 = t->dtype == io::DType::kF8E4M3;
+  const bool nf4 = t->dtype == io::DType::kU8 && format_ == model::WeightFormat::kNf4;
+  if (!fp8 && !nf4) return t;
+  if ((fp8 && keep_ == model::WeightFormat::kFp8Block) || (nf4 && keep_ == model::WeightFormat::kNf4)) return t;
+  LLMFT_CHECK(!fp8 || fp8_.has_value(), Status::kFormat,
               "{}: tensor \"{}\" is F8_E4M3 but config.json has no quantization_config saying how it is scaled",
               dir_.path(), name);
-  const io::TensorView* s = dir_.find(io::fp8_scale_name(name));
-  LLMFT_CHECK(s != nullptr, Status::kNotFound, "{}: the FP8 weight \"{}\" has no \"{}\" beside it", dir_.path(), name,
-              io::fp8_scale_name(name));
+  auto lookup = [this](const std::string& n) { return dir_.find(n); };
+  std::vector<const io::TensorView*> used;
+  model::StoredWeight w = fp8 ? model::read_fp8_block(*t, lookup, fp8_->block_rows, fp8_->block_cols, dir_.path(), &used)
+                              : model::read_bnb_nf4(*t, lookup, dir_.path(), &used);
   auto& [values, view] = dequantized_[name];
-  values = io::dequantize_fp8_block(*t, *s, *fp8_, dir_.path());
+  at::Tensor dense = w.dequantize(at::kFloat).contiguous();
+  values.assign(dense.data_ptr<float>(), dense.data_ptr<float>() + dense.numel());
+  companions_[name] = used;
   view.name = name;
   view.dtype = io::DType::kF32;
-  view.shape = t->shape;
+  view.shape = w.shape;
   view.data = reinterpret_cast<const uint8_t*>(values.data());
   view.nbytes = values.size() * sizeof(float);
   return &view;
@@ -75,8 +98,10 @@ const io::TensorView* WeightSource::find(const std::string& name) {
 
 void WeightSource::done(const io::TensorView& t) {
   if (const io::TensorView* f = dir_.find(t.name)) dir_.release(*f);
-  if (dequantized_.erase(t.name) > 0)
-    if (const io::TensorView* s = dir_.find(io::fp8_scale_name(t.name))) dir_.release(*s);
+  if (dequantized_.erase(t.name) > 0) {
+    for (const io::TensorView* c : companions_[t.name]) dir_.release(*c);
+    companions_.erase(t.name);
+  }
 }
 
 LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
@@ -95,6 +120,11 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
   opt.lora.target_modules = c.lora.target_modules;
   opt.align = align;
   opt.tp = tp;
+  LLMFT_CHECK(c.model.quantize == "none" || c.model.quantize == "nf4" || c.model.quantize == "fp8",
+              Status::kInvalidArgument, "model.quantize \"{}\" is not none, nf4 or fp8", c.model.quantize);
+  opt.quantize.format = c.model.quantize == "nf4"   ? model::WeightFormat::kNf4
+                        : c.model.quantize == "fp8" ? model::WeightFormat::kFp8Block
+                                                    : model::WeightFormat::kDense;
   if (opt.mode == model::TrainMode::kLora) opt.lora.resolved_targets();  // reject bad modules before allocating
   LoadedModel out;
   if (c.model.path.empty()) {
@@ -107,9 +137,16 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
                 "the tokenizer ({}) has {} tokens but {} has vocab_size {}", tok.origin(), tok.vocab_size(),
                 c.model.path, mc.vocab_size);
     opt.materialize_base = !defer_base;
+    out.weights = std::make_unique<WeightSource>(*out.dir, opt.quantize.format);
+    if (opt.quantize.format == model::WeightFormat::kFp8Block && out.weights->fp8()) {
+      // An FP8 checkpoint keeps its own blocks, and what it left unconverted stays dense.
+      opt.quantize.fp8_block_rows = out.weights->fp8()->block_rows;
+      opt.quantize.fp8_block_cols = out.weights->fp8()->block_cols;
+      opt.quantize.keep_dense = true;
+    }
     out.decoder = std::make_unique<model::Decoder>(mc, opt);
-    out.weights = std::make_unique<WeightSource>(*out.dir);
     if (!defer_base) out.decoder->load_base(out.weights->lookup(), c.model.path, out.weights->release());
+    else out.decoder->load_stored(out.weights->lookup(), c.model.path, out.weights->release());
     out.base_name = c.model.path;
   }
   if (opt.mode == model::TrainMode::kLora) out.decoder->init_lora(static_cast<uint64_t>(c.train.seed) + 1);

@@ -32,16 +32,24 @@ io::ModelConfig embedded_model_config(const Config& c, const Tokenizer& tok);
 // mapped pages (and frees its dequantised copy).
 class WeightSource {
  public:
-  explicit WeightSource(const io::ModelDir& dir);
+  // `keep`: the format the model stores its frozen linears in (model.quantize). Tensors already in that format are
+  // served as they are (the decoder reads them with their companions); any other quantised tensor (FP8 blocks,
+  // bitsandbytes NF4) is served dequantised to F32, one tensor at a time.
+  explicit WeightSource(const io::ModelDir& dir, model::WeightFormat keep = model::WeightFormat::kDense);
   const io::TensorView* find(const std::string& name);
   void done(const io::TensorView& t);
   model::Decoder::TensorLookup lookup() { return [this](const std::string& n) { return find(n); }; }
   model::Decoder::TensorDone release() { return [this](const io::TensorView& t) { done(t); }; }
+  // How config.json says the checkpoint is quantised: kDense (not), kFp8Block or kNf4.
+  model::WeightFormat checkpoint_format() const { return format_; }
+  const std::optional<io::Fp8BlockConfig>& fp8() const { return fp8_; }
 
  private:
   const io::ModelDir& dir_;
+  model::WeightFormat keep_, format_ = model::WeightFormat::kDense;
   std::optional<io::Fp8BlockConfig> fp8_;
   std::map<std::string, std::pair<std::vector<float>, io::TensorView>> dequantized_;
+  std::map<std::string, std::vector<const io::TensorView*>> companions_;  // of each dequantised tensor
 };
 
 struct LoadedModel {

@@ -111,3 +111,28 @@ TEST(Fp8, WhatIsNotReadIsRefusedByName) {
                 .find("\"model.layers.0.self_attn.q_proj.weight\" is F8_E4M3 but config.json has no quantization_config"),
             std::string::npos);
 }
+
+TEST(Fp8, KeptInFp8TheCheckpointGivesTheLogitsOfItsDequantisedWeights) {
+  // model.quantize fp8 on an FP8 checkpoint: the layers' linears stay E4M3 bytes with their block scales, multiplied
+  // a tile at a time; lm_head (modules_to_not_convert) stays dense.
+  c10::InferenceMode guard;
+  const std::string dir = reference_dir() + "/fp8";
+  io::ModelDir md(dir);
+  job::WeightSource w(md, model::WeightFormat::kFp8Block);
+  ASSERT_TRUE(w.fp8().has_value());
+  model::DecoderOptions o;
+  o.mode = model::TrainMode::kNone;
+  o.quantize.format = model::WeightFormat::kFp8Block;
+  o.quantize.fp8_block_rows = w.fp8()->block_rows;
+  o.quantize.fp8_block_cols = w.fp8()->block_cols;
+  o.quantize.keep_dense = true;
+  model::Decoder m(md.config(), o);
+  m.load_base(w.lookup(), dir, w.release());
+  const model::StoredWeight* q = m.units()[1].find_stored("model.layers.0.self_attn.q_proj.weight");
+  ASSERT_NE(q, nullptr);
+  EXPECT_EQ(q->format, model::WeightFormat::kFp8Block);
+  EXPECT_LT(q->bytes(), q->numel() * 2);  // one byte a value and a scale a block
+  const at::Tensor want = logits_of(reference_dir() + "/ref");
+  const at::Tensor got = m.forward_logits(model::make_batch({{5, 17, 3, 44, 8, 299, 0, 120}}, {std::vector<uint8_t>(8, 1)}));
+  EXPECT_TRUE(at::allclose(got, want, 1e-5, 1e-5)) << (got - want).abs().max().item<double>();
+}

@@ -1,0 +1,356 @@
+#include "model/stored_weight.hpp"
+
+#include <algorithm>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "io/fp8_block.hpp"
+#include "util/check.hpp"
+
+namespace llmft::model {
+
+const char* format_name(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kDense: return "dense";
+    case WeightFormat::kNf4: return "nf4";
+    case WeightFormat::kFp8Block: return "fp8";
+  }
+  return "?";
+}
+
+const at::Tensor& nf4_levels() {
+  // The normal-float levels of QLoRA (Dettmers et al. 2023): quantiles of N(0, 1) scaled to [-1, 1], with an exact
+  // zero; the fp32 values bitsandbytes uses.
+  static const at::Tensor t = at::tensor(std::vector<float>{
+      -1.0f, -0.6961928009986877f, -0.5250730514526367f, -0.39491748809814453f, -0.28444138169288635f,
+      -0.18477343022823334f, -0.09105003625154495f, 0.0f, 0.07958029955625534f, 0.16093020141124725f,
+      0.24611230194568634f, 0.33791524171829224f, 0.44070982933044434f, 0.5626170039176941f, 0.7229568362236023f,
+      1.0f});
+  return t;
+}
+
+const at::Tensor& dynamic_map() {
+  // bitsandbytes' signed dynamic map (8 bits, up to 7 exponent bits): for e = 0..6, 2^e fractions in [0.1, 1]
+  // (the midpoints of 2^e + 1 evenly spaced boundaries, fp32) times 10^(e - 6), both signs; then 0 and 1; sorted.
+  // The products are fp32 (a Python scalar times an fp32 tensor), so they are computed here the same way.
+  static const at::Tensor t = [] {
+    std::vector<at::Tensor> parts;
+    for (int e = 0; e < 7; ++e) {
+      at::Tensor b = at::linspace(0.1, 1.0, (int64_t{1} << e) + 1, at::kFloat);
+      at::Tensor means = (b.narrow(0, 0, b.size(0) - 1) + b.narrow(0, 1, b.size(0) - 1)) / 2.0;
+      const double scale = e == 6 ? 1.0 : std::pow(10.0, e - 6);
+      parts.push_back(means * scale);
+      parts.push_back(means * -scale);
+    }
+    parts.push_back(at::tensor(std::vector<float>{0.0f, 1.0f}));
+    return std::get<0>(at::sort(at::cat(parts)));
+  }();
+  return t;
+}
+
+int64_t StoredWeight::bytes() const {
+  int64_t n = data.numel() * data.element_size();
+  for (const at::Tensor* t : {&absmax, &nested_absmax, &nested_code, &scale})
+    if (t->defined()) n += t->numel() * t->element_size();
+  return n;
+}
+
+namespace {
+
+// The fp32 absmax of every NF4 block, undoing the double quantisation: code[q] * nested_absmax + offset.
+at::Tensor nf4_block_scales(const StoredWeight& w, int64_t first, int64_t count) {
+  if (w.absmax.scalar_type() == at::kFloat) return w.absmax.narrow(0, first, count);
+  at::Tensor q = w.absmax.narrow(0, first, count).to(at::kLong);
+  at::Tensor outer = at::floor_divide(at::arange(first, first + count, at::kLong), w.nested_blocksize);
+  return w.nested_code.index_select(0, q) * w.nested_absmax.index_select(0, outer) + w.offset;
+}
+
+at::Tensor nf4_rows(const StoredWeight& w, int64_t start, int64_t n) {
+  const int64_t I = w.cols(), e0 = start * I, e1 = (start + n) * I;
+  const int64_t b0 = e0 / 2, b1 = (e1 + 1) / 2;
+  at::Tensor bytes = w.data.narrow(0, b0, b1 - b0);
+  at::Tensor idx = at::stack({bytes.bitwise_right_shift(4), bytes.bitwise_and(15)}, 1).view({-1}).to(at::kLong);
+  idx = idx.narrow(0, e0 - 2 * b0, e1 - e0);
+  at::Tensor values = nf4_levels().index_select(0, idx);  // (n * I) fp32
+  const int64_t bs = w.blocksize, first = e0 / bs, last = (e1 - 1) / bs;
+  at::Tensor scales = nf4_block_scales(w, first, last - first + 1);
+  if (e0 % bs == 0 && (e1 - e0) % bs == 0) {
+    values = (values.view({-1, bs}) * scales.view({-1, 1})).view({-1});
+  } else {
+    at::Tensor block = at::floor_divide(at::arange(e0, e1, at::kLong), bs) - first;
+    values = values * scales.index_select(0, block);
+  }
+  return values.view({n, I});
+}
+
+at::Tensor fp8_rows(const StoredWeight& w, int64_t start, int64_t n) {
+  const int64_t I = w.cols(), B0 = w.block_rows, B1 = w.block_cols;
+  at::Tensor v = w.data.narrow(0, start, n).view(at::kFloat8_e4m3fn).to(at::kFloat);  // (n, I)
+  const int64_t s0 = start / B0, s1 = (start + n - 1) / B0;
+  at::Tensor s = w.scale.narrow(0, s0, s1 - s0 + 1);                                    // (rows of blocks, cols of blocks)
+  s = s.repeat_interleave(B0, 0).narrow(0, start - s0 * B0, n).repeat_interleave(B1, 1).narrow(1, 0, I);
+  return v * s;
+}
+
+int64_t tile_rows(const StoredWeight& w, int64_t tile_elements) {
+  if (tile_elements <= 0) tile_elements = int64_t{1} << 22;
+  int64_t rows = std::max<int64_t>(1, tile_elements / std::max<int64_t>(1, w.cols()));
+  // FP8 tiles start on block rows so that no scale row is expanded twice.
+  if (w.format == WeightFormat::kFp8Block && rows > w.block_rows) rows -= rows % w.block_rows;
+  return std::min(rows, w.rows());
+}
+
+}  // namespace
+
+at::Tensor StoredWeight::dequantize_rows(int64_t start, int64_t n, at::ScalarType dtype) const {
+  LLMFT_CHECK(defined() && start >= 0 && n > 0 && start + n <= rows(), Status::kInternal,
+              "{}: rows [{}, {}) of a stored weight of {} rows", name, start, start + n, shape.empty() ? 0 : rows());
+  switch (format) {
+    case WeightFormat::kDense: return data.narrow(0, start, n).to(dtype);
+    case WeightFormat::kNf4: return nf4_rows(*this, start, n).to(dtype);
+    case WeightFormat::kFp8Block: return fp8_rows(*this, start, n).to(dtype);
+  }
+  return {};
+}
+
+StoredWeight quantize_nf4(const std::string& name, const at::Tensor& w, int64_t blocksize, bool double_quant) {
+  LLMFT_CHECK(w.dim() == 2 && blocksize > 0, Status::kInvalidArgument, "{}: NF4 stores (out, in) weights", name);
+  c10::InferenceMode guard;
+  StoredWeight s;
+  s.name = name;
+  s.shape = {w.size(0), w.size(1)};
+  s.format = WeightFormat::kNf4;
+  s.blocksize = blocksize;
+  // As bitsandbytes' quantize_4bit: full blocks are multiplied by the reciprocal of their absmax, a last partial block
+  // is divided by its absmax; then each value takes the level whose midpoints bracket it (a value on a midpoint takes
+  // the lower level).
+  at::Tensor a = w.reshape({-1}).to(at::kFloat);
+  const int64_t n = a.numel(), rem = n % blocksize, full = n - rem;
+  std::vector<at::Tensor> absmax, scaled;
+  if (full > 0) {
+    at::Tensor blocks = a.narrow(0, 0, full).view({-1, blocksize});
+    at::Tensor m = blocks.abs().amax(1);
+    absmax.push_back(m);
+    scaled.push_back(at::clamp(blocks * m.clamp_min(1e-38).reciprocal().view({-1, 1}), -1, 1).view({-1}));
+  }
+  if (rem > 0) {
+    at::Tensor tail = a.narrow(0, full, rem);
+    at::Tensor m = tail.abs().amax().clamp_min(1e-38);
+    absmax.push_back(m.view({1}));
+    scaled.push_back(at::clamp(tail / m, -1, 1));
+  }
+  at::Tensor x = at::cat(scaled);
+  if (x.numel() % 2) x = at::cat({x, at::zeros({1}, x.options())});
+  const at::Tensor& lv = nf4_levels();
+  at::Tensor bounds = (lv.narrow(0, 0, 15) + lv.narrow(0, 1, 15)) / 2;
+  at::Tensor q = at::bucketize(x, bounds, /*out_int32=*/true).to(at::kByte);
+  at::Tensor pairs = q.view({-1, 2});
+  s.data = pairs.select(1, 0).bitwise_left_shift(4).bitwise_or(pairs.select(1, 1)).contiguous();
+  at::Tensor am = at::cat(absmax);  // (blocks) fp32
+  if (!double_quant) {
+    s.absmax = am.contiguous();
+    return s;
+  }
+  // Double quantisation, as bitsandbytes' CPU quantize_blockwise: the mean is subtracted; each block of 256 is
+  // divided by its absmax and takes the nearest value of the dynamic map (searched with its first value read as -1;
+  // a tie takes the lower index).
+  s.offset = am.mean().item<float>();
+  at::Tensor centred = (am - s.offset).contiguous();
+  const int64_t nb = centred.numel(), nbs = s.nested_blocksize;
+  s.nested_code = dynamic_map().clone();
+  std::vector<float> code(s.nested_code.data_ptr<float>(), s.nested_code.data_ptr<float>() + 256);
+  code[0] = -1.0f;
+  const float* c = centred.data_ptr<float>();
+  s.absmax = at::empty({nb}, at::kByte);
+  s.nested_absmax = at::empty({(nb + nbs - 1) / nbs}, at::kFloat);
+  uint8_t* out = s.absmax.data_ptr<uint8_t>();
+  float* outer = s.nested_absmax.data_ptr<float>();
+  for (int64_t b0 = 0; b0 < nb; b0 += nbs) {
+    const int64_t b1 = std::min(nb, b0 + nbs);
+    float m = 0;
+    for (int64_t i = b0; i < b1; ++i) m = std::fmax(m, std::fabs(c[i]));
+    outer[b0 / nbs] = m;
+    for (int64_t i = b0; i < b1; ++i) {
+      const float v = m > 0 ? c[i] / m : 0.0f;
+      // The last index whose value is <= v, then the nearer of it and the next.
+      int64_t k = std::upper_bound(code.begin(), code.end(), v) - code.begin() - 1;
+      k = std::clamp<int64_t>(k, 0, 255);
+      if (k < 255 && std::fabs(v - code[static_cast<size_t>(k + 1)]) < std::fabs(v - code[static_cast<size_t>(k)])) ++k;
+      out[i] = static_cast<uint8_t>(k);
+    }
+  }
+  return s;
+}
+
+StoredWeight quantize_fp8_block(const std::string& name, const at::Tensor& w, int64_t block_rows, int64_t block_cols) {
+  LLMFT_CHECK(w.dim() == 2 && block_rows > 0 && block_cols > 0, Status::kInvalidArgument,
+              "{}: FP8 blocks store (out, in) weights", name);
+  c10::InferenceMode guard;
+  StoredWeight s;
+  s.name = name;
+  s.shape = {w.size(0), w.size(1)};
+  s.format = WeightFormat::kFp8Block;
+  s.block_rows = block_rows;
+  s.block_cols = block_cols;
+  const int64_t O = w.size(0), I = w.size(1);
+  const int64_t R = (O + block_rows - 1) / block_rows, C = (I + block_cols - 1) / block_cols;
+  // Pad to whole blocks, take each block's absmax, scale = absmax / 448 (E4M3FN's largest finite value).
+  at::Tensor a = at::zeros({R * block_rows, C * block_cols}, at::kFloat);
+  a.narrow(0, 0, O).narrow(1, 0, I).copy_(w);
+  at::Tensor blocks = a.view({R, block_rows, C, block_cols});
+  at::Tensor amax = blocks.abs().amax({1, 3});  // (R, C)
+  s.scale = at::where(amax > 0, amax / 448.0f, at::ones_like(amax)).contiguous();
+  at::Tensor q = (blocks / s.scale.view({R, 1, C, 1})).clamp(-448, 448).to(at::kFloat8_e4m3fn);
+  s.data = q.view({R * block_rows, C * block_cols}).narrow(0, 0, O).narrow(1, 0, I).contiguous().view(at::kByte);
+  return s;
+}
+
+StoredWeight store_dense(const std::string& name, const at::Tensor& w, at::ScalarType dtype) {
+  StoredWeight s;
+  s.name = name;
+  s.shape = {w.size(0), w.size(1)};
+  s.format = WeightFormat::kDense;
+  s.data = w.to(dtype).contiguous();
+  return s;
+}
+
+namespace {
+const io::TensorView& need(const TensorLookup& lookup, const std::string& name, const std::string& origin,
+                           const std::string& of) {
+  const io::TensorView* t = lookup(name);
+  LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the 4-bit weight \"{}\" has no \"{}\" beside it", origin, of, name);
+  return *t;
+}
+
+at::Tensor f32_tensor(const io::TensorView& t, const std::string& origin) {
+  LLMFT_CHECK(t.dtype == io::DType::kF32, Status::kFormat, "{}: tensor \"{}\" is {}, not F32", origin, t.name,
+              io::dtype_name(t.dtype));
+  return at::from_blob(const_cast<uint8_t*>(t.data), t.shape, at::kFloat).reshape({-1}).clone();
+}
+
+// A weight that transformers saved quantised with bitsandbytes (NF4): the packed bytes and their quant state.
+}  // namespace
+
+StoredWeight read_bnb_nf4(const io::TensorView& t, const TensorLookup& lookup, const std::string& origin,
+                          std::vector<const io::TensorView*>* used) {
+  const std::string& n = t.name;
+  auto get = [&](const std::string& suffix) -> const io::TensorView& {
+    const io::TensorView& v = need(lookup, n + suffix, origin, n);
+    used->push_back(&v);
+    return v;
+  };
+  LLMFT_CHECK(lookup(n + ".quant_state.bitsandbytes__fp4") == nullptr, Status::kUnsupported,
+              "{}: \"{}\" is bitsandbytes FP4; llmft reads NF4 (bnb_4bit_quant_type \"nf4\")", origin, n);
+  const io::TensorView& state = get(".quant_state.bitsandbytes__nf4");
+  nlohmann::json js;
+  try {
+    js = nlohmann::json::parse(std::string(reinterpret_cast<const char*>(state.data), state.nbytes));
+  } catch (const std::exception& e) {
+    LLMFT_FAIL(Status::kFormat, "{}: tensor \"{}\" is not the JSON of a quant state: {}", origin, state.name, e.what());
+  }
+  LLMFT_CHECK(js.value("quant_type", std::string()) == "nf4", Status::kUnsupported, "{}: \"{}\": quant_type \"{}\", not nf4",
+              origin, state.name, js.value("quant_type", std::string()));
+  std::vector<int64_t> shape;
+  if (js.contains("shape") && js["shape"].is_array()) shape = js["shape"].get<std::vector<int64_t>>();
+  LLMFT_CHECK(shape.size() == 2 && shape[0] > 0 && shape[1] > 0, Status::kFormat,
+              "{}: \"{}\" has no 2-D \"shape\"", origin, state.name);
+  StoredWeight s;
+  s.name = n;
+  s.shape = shape;
+  s.format = WeightFormat::kNf4;
+  s.blocksize = js.value("blocksize", int64_t{64});
+  const int64_t numel = shape[0] * shape[1], blocks = (numel + s.blocksize - 1) / s.blocksize;
+  LLMFT_CHECK(t.dtype == io::DType::kU8 && t.numel() == (numel + 1) / 2, Status::kFormat,
+              "{}: tensor \"{}\" is {} of {} elements; {} NF4 values pack into {} U8", origin, n, io::dtype_name(t.dtype),
+              t.numel(), numel, (numel + 1) / 2);
+  s.data = at::from_blob(const_cast<uint8_t*>(t.data), {t.numel()}, at::kByte).clone();
+  const at::Tensor map = f32_tensor(get(".quant_map"), origin);
+  LLMFT_CHECK(map.numel() == 16 && at::equal(map, nf4_levels()), Status::kFormat,
+              "{}: \"{}.quant_map\" is not the NF4 levels", origin, n);
+  const io::TensorView& absmax = get(".absmax");
+  const bool nested = js.contains("nested_blocksize");
+  if (!nested) {
+    s.absmax = f32_tensor(absmax, origin);
+  } else {
+    LLMFT_CHECK(absmax.dtype == io::DType::kU8, Status::kFormat, "{}: \"{}\" is {}; double-quantised absmaxes are U8",
+                origin, absmax.name, io::dtype_name(absmax.dtype));
+    s.absmax = at::from_blob(const_cast<uint8_t*>(absmax.data), {absmax.numel()}, at::kByte).clone();
+    s.nested_blocksize = js["nested_blocksize"].get<int64_t>();
+    s.offset = js.value("nested_offset", 0.0f);
+    s.nested_absmax = f32_tensor(get(".nested_absmax"), origin);
+    s.nested_code = f32_tensor(get(".nested_quant_map"), origin);
+    LLMFT_CHECK(s.nested_code.numel() == 256 && s.nested_blocksize > 0 &&
+                    s.nested_absmax.numel() == (blocks + s.nested_blocksize - 1) / s.nested_blocksize,
+                Status::kFormat, "{}: the nested quant state of \"{}\" does not match its {} blocks", origin, n, blocks);
+  }
+  LLMFT_CHECK(s.absmax.numel() == blocks, Status::kFormat, "{}: \"{}\" has {} values for {} blocks of {}", origin,
+              absmax.name, s.absmax.numel(), blocks, s.blocksize);
+  return s;
+}
+
+StoredWeight read_fp8_block(const io::TensorView& t, const TensorLookup& lookup, int64_t block_rows, int64_t block_cols,
+                            const std::string& origin, std::vector<const io::TensorView*>* used) {
+  LLMFT_CHECK(t.dtype == io::DType::kF8E4M3 && t.shape.size() == 2, Status::kFormat,
+              "{}: tensor \"{}\" is {} of {} dims; an FP8 block weight is F8_E4M3 [out, in]", origin, t.name,
+              io::dtype_name(t.dtype), t.shape.size());
+  const std::vector<int64_t> shape = t.shape;
+  const io::TensorView* sv = lookup(io::fp8_scale_name(t.name));
+  LLMFT_CHECK(sv != nullptr, Status::kNotFound, "{}: the FP8 weight \"{}\" has no \"{}\" beside it", origin, t.name,
+              io::fp8_scale_name(t.name));
+  used->push_back(sv);
+  StoredWeight s;
+  s.name = t.name;
+  s.shape = shape;
+  s.format = WeightFormat::kFp8Block;
+  s.block_rows = block_rows;
+  s.block_cols = block_cols;
+  const std::vector<int64_t> blocks = {(shape[0] + s.block_rows - 1) / s.block_rows, (shape[1] + s.block_cols - 1) / s.block_cols};
+  LLMFT_CHECK(sv->shape == blocks && (sv->dtype == io::DType::kF32 || sv->dtype == io::DType::kBF16), Status::kFormat,
+              "{}: tensor \"{}\" is {} [{}]; the scales of \"{}\" in blocks of [{}, {}] are F32 or BF16 [{}]", origin,
+              sv->name, io::dtype_name(sv->dtype), fmt::join(sv->shape, ", "), t.name, s.block_rows, s.block_cols,
+              fmt::join(blocks, ", "));
+  s.scale = at::from_blob(const_cast<uint8_t*>(sv->data), sv->shape,
+                          sv->dtype == io::DType::kF32 ? at::kFloat : at::kBFloat16).to(at::kFloat).contiguous();
+  s.data = at::from_blob(const_cast<uint8_t*>(t.data), shape, at::kByte).clone();
+  // E4M3FN's only non-finite bytes are S.1111.111 (NaN).
+  at::Tensor nan = s.data.bitwise_and(0x7F).eq(0x7F);
+  if (nan.any().item<bool>()) {
+    at::Tensor at_ = nan.nonzero()[0];
+    LLMFT_FAIL(Status::kFormat, "{}: tensor \"{}\" holds a NaN byte at [{}, {}]", origin, t.name, at_[0].item<int64_t>(),
+               at_[1].item<int64_t>());
+  }
+  LLMFT_CHECK(at::isfinite(s.scale).all().item<bool>(), Status::kFormat,
+              "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)", origin, sv->name);
+  return s;
+}
+
+at::Tensor stored_matmul_t(const at::Tensor& x, const StoredWeight& w, int64_t tile_elements) {
+  if (w.format == WeightFormat::kDense) return at::mm(x, w.data.t());
+  const int64_t O = w.rows(), step = tile_rows(w, tile_elements);
+  if (step >= O) return at::mm(x, w.dequantize(x.scalar_type()).t());
+  at::Tensor y = at::empty({x.size(0), O}, x.options());  // (N, O)
+  for (int64_t r = 0; r < O; r += step) {
+    const int64_t n = std::min(step, O - r);
+    y.narrow(1, r, n).copy_(at::mm(x, w.dequantize_rows(r, n, x.scalar_type()).t()));
+  }
+  return y;
+}
+
+at::Tensor stored_matmul(const at::Tensor& dy, const StoredWeight& w, int64_t tile_elements) {
+  if (w.format == WeightFormat::kDense) return at::mm(dy, w.data);
+  const int64_t O = w.rows(), step = tile_rows(w, tile_elements);
+  if (step >= O) return at::mm(dy, w.dequantize(dy.scalar_type()));
+  // The tiles' partial products are summed in fp32 (a bf16 running sum would round once per tile).
+  const bool wide = dy.scalar_type() == at::kFloat || dy.scalar_type() == at::kDouble;
+  at::Tensor dx = at::zeros({dy.size(0), w.cols()}, dy.options().dtype(wide ? dy.scalar_type() : at::kFloat));  // (N, I)
+  for (int64_t r = 0; r < O; r += step) {
+    const int64_t n = std::min(step, O - r);
+    at::Tensor wt = w.dequantize_rows(r, n, dy.scalar_type());
+    if (wide) dx.addmm_(dy.narrow(1, r, n), wt);
+    else dx.add_(at::mm(dy.narrow(1, r, n), wt));
+  }
+  return wide ? dx : dx.to(dy.scalar_type());
+}
+
+}  // namespace llmft::model
