@@ -259,6 +259,12 @@ std::string export_merged(const Config& c) {
               "the adapter's base model \"{}\" is not a local directory: give model.path", base_dir);
   io::ModelDir base(base_dir);
   io::check_adapter_fits(adapter, adapter_dir, base.config(), base_dir);
+  // Merging into quantised weights (a bitsandbytes or FP8 checkpoint) would write either the dequantised weights or
+  // a re-quantisation that drifts from what was trained; neither is done silently.
+  LLMFT_CHECK(!base.config_json().contains("quantization_config") || base.config_json()["quantization_config"].is_null(),
+              Status::kUnsupported,
+              "{} is a quantised checkpoint (quantization_config in config.json): merge the adapter into the "
+              "unquantised model instead (model.path=<its full-precision directory>)", base_dir);
   std::string out_dir = c.export_.out.empty() ? path_join(c.output.dir, "merged") : c.export_.out;
   const double scaling = adapter.spec.scaling();
   const auto targets = adapter.spec.resolved_targets();

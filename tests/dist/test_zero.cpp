@@ -141,6 +141,35 @@ TEST(ShardedLoading, ZeroStage3FromAModelDirectoryMatchesOneProcess) {
   }
 }
 
+TEST(QuantizedBase, QloraOverZeroMatchesOneProcess) {
+  // model.quantize=nf4: every rank quantises the same base (stored weights are replicated, also under ZeRO-3, where
+  // the flat buffers are read slice by slice); ZeRO shards the adapters and their optimizer state. Worlds of 2
+  // (ZeRO-3) and 4 (ZeRO-2) train what one process trains.
+  const std::string dir = test::temp_dir("zero-qlora");
+  const std::string seed_run = dir + "/seed";
+  ASSERT_EQ(test::run_world(1, job_args(seed_run, "lora", 1, 0), seed_run), std::vector<int>{0});
+  const std::string base = seed_run + "/base";
+  auto args = [&](const std::string& out, int world, int stage) {
+    auto a = job_args(out, "lora", world, stage);
+    a.push_back("model.path=" + base);
+    a.push_back("model.quantize=nf4");
+    return a;
+  };
+  const std::string ref = dir + "/world1";
+  ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
+  for (const auto [world, stage] : {std::pair<int, int>{2, 3}, {4, 2}}) {
+    const std::string out = dir + "/world" + std::to_string(world);
+    ASSERT_EQ(test::run_world(world, args(out, world, stage), out), std::vector<int>(static_cast<size_t>(world), 0))
+        << tail_of(out + ".rank0.log");
+    const std::vector<double> a = losses(ref), b = losses(out);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
+    const Diff d = weights_diff(weights_file(out, "lora"), weights_file(ref, "lora"));
+    EXPECT_LE(d.max_rel, 1e-5) << world;
+    EXPECT_LE(d.l2_rel, 1e-5) << world;
+  }
+}
+
 TEST(Failure, KillingOneRankStopsTheOthersWithADiagnosis) {
   const std::string dir = test::temp_dir("kill");
   const std::string out = dir + "/out";

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Quantised frozen bases (model.quantize), in one run on this machine:
+#  1. Peak memory (GNU time's max RSS) and LoRA step time of a ~1B Llama-shaped model (random weights in Hugging Face
+#     layout, bf16 in the file: hidden 2048, 20 layers, GQA 32/8 heads, MLP 5632, 32,000-token vocabulary, untied;
+#     1.03B parameters), LoRA r=16 on every linear, one 128-token row a step, 3 steps: float32 and bfloat16 bases
+#     against NF4 and FP8 bases (bf16 compute). The step time is the mean of steps 2 and 3.
+#  2. QLoRA tracking LoRA: stories260K (pretrained) on Alpaca, 50 steps of LoRA r=8 on every linear, the same seed and
+#     data with the base in float32 and in NF4; the largest difference of the logged training losses.
+#   bench/quantized.sh [BUILD_DIR]     (needs scripts/deps.sh test, ../shared/data, GNU time; about 10 minutes)
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build=${1:-$root/build}
+py=${LLMFT_PYTHON:-${LLMFT_VENV:-$root/.venv}/bin/python}
+data=${LLMFT_TEST_DATA:-$root/../shared/data}
+tiny=$data/models/stories260K-hf
+[[ -f $tiny/tokenizer.json ]] || { echo "no $tiny: this bench needs ../shared/data"; exit 1; }
+[[ -x $build/bin/llmft ]] || cmake --build "$build" --target llmft_cli > /dev/null
+work=$(mktemp -d "${TMPDIR:-/tmp}/llmft-quant-bench.XXXXXX")
+trap 'rm -rf "$work"' EXIT
+"$py" - "$work/model" <<'PY'
+import json, os, sys, torch
+from safetensors.torch import save_file
+out = sys.argv[1]; os.makedirs(out)
+C, L, H, K, F, V = 2048, 20, 32, 8, 5632, 32000
+D = C // H
+json.dump({"architectures": ["LlamaForCausalLM"], "hidden_size": C, "intermediate_size": F, "num_hidden_layers": L,
+           "num_attention_heads": H, "num_key_value_heads": K, "vocab_size": V, "rms_norm_eps": 1e-5,
+           "max_position_embeddings": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16"},
+          open(os.path.join(out, "config.json"), "w"))
+g = torch.Generator().manual_seed(0)
+t = {}
+def w(name, *shape): t[name] = (torch.randn(*shape, generator=g) * 0.02).bfloat16()
+w("model.embed_tokens.weight", V, C); w("lm_head.weight", V, C); t["model.norm.weight"] = torch.ones(C).bfloat16()
+for i in range(L):
+    p = f"model.layers.{i}."
+    w(p + "self_attn.q_proj.weight", H * D, C); w(p + "self_attn.k_proj.weight", K * D, C)
+    w(p + "self_attn.v_proj.weight", K * D, C); w(p + "self_attn.o_proj.weight", C, H * D)
+    w(p + "mlp.gate_proj.weight", F, C); w(p + "mlp.up_proj.weight", F, C); w(p + "mlp.down_proj.weight", C, F)
+    t[p + "input_layernorm.weight"] = torch.ones(C).bfloat16()
+    t[p + "post_attention_layernorm.weight"] = torch.ones(C).bfloat16()
+save_file(t, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
+PY
+sync
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
+
+# step_times <metrics.jsonl>: the mean seconds of steps 2.. from the logged tokens/s (128 tokens a step).
+steps() {
+  "$py" - "$1" <<'PY'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l and '"eval_loss"' not in l]
+t = [r["tokens_per_second"] for r in rows if r["step"] >= 2]
+print(f"{sum(128 / x for x in t) / len(t):.2f}")
+PY
+}
+printf '%-28s %14s %12s\n' "1.03B Llama, LoRA r=16" "peak RSS MB" "s / step"
+for run in "float32 none" "bfloat16 none" "bfloat16 nf4" "bfloat16 fp8"; do
+  read -r dtype quant <<< "$run"
+  out=$work/out-$dtype-$quant
+  /usr/bin/time -f '%M' -o "$work/rss" "$build/bin/llmft" train model.path="$work/model" model.dtype="$dtype" \
+    model.quantize="$quant" tokenizer.path="$tiny/tokenizer.json" train.mode=lora lora.r=16 lora.alpha=32 \
+    lora.target_modules=all-linear data.synthetic_records=64 data.seq_len=128 data.eval_count=0 train.max_steps=3 \
+    train.micro_batch_size=1 train.grad_accum=1 log.every=1 generate.num_samples=0 output.dir="$out" \
+    > "$work/log" 2>&1 || { cat "$work/log"; exit 1; }
+  printf '%-28s %14d %12s\n' "$dtype base, quantize=$quant" $(($(cat "$work/rss") / 1024)) "$(steps "$out/metrics.jsonl")"
+done
+
+for quant in none nf4; do
+  "$build/bin/llmft" train model.path="$tiny" data.path="$data/datasets/alpaca/alpaca_5000.json" data.format=alpaca \
+    data.seq_len=256 data.eval_count=0 train.mode=lora lora.r=8 lora.alpha=16 lora.target_modules=all-linear \
+    train.max_steps=50 train.micro_batch_size=4 log.every=1 generate.num_samples=0 model.quantize=$quant \
+    output.dir="$work/track-$quant" > "$work/log" 2>&1 || { cat "$work/log"; exit 1; }
+done
+"$py" - "$work/track-none/metrics.jsonl" "$work/track-nf4/metrics.jsonl" <<'PY'
+import json, sys
+def losses(p): return {r["step"]: r["loss"] for r in map(json.loads, open(p)) if "loss" in r and "eval_loss" not in r}
+a, b = losses(sys.argv[1]), losses(sys.argv[2])
+d = max(abs(a[s] - b[s]) / a[s] for s in a)
+print(f"stories260K LoRA, 50 steps: loss {a[1]:.4f} -> {a[50]:.4f} (float32 base), {b[1]:.4f} -> {b[50]:.4f} (NF4); "
+      f"largest relative difference of a step's loss {d * 100:.2f}%")
+PY
