@@ -17,29 +17,7 @@ tiny=$data/models/stories260K-hf
 [[ -x $build/bin/llmft ]] || cmake --build "$build" --target llmft_cli > /dev/null
 work=$(mktemp -d "${TMPDIR:-/tmp}/llmft-quant-bench.XXXXXX")
 trap 'rm -rf "$work"' EXIT
-"$py" - "$work/model" <<'PY'
-import json, os, sys, torch
-from safetensors.torch import save_file
-out = sys.argv[1]; os.makedirs(out)
-C, L, H, K, F, V = 2048, 20, 32, 8, 5632, 32000
-D = C // H
-json.dump({"architectures": ["LlamaForCausalLM"], "hidden_size": C, "intermediate_size": F, "num_hidden_layers": L,
-           "num_attention_heads": H, "num_key_value_heads": K, "vocab_size": V, "rms_norm_eps": 1e-5,
-           "max_position_embeddings": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16"},
-          open(os.path.join(out, "config.json"), "w"))
-g = torch.Generator().manual_seed(0)
-t = {}
-def w(name, *shape): t[name] = (torch.randn(*shape, generator=g) * 0.02).bfloat16()
-w("model.embed_tokens.weight", V, C); w("lm_head.weight", V, C); t["model.norm.weight"] = torch.ones(C).bfloat16()
-for i in range(L):
-    p = f"model.layers.{i}."
-    w(p + "self_attn.q_proj.weight", H * D, C); w(p + "self_attn.k_proj.weight", K * D, C)
-    w(p + "self_attn.v_proj.weight", K * D, C); w(p + "self_attn.o_proj.weight", C, H * D)
-    w(p + "mlp.gate_proj.weight", F, C); w(p + "mlp.up_proj.weight", F, C); w(p + "mlp.down_proj.weight", C, F)
-    t[p + "input_layernorm.weight"] = torch.ones(C).bfloat16()
-    t[p + "post_attention_layernorm.weight"] = torch.ones(C).bfloat16()
-save_file(t, os.path.join(out, "model.safetensors"), metadata={"format": "pt"})
-PY
+"$py" "$root/bench/random_llama.py" "$work/model" 2048 20 32 8 5632 32000
 sync
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(nproc)}
 

@@ -9,11 +9,14 @@
 #include <cstdio>
 #include <cstdlib>
 #include <sys/wait.h>
+#include <functional>
+#include <map>
 #include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "llmft/error.hpp"
 #include "llmft/tokenizer.hpp"
 #include "util/file.hpp"
 
@@ -111,6 +114,30 @@ inline std::string temp_dir(const std::string& name) {
   std::lock_guard<std::mutex> lk(dirs.mu);
   dirs.paths.push_back(templ);
   return templ;
+}
+
+// The folder a reference script (run as `script <folder>`, path relative to the source tree) filled, made once per
+// test program; a failing script fails the test that first asked.
+inline const std::string& reference_output(const std::string& script, const std::string& name) {
+  static std::mutex mu;
+  static std::map<std::string, std::string> made;
+  std::lock_guard<std::mutex> lk(mu);
+  auto it = made.find(script);
+  if (it == made.end()) {
+    it = made.emplace(script, temp_dir(name)).first;
+    run_python_script(script, it->second);
+  }
+  return it->second;
+}
+
+// The message of the llmft::Error a call throws, or "" when it returns.
+inline std::string error_of(const std::function<void()>& fn) {
+  try {
+    fn();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
 }
 
 // The trained tokens of an encoded example (anything with `ids` and `trained`), decoded one contiguous run at a

@@ -1,8 +1,10 @@
 #include "model/stored_weight.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 
+#include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
 #include "io/fp8_block.hpp"
@@ -58,6 +60,14 @@ int64_t StoredWeight::bytes() const {
 
 namespace {
 
+StoredWeight header(const std::string& name, const at::Tensor& w, WeightFormat format) {
+  StoredWeight s;
+  s.name = name;
+  s.shape = {w.size(0), w.size(1)};
+  s.format = format;
+  return s;
+}
+
 // The fp32 absmax of every NF4 block, undoing the double quantisation: code[q] * nested_absmax + offset.
 at::Tensor nf4_block_scales(const StoredWeight& w, int64_t first, int64_t count) {
   if (w.absmax.scalar_type() == at::kFloat) return w.absmax.narrow(0, first, count);
@@ -66,31 +76,57 @@ at::Tensor nf4_block_scales(const StoredWeight& w, int64_t first, int64_t count)
   return w.nested_code.index_select(0, q) * w.nested_absmax.index_select(0, outer) + w.offset;
 }
 
-at::Tensor nf4_rows(const StoredWeight& w, int64_t start, int64_t n) {
-  const int64_t I = w.cols(), e0 = start * I, e1 = (start + n) * I;
-  const int64_t b0 = e0 / 2, b1 = (e1 + 1) / 2;
-  at::Tensor bytes = w.data.narrow(0, b0, b1 - b0);
-  at::Tensor idx = at::stack({bytes.bitwise_right_shift(4), bytes.bitwise_and(15)}, 1).view({-1}).to(at::kLong);
-  idx = idx.narrow(0, e0 - 2 * b0, e1 - e0);
-  at::Tensor values = nf4_levels().index_select(0, idx);  // (n * I) fp32
-  const int64_t bs = w.blocksize, first = e0 / bs, last = (e1 - 1) / bs;
-  at::Tensor scales = nf4_block_scales(w, first, last - first + 1);
-  if (e0 % bs == 0 && (e1 - e0) % bs == 0) {
-    values = (values.view({-1, bs}) * scales.view({-1, 1})).view({-1});
-  } else {
-    at::Tensor block = at::floor_divide(at::arange(e0, e1, at::kLong), bs) - first;
-    values = values * scales.index_select(0, block);
-  }
-  return values.view({n, I});
+// Elements [e0, e0 + count) of the flattened weight, dequantised into `out`: level[q] * absmax in fp32, then one
+// rounding to Out (float, or bfloat16 to nearest even as ATen rounds).
+template <typename Out>
+void nf4_fill(const StoredWeight& w, int64_t e0, int64_t count, Out* out) {
+  const int64_t bs = w.blocksize, e1 = e0 + count, first = e0 / bs, last = (e1 - 1) / bs;
+  const at::Tensor scales = nf4_block_scales(w, first, last - first + 1).contiguous();
+  const float* sc = scales.data_ptr<float>();
+  const float* lv = nf4_levels().data_ptr<float>();
+  const uint8_t* bytes = w.data.data_ptr<uint8_t>();
+  // Block by block, a byte (two values, the first in the high nibble) at a time.
+  at::parallel_for(first, last + 1, std::max<int64_t>(1, (1 << 16) / bs), [&](int64_t blo, int64_t bhi) {
+    for (int64_t k = blo; k < bhi; ++k) {
+      const float scale = sc[k - first];
+      const int64_t hi = std::min(e1, (k + 1) * bs);
+      int64_t e = std::max(e0, k * bs);
+      if (e & 1) {  // the block starts in a byte's low nibble
+        out[e - e0] = static_cast<Out>(lv[bytes[e >> 1] & 15] * scale);
+        ++e;
+      }
+      for (; e + 1 < hi; e += 2) {
+        const uint8_t b = bytes[e >> 1];
+        out[e - e0] = static_cast<Out>(lv[b >> 4] * scale);
+        out[e + 1 - e0] = static_cast<Out>(lv[b & 15] * scale);
+      }
+      if (e < hi) out[e - e0] = static_cast<Out>(lv[bytes[e >> 1] >> 4] * scale);
+    }
+  });
 }
 
-at::Tensor fp8_rows(const StoredWeight& w, int64_t start, int64_t n) {
-  const int64_t I = w.cols(), B0 = w.block_rows, B1 = w.block_cols;
-  at::Tensor v = w.data.narrow(0, start, n).view(at::kFloat8_e4m3fn).to(at::kFloat);  // (n, I)
-  const int64_t s0 = start / B0, s1 = (start + n - 1) / B0;
-  at::Tensor s = w.scale.narrow(0, s0, s1 - s0 + 1);                                    // (rows of blocks, cols of blocks)
-  s = s.repeat_interleave(B0, 0).narrow(0, start - s0 * B0, n).repeat_interleave(B1, 1).narrow(1, 0, I);
-  return v * s;
+// Rows [start, start + n): e4m3(w) * the scale of its block, as torch computes w.to(float32) * scale.
+template <typename Out>
+void fp8_fill(const StoredWeight& w, int64_t start, int64_t n, Out* out) {
+  static const std::array<float, 256> table = [] {
+    std::array<float, 256> t{};
+    for (int b = 0; b < 256; ++b) t[static_cast<size_t>(b)] = io::e4m3fn_to_f32(static_cast<uint8_t>(b));
+    return t;
+  }();
+  const int64_t I = w.cols(), B0 = w.block_rows, B1 = w.block_cols, blocks = w.scale.size(1);
+  const float* sc = w.scale.data_ptr<float>();
+  const uint8_t* bytes = w.data.data_ptr<uint8_t>();
+  at::parallel_for(0, n, std::max<int64_t>(1, (1 << 16) / std::max<int64_t>(1, I)), [&](int64_t lo, int64_t hi) {
+    for (int64_t r = lo; r < hi; ++r) {
+      const float* srow = sc + ((start + r) / B0) * blocks;
+      const uint8_t* in = bytes + (start + r) * I;
+      Out* o = out + r * I;
+      for (int64_t c = 0; c < blocks; ++c) {
+        const float scale = srow[c];
+        for (int64_t j = c * B1, end = std::min(I, j + B1); j < end; ++j) o[j] = static_cast<Out>(table[in[j]] * scale);
+      }
+    }
+  });
 }
 
 int64_t tile_rows(const StoredWeight& w, int64_t tile_elements) {
@@ -106,21 +142,24 @@ int64_t tile_rows(const StoredWeight& w, int64_t tile_elements) {
 at::Tensor StoredWeight::dequantize_rows(int64_t start, int64_t n, at::ScalarType dtype) const {
   LLMFT_CHECK(defined() && start >= 0 && n > 0 && start + n <= rows(), Status::kInternal,
               "{}: rows [{}, {}) of a stored weight of {} rows", name, start, start + n, shape.empty() ? 0 : rows());
-  switch (format) {
-    case WeightFormat::kDense: return data.narrow(0, start, n).to(dtype);
-    case WeightFormat::kNf4: return nf4_rows(*this, start, n).to(dtype);
-    case WeightFormat::kFp8Block: return fp8_rows(*this, start, n).to(dtype);
+  if (format == WeightFormat::kDense) return data.narrow(0, start, n).to(dtype);
+  // Written straight into the tile in bf16 or fp32 (other dtypes convert from fp32).
+  const bool bf16 = dtype == at::kBFloat16;
+  at::Tensor out = at::empty({n, cols()}, bf16 ? at::kBFloat16 : at::kFloat);
+  if (format == WeightFormat::kNf4) {
+    if (bf16) nf4_fill(*this, start * cols(), n * cols(), out.data_ptr<at::BFloat16>());
+    else nf4_fill(*this, start * cols(), n * cols(), out.data_ptr<float>());
+  } else {
+    if (bf16) fp8_fill(*this, start, n, out.data_ptr<at::BFloat16>());
+    else fp8_fill(*this, start, n, out.data_ptr<float>());
   }
-  return {};
+  return bf16 || dtype == at::kFloat ? out : out.to(dtype);
 }
 
 StoredWeight quantize_nf4(const std::string& name, const at::Tensor& w, int64_t blocksize, bool double_quant) {
   LLMFT_CHECK(w.dim() == 2 && blocksize > 0, Status::kInvalidArgument, "{}: NF4 stores (out, in) weights", name);
   c10::InferenceMode guard;
-  StoredWeight s;
-  s.name = name;
-  s.shape = {w.size(0), w.size(1)};
-  s.format = WeightFormat::kNf4;
+  StoredWeight s = header(name, w, WeightFormat::kNf4);
   s.blocksize = blocksize;
   // As bitsandbytes' quantize_4bit: full blocks are multiplied by the reciprocal of their absmax, a last partial block
   // is divided by its absmax; then each value takes the level whose midpoints bracket it (a value on a midpoint takes
@@ -187,10 +226,7 @@ StoredWeight quantize_fp8_block(const std::string& name, const at::Tensor& w, in
   LLMFT_CHECK(w.dim() == 2 && block_rows > 0 && block_cols > 0, Status::kInvalidArgument,
               "{}: FP8 blocks store (out, in) weights", name);
   c10::InferenceMode guard;
-  StoredWeight s;
-  s.name = name;
-  s.shape = {w.size(0), w.size(1)};
-  s.format = WeightFormat::kFp8Block;
+  StoredWeight s = header(name, w, WeightFormat::kFp8Block);
   s.block_rows = block_rows;
   s.block_cols = block_cols;
   const int64_t O = w.size(0), I = w.size(1);
@@ -207,10 +243,7 @@ StoredWeight quantize_fp8_block(const std::string& name, const at::Tensor& w, in
 }
 
 StoredWeight store_dense(const std::string& name, const at::Tensor& w, at::ScalarType dtype) {
-  StoredWeight s;
-  s.name = name;
-  s.shape = {w.size(0), w.size(1)};
-  s.format = WeightFormat::kDense;
+  StoredWeight s = header(name, w, WeightFormat::kDense);
   s.data = w.to(dtype).contiguous();
   return s;
 }

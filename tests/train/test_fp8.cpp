@@ -23,14 +23,7 @@ using namespace llmft;
 
 namespace {
 
-const std::string& reference_dir() {
-  static const std::string dir = [] {
-    const std::string d = test::temp_dir("fp8");
-    test::run_python_script("tests/train/fp8_reference.py", d);
-    return d;
-  }();
-  return dir;
-}
+const std::string& reference_dir() { return test::reference_output("tests/train/fp8_reference.py", "fp8"); }
 
 at::Tensor logits_of(const std::string& dir) {
   c10::InferenceMode guard;
@@ -43,14 +36,7 @@ at::Tensor logits_of(const std::string& dir) {
   return m.forward_logits(model::make_batch({{5, 17, 3, 44, 8, 299, 0, 120}}, {std::vector<uint8_t>(8, 1)}));
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 }  // namespace
 

@@ -22,14 +22,7 @@ using namespace llmft;
 
 namespace {
 
-const std::string& reference_dir() {
-  static const std::string dir = [] {
-    const std::string d = test::temp_dir("nf4");
-    test::run_python_script("tests/train/nf4_reference.py", d);
-    return d;
-  }();
-  return dir;
-}
+const std::string& reference_dir() { return test::reference_output("tests/train/nf4_reference.py", "nf4"); }
 
 at::Tensor tensor_of(const io::TensorView& t) {
   at::ScalarType s = t.dtype == io::DType::kF32 ? at::kFloat : t.dtype == io::DType::kBF16 ? at::kBFloat16 : at::kByte;
@@ -42,14 +35,7 @@ bool same_bits(const at::Tensor& a, const at::Tensor& b) {
   return std::memcmp(x.data_ptr(), y.data_ptr(), static_cast<size_t>(x.numel()) * x.element_size()) == 0;
 }
 
-std::string error_of(const std::function<void()>& fn) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
+using test::error_of;
 
 const std::vector<int32_t> kIds = {5, 17, 3, 44, 8, 29, 0, 90, 61, 2};
 
