@@ -7,6 +7,7 @@
 #include <limits>
 #include <random>
 
+#include "io/dtype_convert.hpp"
 #include "util/check.hpp"
 
 namespace llmft::model {
@@ -337,7 +338,9 @@ void Decoder::load_stored(const TensorLookup& lookup, const std::string& origin,
         LLMFT_CHECK(t->shape == shape, Status::kFormat, "{}: tensor \"{}\" has shape [{}], the model needs [{}]", origin,
                     name, fmt::join(t->shape, ", "), fmt::join(shape, ", "));
         at::Tensor dense = at::from_blob(const_cast<uint8_t*>(t->data), shape, scalar_type(t->dtype, name, origin));
-        require_finite(dense, *t, origin);
+        // The checkpoint's bits, tested in one pass (the tensor is read whole here, not a slice of it).
+        LLMFT_CHECK(io::all_finite(*t), Status::kFormat, "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)",
+                    origin, name);
         w = stored_from(name, dense);
       }
       if (done)

@@ -4,6 +4,7 @@
 #include <array>
 #include <cmath>
 
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <nlohmann/json.hpp>
 
@@ -162,31 +163,58 @@ StoredWeight quantize_nf4(const std::string& name, const at::Tensor& w, int64_t 
   StoredWeight s = header(name, w, WeightFormat::kNf4);
   s.blocksize = blocksize;
   // As bitsandbytes' quantize_4bit: full blocks are multiplied by the reciprocal of their absmax, a last partial block
-  // is divided by its absmax; then each value takes the level whose midpoints bracket it (a value on a midpoint takes
-  // the lower level).
-  at::Tensor a = w.reshape({-1}).to(at::kFloat);
-  const int64_t n = a.numel(), rem = n % blocksize, full = n - rem;
-  std::vector<at::Tensor> absmax, scaled;
-  if (full > 0) {
-    at::Tensor blocks = a.narrow(0, 0, full).view({-1, blocksize});
-    at::Tensor m = blocks.abs().amax(1);
-    absmax.push_back(m);
-    scaled.push_back(at::clamp(blocks * m.clamp_min(1e-38).reciprocal().view({-1, 1}), -1, 1).view({-1}));
-  }
-  if (rem > 0) {
-    at::Tensor tail = a.narrow(0, full, rem);
-    at::Tensor m = tail.abs().amax().clamp_min(1e-38);
-    absmax.push_back(m.view({1}));
-    scaled.push_back(at::clamp(tail / m, -1, 1));
-  }
-  at::Tensor x = at::cat(scaled);
-  if (x.numel() % 2) x = at::cat({x, at::zeros({1}, x.options())});
-  const at::Tensor& lv = nf4_levels();
-  at::Tensor bounds = (lv.narrow(0, 0, 15) + lv.narrow(0, 1, 15)) / 2;
-  at::Tensor q = at::bucketize(x, bounds, /*out_int32=*/true).to(at::kByte);
-  at::Tensor pairs = q.view({-1, 2});
-  s.data = pairs.select(1, 0).bitwise_left_shift(4).bitwise_or(pairs.select(1, 1)).contiguous();
-  at::Tensor am = at::cat(absmax);  // (blocks) fp32
+  // is divided by its absmax (clamped to 1e-38, which is what it stores); then each value takes the level whose
+  // midpoints bracket it (a value on a midpoint takes the lower level), all in fp32. Loops over the weight's own
+  // values: loading a model quantises one tensor after another, and no temporary the size of a tensor is made.
+  const at::Tensor a = w.contiguous();
+  const int64_t n = a.numel(), blocks = (n + blocksize - 1) / blocksize, full = n / blocksize;
+  at::Tensor am = at::empty({blocks}, at::kFloat);  // (blocks) fp32
+  s.data = at::empty({(n + 1) / 2}, at::kByte);
+  float bounds[15];
+  const float* lv = nf4_levels().data_ptr<float>();
+  for (int i = 0; i < 15; ++i) bounds[i] = (lv[i] + lv[i + 1]) / 2;
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.scalar_type(), "quantize_nf4", [&] {
+    const scalar_t* x = a.data_ptr<scalar_t>();
+    float* m = am.data_ptr<float>();
+    at::parallel_for(0, blocks, 256, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        float v = 0;
+        for (int64_t e = b * blocksize, end = std::min(n, e + blocksize); e < end; ++e)
+          v = std::max(v, std::fabs(static_cast<float>(x[e])));
+        m[b] = b < full ? v : std::max(v, 1e-38f);
+      }
+    });
+    // How many midpoints lie below the clamped value (a binary search over the 15 sorted midpoints).
+    auto level = [&](float v) {
+      const float c = std::min(1.0f, std::max(-1.0f, v));
+      int q = 0;
+      q += bounds[q + 7] < c ? 8 : 0;
+      q += bounds[q + 3] < c ? 4 : 0;
+      q += bounds[q + 1] < c ? 2 : 0;
+      q += bounds[q] < c ? 1 : 0;
+      return static_cast<uint8_t>(q);
+    };
+    uint8_t* out = s.data.data_ptr<uint8_t>();
+    // Block by block; a byte holds two values (the first in the high nibble), so blocks of an odd size, which share
+    // bytes, run in order on one thread.
+    at::parallel_for(0, blocks, blocksize % 2 == 0 ? 1024 : blocks, [&](int64_t lo, int64_t hi) {
+      for (int64_t b = lo; b < hi; ++b) {
+        const float r = 1.0f / std::max(m[b], 1e-38f);
+        int64_t e = b * blocksize;
+        const int64_t end = std::min(n, e + blocksize);
+        if (b < full && blocksize % 2 == 0)  // whole bytes: two values at a time
+          for (; e < end; e += 2)
+            out[e >> 1] = static_cast<uint8_t>(level(static_cast<float>(x[e]) * r) << 4 |
+                                               level(static_cast<float>(x[e + 1]) * r));
+        for (; e < end; ++e) {
+          const uint8_t q = level(b < full ? static_cast<float>(x[e]) * r : static_cast<float>(x[e]) / m[b]);
+          if (e & 1) out[e >> 1] |= q;
+          else out[e >> 1] = static_cast<uint8_t>(q << 4);
+        }
+      }
+    });
+    if (n % 2) out[n >> 1] |= level(0.0f);  // an odd count is padded with a zero, as bitsandbytes pads it
+  });
   if (!double_quant) {
     s.absmax = am.contiguous();
     return s;
@@ -231,14 +259,32 @@ StoredWeight quantize_fp8_block(const std::string& name, const at::Tensor& w, in
   s.block_cols = block_cols;
   const int64_t O = w.size(0), I = w.size(1);
   const int64_t R = (O + block_rows - 1) / block_rows, C = (I + block_cols - 1) / block_cols;
-  // Pad to whole blocks, take each block's absmax, scale = absmax / 448 (E4M3FN's largest finite value).
-  at::Tensor a = at::zeros({R * block_rows, C * block_cols}, at::kFloat);
-  a.narrow(0, 0, O).narrow(1, 0, I).copy_(w);
-  at::Tensor blocks = a.view({R, block_rows, C, block_cols});
-  at::Tensor amax = blocks.abs().amax({1, 3});  // (R, C)
-  s.scale = at::where(amax > 0, amax / 448.0f, at::ones_like(amax)).contiguous();
-  at::Tensor q = (blocks / s.scale.view({R, 1, C, 1})).clamp(-448, 448).to(at::kFloat8_e4m3fn);
-  s.data = q.view({R * block_rows, C * block_cols}).narrow(0, 0, O).narrow(1, 0, I).contiguous().view(at::kByte);
+  // Each block's scale = absmax / 448 (E4M3FN's largest finite value; 1 for a block of zeros); each value w / scale,
+  // rounded to the nearest E4M3FN value. One pass per block row, no temporary the size of the tensor.
+  const at::Tensor a = w.contiguous();
+  s.scale = at::empty({R, C}, at::kFloat);
+  s.data = at::empty({O, I}, at::kByte);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kBFloat16, at::kHalf, a.scalar_type(), "quantize_fp8_block", [&] {
+    const scalar_t* x = a.data_ptr<scalar_t>();
+    float* sc = s.scale.data_ptr<float>();
+    uint8_t* out = s.data.data_ptr<uint8_t>();
+    at::parallel_for(0, R, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t br = lo; br < hi; ++br) {
+        const int64_t r0 = br * block_rows, r1 = std::min(O, r0 + block_rows);
+        for (int64_t bc = 0; bc < C; ++bc) {
+          const int64_t c0 = bc * block_cols, c1 = std::min(I, c0 + block_cols);
+          float amax = 0;
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(static_cast<float>(x[r * I + c])));
+          const float scale = amax > 0 ? amax / 448.0f : 1.0f;
+          sc[br * C + bc] = scale;
+          for (int64_t r = r0; r < r1; ++r)
+            for (int64_t c = c0; c < c1; ++c)
+              out[r * I + c] = c10::Float8_e4m3fn(std::clamp(static_cast<float>(x[r * I + c]) / scale, -448.0f, 448.0f)).x;
+        }
+      }
+    });
+  });
   return s;
 }
 

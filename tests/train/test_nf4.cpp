@@ -202,4 +202,22 @@ TEST(Nf4, WhatIsNotReadIsRefusedByName) {
   write_file_atomic(dir + "/config.json", cfg.dump());
   ASSERT_EQ(std::system(("cp '" + reference_dir() + "/bnb/model.safetensors' '" + dir + "/'").c_str()), 0);
   EXPECT_NE(error_of([&] { load(dir, model::WeightFormat::kNf4); }).find("bitsandbytes 8-bit (LLM.int8)"), std::string::npos);
+  // A NaN in a weight that is quantised as it loads is named, as in any other weight.
+  const std::string nan_dir = test::temp_dir("nf4-nan");
+  {
+    io::SafetensorsFile base(reference_dir() + "/base/model.safetensors");
+    std::vector<io::TensorView> views = base.tensors();
+    std::vector<float> poisoned;
+    for (auto& v : views)
+      if (v.name == "model.layers.1.mlp.up_proj.weight") {
+        poisoned.assign(reinterpret_cast<const float*>(v.data), reinterpret_cast<const float*>(v.data) + v.numel());
+        poisoned[77] = std::nanf("");
+        v.data = reinterpret_cast<const uint8_t*>(poisoned.data());
+      }
+    io::write_safetensors(nan_dir + "/model.safetensors", views);
+  }
+  write_file_atomic(nan_dir + "/config.json", read_file(reference_dir() + "/base/config.json"));
+  EXPECT_NE(error_of([&] { load(nan_dir, model::WeightFormat::kNf4); })
+                .find("tensor \"model.layers.1.mlp.up_proj.weight\" holds values that are not finite"),
+            std::string::npos);
 }

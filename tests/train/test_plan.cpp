@@ -103,6 +103,39 @@ TEST(Plan, TrainingShardsWithTheZeroStage) {
   EXPECT_TRUE(names_stage) << z0.table();
 }
 
+TEST(Plan, AStoredBaseTakesItsBytesOnEveryRank) {
+  // model.quantize: the layers' linears take 0.516 bytes a value in NF4 (4 bits, an 8-bit absmax code per 64, an
+  // fp32 absmax per 256 codes) or 1.0002 in FP8, instead of 2 in bf16, and are not sharded by ZeRO-3.
+  Config c = llama70b("plan-70b-qlora", 1024);
+  PlanRequest r;
+  r.ranks = 8;
+  r.memory_gb = 80;
+  const double C = 8192, F = 28672, L = 80, Q = 8192, KV = 1024;
+  const double lin = L * (C * (Q + 2 * KV) + Q * C + 3 * C * F);
+  for (int stage : {0, 3}) {
+    SCOPED_TRACE(stage);
+    c.dist.zero_stage = stage;
+    c.model.quantize = "none";
+    const MemoryPlan dense = plan_memory(c, r);
+    for (const auto& [q, bytes] : {std::pair<std::string, double>{"nf4", 0.5 + 1.0 / 64 + 4.0 / (64 * 256)},
+                                   {"fp8", 1.0 + 4.0 / (128 * 128)}}) {
+      c.model.quantize = q;
+      const MemoryPlan p = plan_memory(c, r);
+      const double sharded = stage == 3 ? lin * 2 / 8 : lin * 2;
+      EXPECT_NEAR(p.weights, dense.weights - sharded + lin * bytes, 1e3) << q;
+    }
+  }
+  // LoRA at stage 0, one 1024-token row a micro-batch, does not fit 80 GB in bf16; NF4 is named as what fits.
+  c.dist.zero_stage = 0;
+  c.train.micro_batch_size = 1;
+  c.model.quantize = "none";
+  const MemoryPlan p = plan_memory(c, r);
+  EXPECT_FALSE(p.fits());
+  bool names_nf4 = false;
+  for (const auto& a : p.alternatives) names_nf4 = names_nf4 || a.rfind("model.quantize=nf4 (QLoRA)", 0) == 0;
+  EXPECT_TRUE(names_nf4) << p.table();
+}
+
 TEST(Plan, CommandPrintsThePlanAndRefusesWhatDoesNotFit) {
   const std::string dir = model_dir("plan-cli", kLlama70b);
   int status = 0;
