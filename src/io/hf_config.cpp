@@ -1,5 +1,7 @@
 #include "io/hf_config.hpp"
 
+#include <algorithm>
+
 #include "util/check.hpp"
 #include "util/file.hpp"
 
@@ -62,6 +64,7 @@ const char* arch_name(Arch a) {
     case Arch::kMistral: return "MistralForCausalLM";
     case Arch::kQwen2: return "Qwen2ForCausalLM";
     case Arch::kQwen3: return "Qwen3ForCausalLM";
+    case Arch::kQwen3Moe: return "Qwen3MoeForCausalLM";
   }
   return "?";
 }
@@ -88,10 +91,11 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   else if (c.architecture == "MistralForCausalLM") c.arch = Arch::kMistral;
   else if (c.architecture == "Qwen2ForCausalLM") c.arch = Arch::kQwen2;
   else if (c.architecture == "Qwen3ForCausalLM") c.arch = Arch::kQwen3;
+  else if (c.architecture == "Qwen3MoeForCausalLM") c.arch = Arch::kQwen3Moe;
   else
     LLMFT_FAIL(Status::kUnsupported,
                "{}: architecture \"{}\" is not supported (supported: LlamaForCausalLM, MistralForCausalLM, "
-               "Qwen2ForCausalLM, Qwen3ForCausalLM)", origin, c.architecture);
+               "Qwen2ForCausalLM, Qwen3ForCausalLM, Qwen3MoeForCausalLM)", origin, c.architecture);
 
   std::string act = j.value("hidden_act", std::string("silu"));
   LLMFT_CHECK(act == "silu", Status::kUnsupported, "{}: hidden_act \"{}\" is not supported (only silu)", origin, act);
@@ -135,11 +139,33 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
                   "{}: use_sliding_window=true is not supported for Qwen2ForCausalLM", origin);
       break;
     case Arch::kQwen3:
+    case Arch::kQwen3Moe:
       c.qkv_bias = c.o_bias = attention_bias;
       c.qk_norm = true;
       LLMFT_CHECK(!get_bool(j, "use_sliding_window", origin, false), Status::kUnsupported,
-                  "{}: use_sliding_window=true is not supported for Qwen3ForCausalLM", origin);
+                  "{}: use_sliding_window=true is not supported for {}", origin, c.architecture);
       break;
+  }
+  if (c.arch == Arch::kQwen3Moe) {
+    // transformers' Qwen3MoeConfig defaults, where a key is absent.
+    c.num_experts = get_int(j, "num_experts", origin, 128);
+    c.num_experts_per_tok = get_int(j, "num_experts_per_tok", origin, 8);
+    c.moe_intermediate_size = get_int(j, "moe_intermediate_size", origin, 768);
+    c.decoder_sparse_step = get_int(j, "decoder_sparse_step", origin, 1);
+    c.norm_topk_prob = get_bool(j, "norm_topk_prob", origin, false);
+    c.output_router_logits = get_bool(j, "output_router_logits", origin, false);
+    c.router_aux_loss_coef = get_double(j, "router_aux_loss_coef", origin, 0.001);
+    LLMFT_CHECK(c.num_experts_per_tok <= c.num_experts, Status::kFormat,
+                "{}: num_experts_per_tok ({}) exceeds num_experts ({})", origin, c.num_experts_per_tok, c.num_experts);
+    if (j.contains("mlp_only_layers") && !j["mlp_only_layers"].is_null()) {
+      const auto& m = j["mlp_only_layers"];
+      LLMFT_CHECK(m.is_array(), Status::kFormat, "{}: \"mlp_only_layers\" must be a list of layer indices", origin);
+      for (const auto& x : m) {
+        LLMFT_CHECK(x.is_number_integer(), Status::kFormat, "{}: \"mlp_only_layers\" entries must be integers, got {}",
+                    origin, x.dump());
+        c.mlp_only_layers.push_back(x.get<int64_t>());
+      }
+    }
   }
   LLMFT_CHECK(!c.mlp_bias || c.arch == Arch::kLlama, Status::kUnsupported, "{}: mlp_bias for {}", origin, c.architecture);
   if (c.arch == Arch::kMistral && j.contains("sliding_window") && !j["sliding_window"].is_null())
@@ -186,20 +212,34 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   return c;
 }
 
+bool ModelConfig::is_moe_layer(int64_t layer) const {
+  return num_experts > 0 && (layer + 1) % decoder_sparse_step == 0 &&
+         std::find(mlp_only_layers.begin(), mlp_only_layers.end(), layer) == mlp_only_layers.end();
+}
+
 int64_t ModelConfig::num_parameters() const {
   const int64_t h = hidden_size, q = q_dim(), kv = kv_dim(), f = intermediate_size;
-  int64_t layer = h * q + 2 * h * kv + q * h + 3 * h * f + 2 * h;
-  if (qkv_bias) layer += q + 2 * kv;
-  if (o_bias) layer += h;
-  if (mlp_bias) layer += 2 * f + h;
-  if (qk_norm) layer += 2 * head_dim;
-  return vocab_size * h * (tie_word_embeddings ? 1 : 2) + num_hidden_layers * layer + h;
+  int64_t attn = h * q + 2 * h * kv + q * h + 2 * h;
+  if (qkv_bias) attn += q + 2 * kv;
+  if (o_bias) attn += h;
+  if (qk_norm) attn += 2 * head_dim;
+  int64_t n = vocab_size * h * (tie_word_embeddings ? 1 : 2) + h;
+  for (int64_t l = 0; l < num_hidden_layers; ++l) {
+    n += attn;
+    if (is_moe_layer(l)) n += num_experts * (3 * h * moe_intermediate_size + h);  // experts and the router's row
+    else n += 3 * h * f + (mlp_bias ? 2 * f + h : 0);
+  }
+  return n;
 }
 
 nlohmann::json ModelConfig::to_json() const {
   nlohmann::json j;
   j["architectures"] = {architecture};
-  j["model_type"] = arch == Arch::kLlama ? "llama" : arch == Arch::kMistral ? "mistral" : arch == Arch::kQwen2 ? "qwen2" : "qwen3";
+  j["model_type"] = arch == Arch::kLlama     ? "llama"
+                    : arch == Arch::kMistral ? "mistral"
+                    : arch == Arch::kQwen2   ? "qwen2"
+                    : arch == Arch::kQwen3   ? "qwen3"
+                                             : "qwen3_moe";
   j["hidden_act"] = "silu";
   j["vocab_size"] = vocab_size;
   j["hidden_size"] = hidden_size;
@@ -222,7 +262,17 @@ nlohmann::json ModelConfig::to_json() const {
     j["rope_scaling"] = nullptr;
   }
   j["tie_word_embeddings"] = tie_word_embeddings;
-  if (arch == Arch::kLlama || arch == Arch::kQwen3) j["attention_bias"] = qkv_bias;
+  if (arch == Arch::kLlama || arch == Arch::kQwen3 || arch == Arch::kQwen3Moe) j["attention_bias"] = qkv_bias;
+  if (arch == Arch::kQwen3Moe) {
+    j["num_experts"] = num_experts;
+    j["num_experts_per_tok"] = num_experts_per_tok;
+    j["moe_intermediate_size"] = moe_intermediate_size;
+    j["decoder_sparse_step"] = decoder_sparse_step;
+    j["mlp_only_layers"] = mlp_only_layers;
+    j["norm_topk_prob"] = norm_topk_prob;
+    j["output_router_logits"] = output_router_logits;
+    j["router_aux_loss_coef"] = router_aux_loss_coef;
+  }
   if (arch == Arch::kLlama) j["mlp_bias"] = mlp_bias;
   if (arch == Arch::kMistral) j["sliding_window"] = sliding_window > 0 ? nlohmann::json(sliding_window) : nlohmann::json();
   j["torch_dtype"] = torch_dtype;

@@ -1,6 +1,7 @@
 // A Hugging Face model's config.json, for the decoder families llmft implements: LlamaForCausalLM (Llama 2, Llama 3 /
 // 3.1 with rope_scaling type llama3), MistralForCausalLM (sliding window), Qwen2ForCausalLM (q/k/v bias; also
-// DeepSeek-R1-Distill-Qwen) and Qwen3ForCausalLM (q_norm / k_norm). Anything llmft would compute differently from
+// DeepSeek-R1-Distill-Qwen), Qwen3ForCausalLM (q_norm / k_norm) and Qwen3MoeForCausalLM (Qwen3's attention; a
+// top-k routed mixture of SwiGLU experts in the layers decoder_sparse_step and mlp_only_layers choose). Anything llmft would compute differently from
 // transformers (another architecture, activation, rope scaling type, inconsistent head counts) is rejected by name
 // here, before any weight is read or any memory allocated.
 #pragma once
@@ -13,7 +14,7 @@
 
 namespace llmft::io {
 
-enum class Arch { kLlama, kMistral, kQwen2, kQwen3 };
+enum class Arch { kLlama, kMistral, kQwen2, kQwen3, kQwen3Moe };
 
 struct RopeScaling {
   std::string type;  // "" (none), "linear", "llama3"
@@ -35,6 +36,14 @@ struct ModelConfig {
   bool mlp_bias = false;
   bool qk_norm = false;   // Qwen3: RMSNorm over each head of q and k before RoPE
   int64_t sliding_window = 0;  // 0: none
+  // Mixture of experts (Qwen3MoE; num_experts 0 elsewhere). Layer l routes each token to num_experts_per_tok of
+  // num_experts SwiGLU experts of size moe_intermediate_size when l is not in mlp_only_layers and
+  // (l + 1) % decoder_sparse_step == 0; the other layers keep a dense MLP of intermediate_size.
+  int64_t num_experts = 0, num_experts_per_tok = 0, moe_intermediate_size = 0, decoder_sparse_step = 1;
+  bool norm_topk_prob = false;  // renormalise the top-k routing probabilities to sum to 1
+  double router_aux_loss_coef = 0.0;
+  bool output_router_logits = false;
+  std::vector<int64_t> mlp_only_layers;
   std::string torch_dtype = "float32";
   int64_t bos_token_id = -1;
   std::vector<int64_t> eos_token_ids;
@@ -45,6 +54,8 @@ struct ModelConfig {
 
   int64_t q_dim() const { return num_attention_heads * head_dim; }
   int64_t kv_dim() const { return num_key_value_heads * head_dim; }
+  bool moe() const { return num_experts > 0; }
+  bool is_moe_layer(int64_t layer) const;
   // Parameter count of the base model (embeddings, layers, final norm, untied head).
   int64_t num_parameters() const;
   // config.json for this configuration (used for checkpoints llmft creates itself).

@@ -23,12 +23,16 @@ std::vector<std::string> LoraSpec::resolved_targets() const {
   LLMFT_CHECK(!target_modules.empty(), Status::kInvalidArgument, "lora.target_modules is empty");
   std::vector<std::string> out;
   for (const auto& t : target_modules) {
-    if (t == "all-linear") return all_linear_modules();
-    bool known = false;
+    if (t == "all-linear") {
+      out = all_linear_modules();
+      out.push_back("experts");
+      return out;
+    }
+    bool known = t == "experts";
     for (const auto& m : all_linear_modules()) known = known || m == t;
     LLMFT_CHECK(known, Status::kInvalidArgument,
                 "lora.target_modules: \"{}\" is not a linear module of the decoder (choose from q_proj, k_proj, v_proj, "
-                "o_proj, gate_proj, up_proj, down_proj, or all-linear)", t);
+                "o_proj, gate_proj, up_proj, down_proj, experts, or all-linear)", t);
     out.push_back(t);
   }
   return out;

@@ -22,7 +22,9 @@ struct LoraSpec {
   bool use_rslora = false;
   std::vector<std::string> target_modules = {"q_proj", "v_proj"};  // or {"all-linear"}
   double scaling() const;
-  // Expands "all-linear"; throws Error(kInvalidArgument) naming a module that is not one of the decoder's linears.
+  // Expands "all-linear" (the seven linears and, in a mixture-of-experts model, every expert's gate/up/down; never
+  // the router). "experts" targets every expert's gate_proj, up_proj and down_proj; gate_proj / up_proj / down_proj
+  // name the dense MLPs. Throws Error(kInvalidArgument) naming a module that is none of these.
   std::vector<std::string> resolved_targets() const;
   bool targets(const std::string& module) const;
 };

@@ -51,6 +51,8 @@ struct Decoder::LayerWeights {
   at::Tensor d_attn_norm, d_mlp_norm, d_q_norm, d_k_norm;
   LinearWeights q, k, v, o, gate, up, down;
   at::Tensor w_qkv, dw_qkv, w_gate_up, dw_gate_up;  // fused views (undefined when the weights are not adjacent)
+  bool moe = false;  // the MLP is a mixture of experts (then gate/up/down above are unused)
+  MoeWeights experts;
 };
 
 struct Decoder::LayerCache {
@@ -58,6 +60,7 @@ struct Decoder::LayerCache {
   LinearCache q, k, v, o, gate, up, down;
   AttentionCache attn;
   at::Tensor g, u;
+  MoeCache moe;
 };
 
 struct Decoder::KVCache {
@@ -103,6 +106,33 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
                 "model.quantize {} with tensor parallelism: each rank would need row and column slices of quantised "
                 "blocks; generate from the unquantised model, or on one rank", format_name(options_.quantize.format));
   }
+  const bool lora_experts = options_.mode == TrainMode::kLora &&
+                            std::find(options_.lora.target_modules.begin(), options_.lora.target_modules.end(),
+                                      "experts") != options_.lora.target_modules.end();
+  if (c.moe()) {
+    for (const std::string& t : options_.lora.target_modules)
+      LLMFT_CHECK(options_.mode != TrainMode::kLora || (t != "gate_proj" && t != "up_proj" && t != "down_proj"),
+                  Status::kInvalidArgument,
+                  "lora.target_modules names {} in {}, a mixture-of-experts model: PEFT (with transformers 5) reads "
+                  "gate_proj, up_proj and down_proj there as the experts' projections, so an adapter on the dense MLP "
+                  "layers would not load as trained; target experts (every expert's gate/up/down) instead",
+                  t, c.architecture);
+    LLMFT_CHECK(P == 1, Status::kUnsupported,
+                "{} with tensor parallelism: the experts are not split across ranks; generate on one rank",
+                c.architecture);
+    LLMFT_CHECK(!(is_target("experts") && options_.lora.dropout > 0), Status::kUnsupported,
+                "lora.dropout {} with LoRA on the experts: PEFT applies no dropout to expert weights (its LoRA on "
+                "parameters refuses it); set lora.dropout 0, or leave experts out of lora.target_modules",
+                options_.lora.dropout);
+    LLMFT_CHECK(!(is_target("experts") && options_.lora.use_rslora), Status::kUnsupported,
+                "lora.use_rslora with LoRA on the experts: PEFT (0.21, with transformers 5) loads per-expert adapters "
+                "by fusing gate and up into one LoRA of twice the rank and twice lora_alpha, which keeps alpha / r but "
+                "not rsLoRA's alpha / sqrt(r), so the adapter would not compute there what it trained to; turn "
+                "use_rslora off, or leave experts out of lora.target_modules");
+  } else {
+    LLMFT_CHECK(!lora_experts, Status::kInvalidArgument,
+                "lora.target_modules names experts, but {} has no mixture-of-experts layers", c.architecture);
+  }
 
   auto base = [&](Unit& u, const std::string& name, std::vector<int64_t> shape, bool decay, const Split& split = {}) {
     (full ? u.trainable : u.frozen).add(name, std::move(shape), decay, split);
@@ -131,7 +161,8 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
     // matrix product (see fused_forward); biases and norms after them. Column-parallel weights (q/k/v, gate/up) are
     // split by output rows, row-parallel ones (o, down) by input columns; a LoRA pair splits B or A to match.
     enum Parallel { kColumn, kRow };
-    auto weight = [&](const std::string& block, const std::string& m, int64_t out, int64_t in, Parallel par) {
+    auto weight = [&](const std::string& block, const std::string& m, int64_t out, int64_t in, Parallel par,
+                      bool lora) {
       std::string n = p + block + "." + m;
       if (stored) {
         StoredWeight sw;
@@ -141,7 +172,7 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
       } else {
         base(u, n + ".weight", {out, in}, true, slice(par == kColumn ? 0 : 1, {out, in}));
       }
-      if (is_target(m)) {
+      if (lora) {
         u.trainable.add(n + ".lora_A.weight", {R, in}, true, par == kRow ? slice(1, {R, in}) : Split{});
         u.trainable.add(n + ".lora_B.weight", {out, R}, true, par == kColumn ? slice(0, {out, R}) : Split{});
       }
@@ -149,20 +180,34 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
     auto bias = [&](const std::string& block, const std::string& m, int64_t out, Parallel par) {
       base(u, p + block + "." + m + ".bias", {out}, false, par == kColumn ? slice(0, {out}) : Split{});
     };
-    weight("self_attn", "q_proj", Q, C, kColumn);
-    weight("self_attn", "k_proj", KV, C, kColumn);
-    weight("self_attn", "v_proj", KV, C, kColumn);
-    weight("self_attn", "o_proj", C, Q, kRow);
-    weight("mlp", "gate_proj", F, C, kColumn);
-    weight("mlp", "up_proj", F, C, kColumn);
-    weight("mlp", "down_proj", C, F, kRow);
+    for (const char* m : {"q_proj", "k_proj", "v_proj"}) weight("self_attn", m, m[0] == 'q' ? Q : KV, C, kColumn, is_target(m));
+    weight("self_attn", "o_proj", C, Q, kRow, is_target("o_proj"));
+    if (c.is_moe_layer(l)) {
+      // Router (E, C): trained only under full fine-tuning. Experts: every expert's gate and up back to back (so
+      // gate_up of all experts is one (E, 2 Fe, C) block, transformers' fused layout), then every down (E, C, Fe).
+      const int64_t E = c.num_experts, Fe = c.moe_intermediate_size;
+      base(u, p + "mlp.gate.weight", {E, C}, true);
+      const bool le = is_target("experts");
+      for (int64_t e = 0; e < E; ++e) {
+        const std::string ex = "experts." + std::to_string(e) + ".";
+        weight("mlp", ex + "gate_proj", Fe, C, kColumn, le);
+        weight("mlp", ex + "up_proj", Fe, C, kColumn, le);
+      }
+      for (int64_t e = 0; e < E; ++e)
+        weight("mlp", "experts." + std::to_string(e) + ".down_proj", C, Fe, kRow, le);
+    } else {
+      // A dense MLP layer of a mixture-of-experts model takes no LoRA (all-linear there means attention + experts).
+      weight("mlp", "gate_proj", F, C, kColumn, !c.moe() && is_target("gate_proj"));
+      weight("mlp", "up_proj", F, C, kColumn, !c.moe() && is_target("up_proj"));
+      weight("mlp", "down_proj", C, F, kRow, !c.moe() && is_target("down_proj"));
+    }
     if (c.qkv_bias) {
       bias("self_attn", "q_proj", Q, kColumn);
       bias("self_attn", "k_proj", KV, kColumn);
       bias("self_attn", "v_proj", KV, kColumn);
     }
     if (c.o_bias) bias("self_attn", "o_proj", C, kRow);
-    if (c.mlp_bias) {
+    if (c.mlp_bias && !c.is_moe_layer(l)) {
       bias("mlp", "gate_proj", F, kColumn);
       bias("mlp", "up_proj", F, kColumn);
       bias("mlp", "down_proj", C, kRow);
@@ -495,9 +540,12 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
   linear(w.k, "self_attn", "k_proj");
   linear(w.v, "self_attn", "v_proj");
   linear(w.o, "self_attn", "o_proj");
-  linear(w.gate, "mlp", "gate_proj");
-  linear(w.up, "mlp", "up_proj");
-  linear(w.down, "mlp", "down_proj");
+  w.moe = config_.is_moe_layer(static_cast<int64_t>(l));
+  if (!w.moe) {
+    linear(w.gate, "mlp", "gate_proj");
+    linear(w.up, "mlp", "up_proj");
+    linear(w.down, "mlp", "down_proj");
+  }
   // Weights that sit back to back in one buffer form one (sum of outs, in) matrix.
   auto fuse = [&](std::initializer_list<const char*> names, at::Tensor* wf, at::Tensor* dwf) {
     for (ParamGroup* g : {&u.trainable, &u.frozen}) {
@@ -521,7 +569,24 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
     }
   };
   fuse({"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"}, &w.w_qkv, &w.dw_qkv);
-  fuse({"mlp.gate_proj", "mlp.up_proj"}, &w.w_gate_up, &w.dw_gate_up);
+  if (!w.moe) {
+    fuse({"mlp.gate_proj", "mlp.up_proj"}, &w.w_gate_up, &w.dw_gate_up);
+    return w;
+  }
+  MoeWeights& m = w.experts;
+  m.router = param(u, p + "mlp.gate.weight", &m.drouter);
+  m.top_k = config_.num_experts_per_tok;
+  m.norm_topk_prob = config_.norm_topk_prob;
+  m.experts.resize(static_cast<size_t>(config_.num_experts));
+  for (size_t e = 0; e < m.experts.size(); ++e) {
+    ExpertWeights& ex = m.experts[e];
+    const std::string n = "mlp.experts." + std::to_string(e) + ".";
+    linear(ex.gate, "mlp", "experts." + std::to_string(e) + ".gate_proj");
+    linear(ex.up, "mlp", "experts." + std::to_string(e) + ".up_proj");
+    linear(ex.down, "mlp", "experts." + std::to_string(e) + ".down_proj");
+    ex.gate.dropout = ex.up.dropout = ex.down.dropout = 0.0;  // refused with expert LoRA (constructor)
+    if (!ex.gate.stored) fuse({(n + "gate_proj").c_str(), (n + "up_proj").c_str()}, &ex.w_gate_up, &ex.dw_gate_up);
+  }
   return w;
 }
 
@@ -609,6 +674,7 @@ at::Tensor Decoder::attention_output_and_mlp(LayerWeights& w, const at::Tensor& 
   reduce_partial(o);
   at::Tensor h2 = h + o;                                                                      // (n, C)
   at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr); // (n, C)
+  if (w.moe) return h2 + moe_forward(x2, w.experts, c ? &c->moe : nullptr, &moe_stats_);
   at::Tensor g, u;                                                                            // (n, F)
   if (w.w_gate_up.defined()) {
     auto gu = fused_linear_forward(x2, w.w_gate_up, {&w.gate, &w.up}, gen,
@@ -642,16 +708,20 @@ at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c
   LayerWeights w = bind_layer(l);
   const auto& cf = local_;
   const int64_t N = dh.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
-  // MLP branch: h3 = h2 + down(swiglu(gate(x2), up(x2)))
+  // MLP branch: h3 = h2 + down(swiglu(gate(x2), up(x2))), or h2 + moe(x2)
+  at::Tensor dx2;
+  if (w.moe) {
+    dx2 = moe_backward(dh, w.experts, c.moe, aux_dprobs_);
+  } else {
   at::Tensor da = linear_backward(dh, w.down, c.down);  // (N, F)
   at::Tensor dg, du;
   swiglu_backward(da, c.g, c.u, &dg, &du);
-  at::Tensor dx2;
   if (w.w_gate_up.defined()) {
     dx2 = fused_linear_backward({dg, du}, w.w_gate_up, w.dw_gate_up, {&w.gate, &w.up}, {&c.gate, &c.up});
   } else {
     dx2 = linear_backward(dg, w.gate, c.gate);
     dx2.add_(linear_backward(du, w.up, c.up));
+  }
   }
   at::Tensor dh2 = dh + rmsnorm_backward(dx2, w.mlp_norm, c.norm2, &w.d_mlp_norm);  // (N, C)
   // Attention branch: h2 = h + o(attn(rope(q), rope(k), v))
@@ -678,6 +748,23 @@ at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c
 
 // ---- whole model ----
 
+bool Decoder::balance_loss_on() const {
+  return config_.moe() && config_.router_aux_loss_coef > 0 &&
+         (config_.output_router_logits || options_.mode == TrainMode::kFull);
+}
+
+// transformers' load_balancing_loss_func over the pass's MoE layers: aux = E * sum_e f_e P_e, f_e the share of top-k
+// assignments to expert e (summing to k), P_e its mean probability, both over every token of every MoE layer. Its
+// gradient reaches each token's probabilities as E f_e / rows (f is a count, not differentiable).
+double Decoder::balance_loss(int64_t num_targets, at::Tensor* dprobs) {
+  if (!balance_loss_on() || moe_stats_.rows == 0) return 0.0;
+  const double rows = static_cast<double>(moe_stats_.rows), E = static_cast<double>(config_.num_experts);
+  const double scale = config_.router_aux_loss_coef * static_cast<double>(num_targets);
+  at::Tensor f = moe_stats_.counts.to(at::kDouble) / rows, P = moe_stats_.prob_sum.to(at::kDouble) / rows;
+  if (dprobs) *dprobs = (f * (scale * E / rows)).to(moe_stats_.counts.scalar_type());
+  return scale * E * (f * P).sum().item<double>();
+}
+
 double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Generator* dropout) {
   c10::InferenceMode guard;
   refuse_parallel("training (forward_backward)");
@@ -687,6 +774,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   at::Tensor cos, sin;
   rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
   at::Tensor h = embed(b.ids, &pp);
+  moe_stats_ = MoeStats();
   std::vector<LayerCache> caches(L);
   for (size_t l = 0; l < L; ++l) {
     pp.acquire(units_[l + 1], Pass::kForward);
@@ -708,6 +796,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
                                                &dw_out, 1024, &logits_workspace_);
   at::Tensor dhn = at::zeros_like(hn).index_copy_(0, idx, dsel);
   at::Tensor dh = rmsnorm_backward(dhn, norm_w, nc, &d_norm);
+  loss += balance_loss(b.num_targets, &aux_dprobs_);
   if (config_.tie_word_embeddings) pp.release(embed_unit());
   pp.release(head_unit());
   pp.grads_ready(head_unit());
@@ -718,6 +807,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
     pp.release(units_[l + 1]);
     pp.grads_ready(units_[l + 1]);
   }
+  aux_dprobs_ = at::Tensor();
   at::Tensor d_embed;
   pp.acquire(embed_unit(), Pass::kBackward);
   param(embed_unit(), "model.embed_tokens.weight", &d_embed);
@@ -735,6 +825,7 @@ double Decoder::forward_loss(const Batch& b, ParamProvider* provider, int64_t* c
   at::Tensor cos, sin;
   rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
   at::Tensor h = embed(b.ids, &pp);
+  moe_stats_ = MoeStats();
   for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l) {
     pp.acquire(units_[l + 1], Pass::kForward);
     h = layer_forward(l, h, cos, sin, b.doc_starts, nullptr, nullptr);
@@ -746,6 +837,7 @@ double Decoder::forward_loss(const Batch& b, ParamProvider* provider, int64_t* c
   at::Tensor idx = at::nonzero(b.targets >= 0).squeeze(1);
   double loss = cross_entropy_forward(hn.index_select(0, idx), b.targets.index_select(0, idx), output_weight(nullptr), 1024,
                                       &logits_workspace_, correct);
+  loss += balance_loss(b.num_targets, nullptr);
   if (config_.tie_word_embeddings) pp.release(embed_unit());
   pp.release(head_unit());
   return loss;

@@ -197,6 +197,14 @@ class Decoder {
   std::vector<Unit> units_;  // embed, layers.0 .. layers.L-1, head
   Rope rope_;
   at::Tensor logits_workspace_;  // the loss's (chunk, V) buffer, kept between micro-batches
+  // Mixture of experts: the routing statistics of the pass in progress, and the load-balancing loss's gradient for
+  // every MoE layer's probabilities during the backward pass.
+  MoeStats moe_stats_;
+  at::Tensor aux_dprobs_;
+  bool balance_loss_on() const;
+  // The load-balancing loss of the pass, times router_aux_loss_coef and the micro-batch's targets (the loss is a sum
+  // the trainer divides by the targets); *dprobs receives its gradient per probability. 0 when off.
+  double balance_loss(int64_t num_targets, at::Tensor* dprobs);
 };
 
 }  // namespace llmft::model

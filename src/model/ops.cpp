@@ -19,6 +19,9 @@ void add_mm(at::Tensor& dst, const at::Tensor& a, const at::Tensor& b) {
   else dst.addmm_(a.to(dst.scalar_type()), b.to(dst.scalar_type()));
 }
 
+// Softmax and log-sum-exp precision: fp32 as transformers (fp64 in gradient checks).
+at::ScalarType acc_type(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
+
 at::Tensor rotate_half(const at::Tensor& x) {  // cat(-x2, x1)
   int64_t h = x.size(-1) / 2;
   return at::cat({-x.narrow(-1, h, h), x.narrow(-1, 0, h)}, -1);
@@ -175,6 +178,127 @@ void swiglu_backward(const at::Tensor& da, const at::Tensor& g, const at::Tensor
   *dg = da * u * sig * (1 + g * (1 - sig));
 }
 
+// ---- Mixture of experts ----
+
+void MoeStats::add(const at::Tensor& top_idx, const at::Tensor& probs) {
+  const int64_t E = probs.size(1);
+  at::Tensor p = probs.sum(0);  // fp32 (fp64 in gradient checks)
+  at::Tensor c = at::bincount(top_idx.reshape({-1}), {}, E).to(p.scalar_type());
+  counts = counts.defined() ? counts + c : c;
+  prob_sum = prob_sum.defined() ? prob_sum + p : p;
+  rows += probs.size(0);
+}
+
+namespace {
+// One expert's SwiGLU MLP on its rows (n, C) -> (n, C).
+at::Tensor expert_forward(const at::Tensor& x, ExpertWeights& e, LinearCache* cg, LinearCache* cu, LinearCache* cd,
+                          at::Tensor* g_out, at::Tensor* u_out) {
+  at::Tensor g, u;  // (n, Fe)
+  if (e.w_gate_up.defined()) {
+    auto gu = fused_linear_forward(x, e.w_gate_up, {&e.gate, &e.up}, nullptr, {cg, cu});
+    g = gu[0];
+    u = gu[1];
+  } else {
+    g = linear_forward(x, e.gate, nullptr, cg);
+    u = linear_forward(x, e.up, nullptr, cu);
+  }
+  if (g_out) *g_out = g;
+  if (u_out) *u_out = u;
+  return linear_forward(swiglu_forward(g, u), e.down, nullptr, cd);
+}
+}  // namespace
+
+at::Tensor moe_forward(const at::Tensor& x, MoeWeights& w, MoeCache* c, MoeStats* stats) {
+  const int64_t N = x.size(0), C = x.size(1), E = w.router.size(0), k = w.top_k;
+  at::Tensor logits = at::mm(x, w.router.t());                          // (N, E) in x's dtype, as transformers
+  at::Tensor probs = at::softmax(logits, -1, acc_type(x));              // (N, E) fp32
+  auto top = at::topk(probs, k, -1);
+  at::Tensor top_prob = std::get<0>(top), top_idx = std::get<1>(top);  // (N, k)
+  at::Tensor weights = w.norm_topk_prob ? top_prob / top_prob.sum(-1, true) : top_prob;
+  if (stats) stats->add(top_idx, probs);
+  // Slots sorted by expert (stable: tokens in order within an expert).
+  at::Tensor order = at::argsort(top_idx.reshape({-1}), /*stable=*/true);        // (S)
+  at::Tensor token = at::div(order, k, "floor");                                  // (S)
+  at::Tensor counts = at::bincount(top_idx.reshape({-1}), {}, E).to(at::kLong);  // (E)
+  std::vector<int64_t> offsets(static_cast<size_t>(E) + 1, 0);
+  const int64_t* cnt = counts.data_ptr<int64_t>();
+  for (int64_t e = 0; e < E; ++e) offsets[static_cast<size_t>(e) + 1] = offsets[static_cast<size_t>(e)] + cnt[e];
+  at::Tensor xs = x.index_select(0, token);  // (S, C)
+  at::Tensor ys = at::empty_like(xs);        // (S, C)
+  if (c) {
+    c->gate.assign(static_cast<size_t>(E), {});
+    c->up.assign(static_cast<size_t>(E), {});
+    c->down.assign(static_cast<size_t>(E), {});
+    c->g.assign(static_cast<size_t>(E), {});
+    c->u.assign(static_cast<size_t>(E), {});
+  }
+  for (int64_t e = 0; e < E; ++e) {
+    const auto i = static_cast<size_t>(e);
+    const int64_t lo = offsets[i], n = offsets[i + 1] - lo;
+    if (n == 0) continue;
+    ys.narrow(0, lo, n).copy_(expert_forward(xs.narrow(0, lo, n), w.experts[i], c ? &c->gate[i] : nullptr,
+                                             c ? &c->up[i] : nullptr, c ? &c->down[i] : nullptr,
+                                             c ? &c->g[i] : nullptr, c ? &c->u[i] : nullptr));
+  }
+  at::Tensor ws = weights.reshape({-1}).index_select(0, order).to(x.scalar_type()).unsqueeze(1);  // (S, 1)
+  at::Tensor y = at::zeros({N, C}, x.options()).index_add_(0, token, ys * ws);
+  if (c) {
+    c->x = x;
+    c->probs = probs;
+    c->top_idx = top_idx;
+    c->top_prob = top_prob;
+    c->weights = weights;
+    c->order = order;
+    c->token = token;
+    c->offsets = std::move(offsets);
+    c->ys = ys;
+  }
+  return y;
+}
+
+at::Tensor moe_backward(const at::Tensor& dy, MoeWeights& w, const MoeCache& c, const at::Tensor& dprobs_extra) {
+  const int64_t N = dy.size(0), k = w.top_k, E = w.router.size(0);
+  const at::ScalarType acc = acc_type(dy);
+  at::Tensor dys = dy.index_select(0, c.token);                                                   // (S, C)
+  at::Tensor ws = c.weights.reshape({-1}).index_select(0, c.order).to(dy.scalar_type()).unsqueeze(1);  // (S, 1)
+  // d(loss)/d(weight) of every sorted slot: <dy of its token, its expert's output>.
+  at::Tensor dws = (dys.to(acc) * c.ys.to(acc)).sum(1);  // (S)
+  at::Tensor dxs = at::zeros_like(c.ys);                 // (S, C)
+  at::Tensor dye = dys * ws;                             // (S, C)
+  for (int64_t e = 0; e < E; ++e) {
+    const auto i = static_cast<size_t>(e);
+    const int64_t lo = c.offsets[i], n = c.offsets[i + 1] - lo;
+    if (n == 0) continue;
+    ExpertWeights& ex = w.experts[i];
+    at::Tensor da = linear_backward(dye.narrow(0, lo, n), ex.down, c.down[i]);  // (n, Fe)
+    at::Tensor dg, du;
+    swiglu_backward(da, c.g[i], c.u[i], &dg, &du);
+    at::Tensor dx;
+    if (ex.w_gate_up.defined()) {
+      LinearCache* caches[2] = {const_cast<LinearCache*>(&c.gate[i]), const_cast<LinearCache*>(&c.up[i])};
+      dx = fused_linear_backward({dg, du}, ex.w_gate_up, ex.dw_gate_up, {&ex.gate, &ex.up}, {caches[0], caches[1]});
+    } else {
+      dx = linear_backward(dg, ex.gate, c.gate[i]);
+      dx.add_(linear_backward(du, ex.up, c.up[i]));
+    }
+    dxs.narrow(0, lo, n).copy_(dx);
+  }
+  at::Tensor dx = at::zeros_like(dy).index_add_(0, c.token, dxs);  // (N, C)
+  // Back to the routing weights (N, k), their normalisation, the softmax and the router's product.
+  at::Tensor dw = at::empty({N * k}, dws.options()).index_copy_(0, c.order, dws).view({N, k});
+  at::Tensor dtop = dw;
+  if (w.norm_topk_prob) {  // w = p / sum(p): dp_j = (dw_j - sum_i dw_i w_i) / sum(p)
+    at::Tensor sum = c.top_prob.sum(-1, true);
+    dtop = (dw - (dw * c.weights).sum(-1, true)) / sum;
+  }
+  at::Tensor dprobs = at::zeros_like(c.probs).scatter_(1, c.top_idx, dtop);  // (N, E)
+  if (dprobs_extra.defined()) dprobs.add_(dprobs_extra.to(dprobs.scalar_type()).unsqueeze(0));
+  at::Tensor dlogits = c.probs * (dprobs - (dprobs * c.probs).sum(-1, true));  // (N, E) softmax backward
+  if (w.drouter.defined()) add_mm(w.drouter, dlogits.t().to(w.drouter.scalar_type()), c.x.to(w.drouter.scalar_type()));
+  dx.add_(at::mm(dlogits.to(dy.scalar_type()), w.router));
+  return dx;
+}
+
 // ---- Attention ----
 
 namespace {
@@ -195,8 +319,6 @@ at::Tensor repeat_heads(const at::Tensor& k, int64_t H) {
   return t.unsqueeze(1).expand({K, rep, t.size(1), t.size(2)}).reshape({H, t.size(1), t.size(2)});
 }
 
-// Softmax and log-sum-exp precision: fp32 as transformers (fp64 in gradient checks).
-at::ScalarType acc_type(const at::Tensor& x) { return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat; }
 
 // (H, L, D) summed back over each key/value head's query heads -> (L, K, D).
 at::Tensor reduce_heads(const at::Tensor& g, int64_t K) {

@@ -69,6 +69,46 @@ at::Tensor fused_linear_backward(const std::vector<at::Tensor>& dys, const at::T
 at::Tensor swiglu_forward(const at::Tensor& g, const at::Tensor& u);
 void swiglu_backward(const at::Tensor& da, const at::Tensor& g, const at::Tensor& u, at::Tensor* dg, at::Tensor* du);
 
+// ---- Mixture of experts: top-k routing over E SwiGLU experts (Qwen3MoE) ----
+// probs = softmax(x Wr^T) in fp32; each token goes to its top_k experts with weights w = the top-k probabilities
+// (divided by their sum with norm_topk_prob), cast to x's dtype; y = sum_j w_j down_e(silu(gate_e(x)) * up_e(x)).
+// The token-expert slots are sorted by expert, so each expert's tokens are one contiguous block of rows: one matrix
+// product per expert over all of its tokens (the layout a grouped-GEMM kernel takes: sorted rows plus offsets).
+// Dims: E experts, k = top_k, S = N * k slots, Fe the expert MLP size.
+struct ExpertWeights {
+  LinearWeights gate, up, down;     // (Fe, C), (Fe, C), (C, Fe), each with its LoRA pair when targeted
+  at::Tensor w_gate_up, dw_gate_up;  // (2 Fe, C): gate and up back to back (undefined when stored or apart)
+};
+struct MoeWeights {
+  at::Tensor router;   // (E, C)
+  at::Tensor drouter;  // fp32 gradient, or undefined when the router is frozen
+  std::vector<ExpertWeights> experts;
+  int64_t top_k = 1;
+  bool norm_topk_prob = false;
+};
+struct MoeCache {
+  at::Tensor x;                  // (N, C) input
+  at::Tensor probs;              // (N, E) fp32 routing probabilities
+  at::Tensor top_idx, top_prob;  // (N, k) chosen experts and their probabilities (fp32)
+  at::Tensor weights;            // (N, k) routing weights, fp32 (what is cast and applied)
+  at::Tensor order;              // (S) slot t * k + j of each sorted row
+  at::Tensor token;              // (S) token of each sorted row
+  std::vector<int64_t> offsets;  // (E + 1) first sorted row of each expert
+  at::Tensor ys;                 // (S, C) expert outputs before weighting, sorted
+  std::vector<LinearCache> gate, up, down;
+  std::vector<at::Tensor> g, u;  // per expert (rows_e, Fe)
+};
+// Routing statistics for the load-balancing loss, summed over layers: top-k assignments and probabilities per expert.
+struct MoeStats {
+  at::Tensor counts, prob_sum;  // (E) in the probabilities' dtype (fp32; fp64 in gradient checks)
+  int64_t rows = 0;             // tokens counted (N per MoE layer)
+  void add(const at::Tensor& top_idx, const at::Tensor& probs);
+};
+at::Tensor moe_forward(const at::Tensor& x, MoeWeights& w, MoeCache* cache, MoeStats* stats);  // (N, C)
+// dx for dy (N, C); adds expert, LoRA and (when trained) router gradients. dprobs_extra, when defined, is (E) fp32
+// added to d(loss)/d(probs) of every token: the load-balancing loss's gradient.
+at::Tensor moe_backward(const at::Tensor& dy, MoeWeights& w, const MoeCache& cache, const at::Tensor& dprobs_extra);
+
 // ---- Causal attention within documents ----
 // q (N, H, D), k and v (N, K, D); doc_starts: the first token of every document, ascending, plus N at the end.
 // Tokens attend to earlier tokens of their own document only (and, with window > 0, to the last `window` of them).

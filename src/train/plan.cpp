@@ -34,7 +34,16 @@ std::pair<int64_t, int64_t> linear_dims(const io::ModelConfig& m, const std::str
   if (module == "k_proj" || module == "v_proj") return {m.hidden_size, m.kv_dim()};
   if (module == "o_proj") return {m.q_dim(), m.hidden_size};
   if (module == "down_proj") return {m.intermediate_size, m.hidden_size};
+  if (module == "experts") return {m.hidden_size, m.moe_intermediate_size};  // each expert's gate/up (down: transposed)
   return {m.hidden_size, m.intermediate_size};  // gate_proj, up_proj
+}
+
+double layer_linears(const io::ModelConfig& m, int64_t l) {
+  const double C = static_cast<double>(m.hidden_size), Q = static_cast<double>(m.q_dim());
+  const double KV = static_cast<double>(m.kv_dim());
+  const double mlp = m.is_moe_layer(l) ? static_cast<double>(m.num_experts) * 3 * C * static_cast<double>(m.moe_intermediate_size)
+                                       : 3 * C * static_cast<double>(m.intermediate_size);
+  return C * (Q + 2 * KV) + Q * C + mlp;
 }
 
 std::string training_mode(const Config& c) {
@@ -64,7 +73,9 @@ double stored_bytes_per_value(const std::string& quantize) {
 //   gradients   T*4; ZeRO-2/3: T*4 / W plus one unit's
 //   optimizer   T*8 (Adam's two fp32 moments); ZeRO-1/2/3: / W
 //   activations per micro-batch of n = micro_batch_size * seq_len tokens, kept for the backward pass:
-//               n * L * (b * (5C + 2Q + 2KV + 3F) + 8C), plus a 1024-row chunk of fp32 logits (1024 * V * 4)
+//               n * L * (b * (5C + 2Q + 2KV + 3F) + 8C), plus a 1024-row chunk of fp32 logits (1024 * V * 4);
+//               a mixture-of-experts layer counts k * Fe for F (its k experts a token visits) and adds
+//               n * (3 * k * C * b + 8E) (the sorted copies and the router's probabilities)
 void plan_training(const Config& c, const io::ModelConfig& m, int W, int stage, MemoryPlan* p) {
   const double P = static_cast<double>(m.num_parameters());
   const double b = c.model.dtype == "bfloat16" ? 2 : 4;
@@ -80,18 +91,34 @@ void plan_training(const Config& c, const io::ModelConfig& m, int W, int stage, 
     spec.target_modules = c.lora.target_modules;
     for (const auto& t : spec.resolved_targets()) {
       const auto [in, out] = linear_dims(m, t);
-      T += static_cast<double>(c.lora.r * (in + out) * m.num_hidden_layers);
+      for (int64_t l = 0; l < m.num_hidden_layers; ++l) {
+        const bool moe = m.is_moe_layer(l), mlp = t == "gate_proj" || t == "up_proj" || t == "down_proj";
+        if (t == "experts") T += moe ? static_cast<double>(m.num_experts * 3 * c.lora.r * (in + out)) : 0;
+        else if (!mlp || !m.moe()) T += static_cast<double>(c.lora.r * (in + out));
+      }
     }
   }
-  const double layer = (C * (Q + 2 * KV) + Q * C + 3 * C * F + 2 * C), unit = std::max(layer, V * C);
-  const double lin = L * (C * (Q + 2 * KV) + Q * C + 3 * C * F), qb = full ? 0 : stored_bytes_per_value(c.model.quantize);
+  // Per layer: the linears (a mixture of experts holds all its experts), and the MLP width a token's activations
+  // span (F, or its k experts of Fe each, plus its k sorted copies of the hidden state and the router's E).
+  double lin = 0, largest = 0, act = 0;
+  const double n = static_cast<double>(c.train.micro_batch_size) * static_cast<double>(c.data.seq_len);
+  for (int64_t l = 0; l < m.num_hidden_layers; ++l) {
+    const double ll = layer_linears(m, l);
+    lin += ll;
+    largest = std::max(largest, ll + 2 * C);
+    const bool moe = m.is_moe_layer(l);
+    const double k = static_cast<double>(m.num_experts_per_tok), E = static_cast<double>(m.num_experts);
+    const double width = moe ? k * static_cast<double>(m.moe_intermediate_size) : F;
+    act += n * (b * (5 * C + 2 * Q + 2 * KV + 3 * width) + 8 * C) + (moe ? n * (3 * k * C * b + 2 * E * 4) : 0);
+  }
+  const double unit = std::max(largest, V * C);
+  const double qb = full ? 0 : stored_bytes_per_value(c.model.quantize);
   const double dense = qb > 0 ? P - lin : P, stored = qb > 0 ? lin * qb : 0;
   const double weights = full ? P * b + (b == 2 ? P * 4 : 0) : dense * b + T * 4 + (b == 2 ? T * b : 0);
   p->weights = (stage >= 3 && W > 1 ? weights / W + unit * b : weights) + stored;
   p->gradients = stage >= 2 && W > 1 ? T * 4 / W + std::min(T, full ? unit : T / L) * 4 : T * 4;
   p->optimizer = stage >= 1 && W > 1 ? T * 8 / W : T * 8;
-  const double n = static_cast<double>(c.train.micro_batch_size) * static_cast<double>(c.data.seq_len);
-  p->activations = n * L * (b * (5 * C + 2 * Q + 2 * KV + 3 * F) + 8 * C) + std::min(n, 1024.0) * V * 4;
+  p->activations = act + std::min(n, 1024.0) * V * 4;
   p->kv_cache = 0;
   p->zero_stage = stage;
   p->tensor_parallel = 1;
@@ -112,7 +139,9 @@ void plan_generation(const Config& c, const io::ModelConfig& m, int t, MemoryPla
   const double F = static_cast<double>(m.intermediate_size), Q = static_cast<double>(m.q_dim());
   const double KV = static_cast<double>(m.kv_dim()), D = static_cast<double>(m.head_dim);
   const double Vt = std::ceil(static_cast<double>(m.vocab_size) / t), K = static_cast<double>(m.num_key_value_heads);
-  const double linears = C * (Q + 2 * KV) + Q * C + 3 * C * F, norms = 2 * C + (m.qk_norm ? 2 * D : 0);
+  double linears = 0;  // per layer, on average
+  for (int64_t l = 0; l < m.num_hidden_layers; ++l) linears += layer_linears(m, l) / L;
+  const double norms = 2 * C + (m.qk_norm ? 2 * D : 0);
   const double qb = stored_bytes_per_value(c.model.quantize);
   p->weights = (qb > 0 ? qb : b) * L * linears / t + b * (L * norms + Vt * C * (m.tie_word_embeddings ? 1 : 2) + C);
   const double B = static_cast<double>(c.generate.batch_size);
@@ -130,6 +159,7 @@ void plan_generation(const Config& c, const io::ModelConfig& m, int t, MemoryPla
 
 // A tensor-parallel degree the model can be split by.
 bool splits(const io::ModelConfig& m, int t) {
+  if (m.moe() && t > 1) return false;  // experts are not split (Decoder refuses tensor parallelism for them)
   return m.num_attention_heads % t == 0 && m.num_key_value_heads % t == 0 && m.intermediate_size % t == 0;
 }
 

@@ -17,6 +17,8 @@ namespace llmft::job {
 io::ModelConfig planned_model(const Config& c);
 // (in, out) of a decoder layer's linear module.
 std::pair<int64_t, int64_t> linear_dims(const io::ModelConfig& m, const std::string& module);
+// Parameters of layer l's linear weights: its attention projections and its MLP's (every expert's, in a mixture).
+double layer_linears(const io::ModelConfig& m, int64_t l);
 // train.mode with auto resolved: "lora" or "full".
 std::string training_mode(const Config& c);
 

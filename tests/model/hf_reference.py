@@ -9,6 +9,15 @@ here re-implements their math: this script only loads llmft's tensors into their
 Packed documents: each document runs as a sequence of its own (positions from 0, attention within it), which is
 what llmft's packed rows must equal.
 
+Qwen3MoeForCausalLM: transformers 5 keeps the experts fused ((E, 2 Fe, C) gate_up_proj, (E, C, Fe) down_proj) and
+converts the per-expert checkpoint keys llmft writes when from_pretrained reads them; the LoRA is the adapter llmft
+would export (per-expert lora_A / lora_B, PEFT's v4 layout) loaded by PeftModel.from_pretrained, which converts it to
+its fused-experts form (gate and up as one block-diagonal LoRA of rank 2r). Gradients come back to llmft's per-expert
+tensors through the positions PEFT's own conversion puts each element at (convert_peft_adapter_state_dict_for_
+transformers run on tensors of element ids). The load-balancing loss, when the model uses it, is transformers'
+load_balancing_loss_func over every document's router logits together (llmft's packed batch), times
+router_aux_loss_coef and the number of targets (llmft's loss is a sum over targets).
+
 Usage: hf_reference.py CASE_DIR
   reads  CASE_DIR/case.json, CASE_DIR/config.json, CASE_DIR/model.safetensors, CASE_DIR/adapter.safetensors (LoRA)
   writes CASE_DIR/reference.safetensors: "logits", "loss" (sum over targets) and "grad.<name>" per trained tensor
@@ -22,12 +31,108 @@ import sys
 
 import torch
 import transformers
-from peft import LoraConfig, get_peft_model, set_peft_model_state_dict
+from peft import LoraConfig, PeftModel, get_peft_model, set_peft_model_state_dict
+from peft.utils.transformers_weight_conversion import convert_peft_adapter_state_dict_for_transformers
 from safetensors.torch import load_file, save_file
+
+
+def peft_targets(targets):
+    """PEFT's target_modules for llmft's lora targets in a mixture-of-experts model (the experts by their v4 names)."""
+    out = []
+    for t in targets:
+        if t == "all-linear":
+            out += ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+        elif t == "experts":
+            out += ["gate_proj", "up_proj", "down_proj"]
+        else:
+            out.append(t)
+    return sorted(set(out))
+
+
+def load_moe_model(case_dir, case, cfg):
+    weights = load_file(os.path.join(case_dir, "model.safetensors"))
+    dtype = weights["model.embed_tokens.weight"].dtype
+    model = getattr(transformers, cfg.architectures[0]).from_pretrained(case_dir, attn_implementation="eager", dtype=dtype)
+    model.eval()
+    if case["mode"] != "lora":
+        params = dict(model.named_parameters())
+        for p in params.values():
+            p.requires_grad_(True)
+        fe = cfg.moe_intermediate_size
+        views = {}  # llmft name -> (parameter, index into it)
+        for name in weights:
+            parts = name.split(".")
+            if ".mlp.experts." in name:
+                prefix = ".".join(parts[:5])  # model.layers.L.mlp.experts
+                e, proj = int(parts[5]), parts[6]
+                if proj == "down_proj":
+                    views[name] = (params[prefix + ".down_proj"], (e,))
+                else:
+                    rows = slice(0, fe) if proj == "gate_proj" else slice(fe, 2 * fe)
+                    views[name] = (params[prefix + ".gate_up_proj"], (e, rows))
+            elif name in params:
+                views[name] = (params[name], ())
+        for name, (p, index) in views.items():  # the layout read above is the one transformers loaded
+            if not torch.equal(p.detach()[index], weights[name]):
+                raise SystemExit(f"{name}: not where transformers put it")
+        return model, {n: (lambda p=p, i=i: p.grad[i] if p.grad is not None else torch.zeros_like(p[i]))
+                       for n, (p, i) in views.items()}
+    lora = case["lora"]
+    adapter = load_file(os.path.join(case_dir, "adapter.safetensors"))
+    peft_dir = os.path.join(case_dir, "peft")
+    os.makedirs(peft_dir, exist_ok=True)
+    save_file({"base_model.model." + k: v for k, v in adapter.items()},
+              os.path.join(peft_dir, "adapter_model.safetensors"))
+    with open(os.path.join(peft_dir, "adapter_config.json"), "w") as f:
+        json.dump({"peft_type": "LORA", "task_type": "CAUSAL_LM", "r": lora["r"], "lora_alpha": lora["alpha"],
+                   "use_rslora": lora.get("use_rslora", False), "lora_dropout": 0.0, "bias": "none",
+                   "target_modules": peft_targets(lora.get("targets", ["all-linear"]))}, f)
+    model = PeftModel.from_pretrained(model, peft_dir, is_trainable=True)
+    params = {n.replace(".default.", "."): p for n, p in model.named_parameters() if p.requires_grad}
+    # Element ids through PEFT's own conversion: where each element of each per-expert tensor lands.
+    names = sorted(adapter)
+    ids, start = {}, 1
+    for n in names:
+        ids["base_model.model." + n] = torch.arange(start, start + adapter[n].numel(), dtype=torch.float64).view(adapter[n].shape)
+        start += adapter[n].numel()
+    placed = convert_peft_adapter_state_dict_for_transformers(model, model.peft_config["default"], ids)
+    views = {}
+    for n in names:
+        lo, hi = ids["base_model.model." + n].min(), ids["base_model.model." + n].max()
+        for key, t in placed.items():
+            mask = (t >= lo) & (t <= hi)
+            if mask.any():
+                order = (t[mask] - lo).long()
+                p = params[key]
+                if not torch.equal(p.detach()[mask], adapter[n].reshape(-1)[order].to(p.dtype)):
+                    raise SystemExit(f"{n}: PEFT placed it differently from its conversion of element ids")
+                views[n] = (p, mask, order, adapter[n].shape)
+                break
+        else:
+            raise SystemExit(f"PEFT did not take adapter tensor {n}")
+
+    def grad_of(p, mask, order, shape):
+        g = p.grad if p.grad is not None else torch.zeros_like(p)
+        out = torch.zeros(order.numel(), dtype=g.dtype)
+        out[order] = g[mask]
+        return out.view(shape)
+    return model, {n: (lambda v=v: grad_of(*v)) for n, v in views.items()}
+
+
+def balance_loss(model, case, router_logits):
+    """transformers' load-balancing loss over all documents' tokens, times coef and targets (llmft's sum form)."""
+    from transformers.models.qwen3_moe.modeling_qwen3_moe import load_balancing_loss_func
+    cfg = model.config
+    layers = [torch.cat([doc[i] for doc in router_logits]) for i in range(len(router_logits[0]))]
+    aux = load_balancing_loss_func(tuple(layers), cfg.num_experts, cfg.num_experts_per_tok)
+    n_targets = sum(int((doc_tensors(case, di)[1] >= 0).sum()) for di in range(len(case["docs"])))
+    return cfg.router_aux_loss_coef * aux * n_targets
 
 
 def load_model(case_dir, case):
     cfg = transformers.AutoConfig.from_pretrained(case_dir)
+    if cfg.model_type == "qwen3_moe":
+        return load_moe_model(case_dir, case, cfg)
     weights = load_file(os.path.join(case_dir, "model.safetensors"))
     dtype = weights["model.embed_tokens.weight"].dtype
     cls = getattr(transformers, cfg.architectures[0])
@@ -68,12 +173,17 @@ def doc_tensors(case, di):
     return torch.tensor([doc]), torch.tensor(targets)
 
 
-def run_docs(model, case, doc_indices):
+def run_docs(model, case, doc_indices, router_logits=None):
     """Logits (float32, or float64 for a float64 model) of the documents one after another, and the summed cross-entropy over their targets."""
     logits, loss = [], 0.0
     for di in doc_indices:
         ids, targets = doc_tensors(case, di)
-        out = model(input_ids=ids, use_cache=False).logits[0]
+        if router_logits is None:
+            out = model(input_ids=ids, use_cache=False).logits[0]
+        else:
+            result = model(input_ids=ids, use_cache=False, output_router_logits=True)
+            out = result.logits[0]
+            router_logits.append(result.router_logits)
         out = out if out.dtype == torch.float64 else out.float()
         sel = targets >= 0
         if sel.any():
@@ -118,11 +228,18 @@ def main(case_dir):
     model, trained = load_model(case_dir, case)
     if "steps" in case:
         return train(case_dir, case, model, trained)
-    logits, loss = run_docs(model, case, range(len(case["docs"])))
+    cfg = transformers.AutoConfig.from_pretrained(case_dir)
+    balance = cfg.model_type == "qwen3_moe" and cfg.router_aux_loss_coef > 0 and (
+        cfg.output_router_logits or case["mode"] == "full")
+    router_logits = [] if balance else None
+    logits, loss = run_docs(model, case, range(len(case["docs"])), router_logits)
+    if balance:
+        loss = loss + balance_loss(model, case, router_logits)
     loss.backward()
     out = {"logits": logits.detach(), "loss": loss.detach().reshape(1)}
     for name, t in trained.items():
-        out["grad." + name] = (t.grad if t.grad is not None else torch.zeros_like(t)).contiguous()
+        g = t() if callable(t) else (t.grad if t.grad is not None else torch.zeros_like(t))
+        out["grad." + name] = g.contiguous()
     save_file(out, os.path.join(case_dir, "reference.safetensors"))
 
 
