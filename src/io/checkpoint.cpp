@@ -163,7 +163,16 @@ nlohmann::json peft_adapter_config(const lora::LoraSpec& spec, const std::string
   j["r"] = spec.r;
   j["rank_pattern"] = nlohmann::json::object();
   j["revision"] = nullptr;
-  j["target_modules"] = spec.resolved_targets();
+  // The experts by the names PEFT (with transformers 5) converts from, and vLLM loads: every expert's gate_proj,
+  // up_proj and down_proj.
+  std::vector<std::string> targets;
+  for (const std::string& t : spec.resolved_targets()) {
+    const std::vector<std::string> names = t == "experts" ? std::vector<std::string>{"gate_proj", "up_proj", "down_proj"}
+                                                          : std::vector<std::string>{t};
+    for (const std::string& n : names)
+      if (std::find(targets.begin(), targets.end(), n) == targets.end()) targets.push_back(n);
+  }
+  j["target_modules"] = targets;
   j["task_type"] = "CAUSAL_LM";
   j["use_dora"] = false;
   j["use_rslora"] = spec.use_rslora;
@@ -242,7 +251,8 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
       std::string name = t.get<std::string>();
       const std::string leaf = name.substr(name.rfind('.') == std::string::npos ? 0 : name.rfind('.') + 1);
       const auto& ours = lora::all_linear_modules();
-      LLMFT_CHECK(name == "all-linear" || std::find(ours.begin(), ours.end(), leaf) != ours.end(), Status::kUnsupported,
+      LLMFT_CHECK(name == "all-linear" || leaf == "experts" || std::find(ours.begin(), ours.end(), leaf) != ours.end(),
+                  Status::kUnsupported,
                   "{}: target module \"{}\" is not supported (the decoder's linear modules: q_proj, k_proj, v_proj, "
                   "o_proj, gate_proj, up_proj, down_proj)", cfg_path, name);
     }
@@ -252,26 +262,28 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
   LLMFT_CHECK(file_exists(w), Status::kNotFound, "{} has no adapter_model.safetensors", dir);
   a.weights = std::make_unique<SafetensorsFile>(w);
   // What the adapter applies is what its tensors name, as for PEFT's loader: the module types of its lora_A / lora_B
-  // tensors (load_lora then requires them in every layer).
+  // tensors (load_lora then requires them in every layer); a mixture's per-expert tensors are the type "experts".
   std::set<std::string> types;
   static const std::regex kLora(
-      R"(base_model\.model\.model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj))\.lora_[AB](\.default)?\.weight)");
+      R"(base_model\.model\.model\.layers\.\d+\.(self_attn\.(q_proj|k_proj|v_proj|o_proj)|mlp\.(gate_proj|up_proj|down_proj)|mlp\.experts\.\d+\.(gate_proj|up_proj|down_proj))\.lora_[AB](\.default)?\.weight)");
   for (const auto& t : a.weights->tensors()) {
     std::smatch m;
     LLMFT_CHECK(std::regex_match(t.name, m, kLora), Status::kUnsupported,
                 "{}: tensor \"{}\" is not a LoRA matrix of a decoder layer's linear module (q/k/v/o_proj under "
-                "self_attn, gate/up/down_proj under mlp; adapter name default)", w, t.name);
-    types.insert(m[2].matched ? m[2].str() : m[3].str());
+                "self_attn, gate/up/down_proj under mlp or under mlp.experts.<e>; adapter name default)", w, t.name);
+    types.insert(m[2].matched ? m[2].str() : m[3].matched ? m[3].str() : std::string("experts"));
   }
   LLMFT_CHECK(!types.empty(), Status::kFormat, "{} holds no LoRA tensors", w);
   a.spec.target_modules.clear();
   for (const auto& m : lora::all_linear_modules())
     if (types.count(m)) a.spec.target_modules.push_back(m);
+  if (types.count("experts")) a.spec.target_modules.push_back("experts");
   return a;
 }
 
 void check_adapter_fits(const PeftAdapter& a, const std::string& dir, const ModelConfig& m, const std::string& model_origin) {
-  static const std::regex kName(R"(base_model\.model\.model\.layers\.(\d+)\.(?:self_attn|mlp)\.(\w+)\.lora_([AB])(?:\.default)?\.weight)");
+  static const std::regex kName(
+      R"(base_model\.model\.model\.layers\.(\d+)\.(?:self_attn|mlp|mlp\.experts\.(\d+))\.(\w+)\.lora_([AB])(?:\.default)?\.weight)");
   const std::string file = path_join(dir, "adapter_model.safetensors");
   for (const auto& t : a.weights->tensors()) {
     std::smatch mt;
@@ -280,14 +292,23 @@ void check_adapter_fits(const PeftAdapter& a, const std::string& dir, const Mode
     LLMFT_CHECK(layer < m.num_hidden_layers, Status::kInvalidArgument,
                 "{}: tensor \"{}\" adapts layer {} but {} has {} layers (0-{}): the adapter was made for another model",
                 file, t.name, layer, model_origin, m.num_hidden_layers, m.num_hidden_layers - 1);
-    const std::string module = mt[2].str();
+    const std::string module = mt[3].str();
+    const bool expert = mt[2].matched;
+    if (expert) {
+      const int64_t e = std::stoll(mt[2].str());
+      LLMFT_CHECK(m.is_moe_layer(layer) && e < m.num_experts, Status::kInvalidArgument,
+                  "{}: tensor \"{}\" adapts expert {} of layer {}, but {} {}: the adapter was made for another model",
+                  file, t.name, e, layer, model_origin,
+                  m.is_moe_layer(layer) ? fmt::format("has {} experts there", m.num_experts)
+                                        : std::string("has no experts in that layer"));
+    }
     const int64_t q = m.num_attention_heads * m.head_dim, kv = m.num_key_value_heads * m.head_dim;
-    int64_t in = m.hidden_size, out = m.intermediate_size;
+    int64_t in = m.hidden_size, out = expert ? m.moe_intermediate_size : m.intermediate_size;
     if (module == "q_proj") out = q;
     else if (module == "k_proj" || module == "v_proj") out = kv;
     else if (module == "o_proj") in = q, out = m.hidden_size;
-    else if (module == "down_proj") in = m.intermediate_size, out = m.hidden_size;
-    const bool is_a = mt[3].str() == "A";
+    else if (module == "down_proj") in = out, out = m.hidden_size;
+    const bool is_a = mt[4].str() == "A";
     const std::vector<int64_t> want = is_a ? std::vector<int64_t>{a.spec.r, in} : std::vector<int64_t>{out, a.spec.r};
     const int64_t rank = t.shape.size() == 2 ? t.shape[is_a ? 0 : 1] : -1;
     LLMFT_CHECK(rank == a.spec.r, Status::kFormat,

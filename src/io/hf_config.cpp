@@ -148,7 +148,8 @@ ModelConfig ModelConfig::from_json(const nlohmann::json& j, const std::string& o
   }
   if (c.arch == Arch::kQwen3Moe) {
     // transformers' Qwen3MoeConfig defaults, where a key is absent.
-    c.num_experts = get_int(j, "num_experts", origin, 128);
+    // transformers 5 writes num_local_experts (its attribute map's name for num_experts); the Hub's configs num_experts.
+    c.num_experts = get_int(j, j.contains("num_experts") ? "num_experts" : "num_local_experts", origin, 128);
     c.num_experts_per_tok = get_int(j, "num_experts_per_tok", origin, 8);
     c.moe_intermediate_size = get_int(j, "moe_intermediate_size", origin, 768);
     c.decoder_sparse_step = get_int(j, "decoder_sparse_step", origin, 1);

@@ -281,9 +281,14 @@ std::string export_merged(const Config& c) {
                 base_dir, name);
     const std::string suffix = ".weight";
     bool is_target = false;
+    const bool expert = name.find(".mlp.experts.") != std::string::npos;
     for (const auto& t : targets)
-      is_target = is_target || (name.size() > t.size() + suffix.size() &&
-                                name.compare(name.size() - t.size() - suffix.size(), t.size() + suffix.size(), t + suffix) == 0);
+      is_target = is_target ||
+                  (t == "experts" ? expert && (name.size() > suffix.size() &&
+                                               name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
+                                  : !expert && name.size() > t.size() + suffix.size() &&
+                                        name.compare(name.size() - t.size() - suffix.size(), t.size() + suffix.size(),
+                                                     t + suffix) == 0);
     if (is_target) {
       std::string stem = name.substr(0, name.size() - suffix.size());
       const io::TensorView* a = adapter.find(stem + ".lora_A.weight");

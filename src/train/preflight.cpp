@@ -73,6 +73,7 @@ void check_settings_fit(const Config& c, const io::ModelConfig& m, const std::st
   spec.r = c.lora.r;
   spec.target_modules = c.lora.target_modules;
   for (const auto& t : spec.resolved_targets()) {
+    if (t == "experts" && !m.moe()) continue;  // all-linear's experts, in a model without them
     const auto [in, out] = linear_dims(m, t);
     LLMFT_CHECK(c.lora.r <= std::min(in, out), Status::kInvalidArgument,
                 "lora.r {} is larger than {}'s {} matrix ({} x {}): a rank above {} adds parameters and nothing else; "

@@ -3,7 +3,8 @@
 //    and no warning, and PEFT's logits equal llmft's for the same base + adapter (fp32, <= 1e-5 relative);
 //  - so does the adapter inside a checkpoint-<step>/ folder, beside the optimizer and training state;
 //  - an adapter PEFT trained and saved (save_pretrained) loads in llmft with PEFT's logits.
-// Targets q/k/v/o and all-linear, with and without rsLoRA, several r / alpha.
+// Targets q/k/v/o and all-linear, with and without rsLoRA, several r / alpha; a Qwen3-MoE base with LoRA on its
+// experts.
 #include <gtest/gtest.h>
 
 #include "hf_support.hpp"
@@ -61,7 +62,10 @@ INSTANTIATE_TEST_SUITE_P(
         AdapterCase{"mistral_all_linear", "mistral", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=8"}},
         AdapterCase{"qwen2_qkvo_rslora_r16", "qwen2", {"lora.target_modules=q_proj,k_proj,v_proj,o_proj", "lora.r=16", "lora.alpha=32", "lora.use_rslora=true"}},
         AdapterCase{"qwen3_all_linear", "qwen3", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16"}},
-        AdapterCase{"llama_checkpoint_adapter", "llama", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16", "checkpoint.every=2"}, true}),
+        AdapterCase{"llama_checkpoint_adapter", "llama", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16", "checkpoint.every=2"}, true},
+        // Per-expert adapters (vLLM's layout), which PEFT converts to transformers 5's fused experts on loading.
+        AdapterCase{"qwen3_moe_attention_experts", "qwen3_moe", {"lora.target_modules=q_proj,v_proj,experts", "lora.r=4", "lora.alpha=8"}},
+        AdapterCase{"qwen3_moe_all_linear", "qwen3_moe", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16"}}),
     [](const auto& info) { return std::string(info.param.name); });
 
 struct PeftCase {

@@ -2,6 +2,7 @@
 //  - an adapter llmft trained on stories260K passes vLLM's own adapter checks (PEFTHelper, validate_legal,
 //    LoRAModel.from_local_checkpoint with the modules its LlamaForCausalLM takes). vLLM's CPU engine cannot run
 //    stories260K itself: its attention kernels take head sizes 32..512 and stories260K's is 8;
+//  - so does an adapter on a Qwen3-MoE's attention and experts (per-expert tensors);
 //  - on a Llama with head_dim 32 that transformers wrote (stories260K's tokenizer), the engine loads llmft's adapter
 //    through LoRARequest and its greedy tokens for stories260K prompts equal llmft's, with and without the adapter.
 #include <gtest/gtest.h>
@@ -15,6 +16,18 @@ TEST(Vllm, AcceptsAnAdapterLlmftTrainedOnStories260K) {
   LLMFT_REQUIRE_DATA(std::string(test::kStories) + "/model.safetensors");
   const std::string base = test::data_path(test::kStories);
   const std::string adapter = test::llmft_lora(base, {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16"});
+  EXPECT_TRUE(test::judge("vllm_judge.py", {"validate", base, adapter, "8"}));
+}
+
+// A Qwen3-MoE adapter with LoRA on attention and experts: the per-expert tensors vLLM's MoE LoRA loads
+// (experts.<e>.gate_proj / up_proj / down_proj, its 2D form). vLLM's CPU build cannot run MoE LoRA (its fused-MoE
+// LoRA kernels are Triton's), so the loader's checks are what judges it here.
+TEST(Vllm, AcceptsAnAdapterOnTheExpertsOfAMixture) {
+  LLMFT_REQUIRE_DATA(std::string(test::kStories) + "/tokenizer.json");
+  const std::string base = test::make_base("qwen3_moe");
+  ASSERT_FALSE(base.empty());
+  const std::string adapter = test::llmft_lora(base, {"lora.target_modules=q_proj,k_proj,v_proj,o_proj,experts", "lora.r=8",
+                                                      "lora.alpha=16"});
   EXPECT_TRUE(test::judge("vllm_judge.py", {"validate", base, adapter, "8"}));
 }
 

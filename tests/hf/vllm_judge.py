@@ -19,7 +19,9 @@ os.environ.setdefault("TORCHDYNAMO_DISABLE", "1")  # vLLM's sampler compiles oth
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def expected_modules():
+def expected_modules(config):
+    if config["architectures"][0] == "Qwen3MoeForCausalLM":
+        return expected_moe_modules(config)
     from vllm.model_executor.models.llama import LlamaForCausalLM
     linear = {"qkv_proj", "o_proj", "gate_up_proj", "down_proj"}
     packed = LlamaForCausalLM.packed_modules_mapping
@@ -27,6 +29,23 @@ def expected_modules():
     for m in linear:
         names.update(packed.get(m, [m]))
     return names | set(LlamaForCausalLM.embedding_modules)
+
+
+def expected_moe_modules(config):
+    """What vLLM's worker (_load_adapter, process_packed_modules_mapping) expects of a Qwen3MoeForCausalLM adapter:
+    its packed q/k/v, o_proj, the dense layers' gate/up/down, and the experts in the per-expert (2D) form, each
+    expert's names from the expert mapping its RoutedExperts layers build for weight loading."""
+    from vllm.model_executor.layers.fused_moe.routed_experts import RoutedExperts
+    from vllm.model_executor.models.qwen3_moe import Qwen3MoeForCausalLM
+    packed = dict(Qwen3MoeForCausalLM.packed_modules_mapping)
+    packed["gate_up_proj"] = ["gate_proj", "up_proj"]  # as its constructor adds with mlp_only_layers
+    mapping = RoutedExperts.build_expert_params_mapping("gate_proj", "down_proj", "up_proj",
+                                                        config.get("num_experts", config.get("num_local_experts")))
+    packed["experts"] = [weight_name.rstrip(".") for _, weight_name, _, _ in mapping if ".." not in weight_name]
+    names = {"experts"}
+    for m in ("qkv_proj", "o_proj", "gate_up_proj", "down_proj", "experts"):
+        names.update(packed.get(m, [m]))
+    return names | set(Qwen3MoeForCausalLM.embedding_modules)
 
 
 def validate(base, adapter, max_rank):
@@ -37,7 +56,7 @@ def validate(base, adapter, max_rank):
     config = json.load(open(os.path.join(base, "config.json")))
     helper = PEFTHelper.from_local_dir(adapter, config["max_position_embeddings"])
     helper.validate_legal(LoRAConfig(max_lora_rank=int(max_rank)))
-    model = LoRAModel.from_local_checkpoint(adapter, expected_modules(), helper, lora_model_id=1, device="cpu",
+    model = LoRAModel.from_local_checkpoint(adapter, expected_modules(config), helper, lora_model_id=1, device="cpu",
                                             dtype=torch.float32, model_vocab_size=config["vocab_size"])
     print(f"vLLM accepts {adapter}: r={helper.r}, alpha={helper.lora_alpha}, {len(model.loras)} modules")
 
