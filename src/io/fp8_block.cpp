@@ -23,6 +23,12 @@ std::optional<Fp8BlockConfig> fp8_block_config(const nlohmann::json& config, con
   const nlohmann::json& q = config["quantization_config"];
   LLMFT_CHECK(q.is_object(), Status::kFormat, "{}: quantization_config is not an object", origin);
   const std::string method = q.value("quant_method", std::string());
+  // compressed-tensors (llm-compressor's format, e.g. RedHatAI's FP8 checkpoints) describes its schemes in
+  // config_groups and stores weight_scale rather than weight_scale_inv, per channel or per block: not read.
+  LLMFT_CHECK(method != "compressed-tensors", Status::kUnsupported,
+              "{}: quantization_config.quant_method \"compressed-tensors\" (llm-compressor's format: schemes in "
+              "config_groups, weight_scale tensors) is not read; llmft reads FP8 block checkpoints as Qwen and DeepSeek "
+              "ship them (quant_method fp8, weight_scale_inv), bitsandbytes 4-bit, or the unquantised model", origin);
   LLMFT_CHECK(method == "fp8", Status::kUnsupported,
               "{}: quantization_config.quant_method \"{}\": llmft reads FP8 block checkpoints (quant_method fp8); "
               "load the unquantised model instead", origin, method);

@@ -85,6 +85,9 @@ TEST(Fp8, WhatIsNotReadIsRefusedByName) {
   };
   const nlohmann::json bnb = nlohmann::json::parse(with("\"quant_method\": \"fp8\"", "\"quant_method\": \"bitsandbytes\""));
   EXPECT_NE(error_of([&] { io::fp8_block_config(bnb, "cfg"); }).find("quant_method \"bitsandbytes\""), std::string::npos);
+  const nlohmann::json ct = nlohmann::json::parse(with("\"quant_method\": \"fp8\"", "\"quant_method\": \"compressed-tensors\""));
+  EXPECT_NE(error_of([&] { io::fp8_block_config(ct, "cfg"); }).find("\"compressed-tensors\" (llm-compressor's format"),
+            std::string::npos);
   const nlohmann::json e5 = nlohmann::json::parse(with("\"fmt\": \"e4m3\"", "\"fmt\": \"e5m2\""));
   EXPECT_NE(error_of([&] { io::fp8_block_config(e5, "cfg"); }).find("fmt \"e5m2\""), std::string::npos);
   // FP8 weights without a quantization_config: the scales' meaning is unknown.
