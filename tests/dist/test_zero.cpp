@@ -14,6 +14,7 @@
 #include "comm/communicator.hpp"
 #include "dist_support.hpp"
 #include "io/safetensors.hpp"
+#include "model/model_support.hpp"
 #include "optim/sharded_optimizer.hpp"
 
 using namespace llmft;
@@ -168,6 +169,51 @@ TEST(QuantizedBase, QloraOverZeroMatchesOneProcess) {
     EXPECT_LE(d.max_rel, 1e-5) << world;
     EXPECT_LE(d.l2_rel, 1e-5) << world;
   }
+}
+
+TEST(QuantizedBase, QloraOnAMixtureOverZeroMatchesOneProcess) {
+  // A Qwen3-MoE base (4 experts, top-2; layer 1 dense) quantised to NF4 on load, LoRA on attention and experts: the
+  // stored experts are replicated on every rank, the adapters and their optimizer state sharded by ZeRO.
+  const std::string dir = test::temp_dir("zero-moe");
+  const std::string seed_run = dir + "/seed";
+  ASSERT_EQ(test::run_world(1, job_args(seed_run, "lora", 1, 0), seed_run), std::vector<int>{0});
+  const std::string base = dir + "/moe";
+  make_dirs(base);
+  const nlohmann::json seed_config = nlohmann::json::parse(read_file(seed_run + "/base/config.json"));
+  nlohmann::json cj = {{"architectures", {"Qwen3MoeForCausalLM"}}, {"vocab_size", seed_config["vocab_size"]},
+                       {"hidden_size", 32}, {"intermediate_size", 48}, {"moe_intermediate_size", 16},
+                       {"num_hidden_layers", 2}, {"num_attention_heads", 2}, {"num_key_value_heads", 1},
+                       {"head_dim", 16}, {"num_experts", 4}, {"num_experts_per_tok", 2}, {"norm_topk_prob", true},
+                       {"mlp_only_layers", {1}}, {"max_position_embeddings", 256}, {"tie_word_embeddings", true}};
+  model::DecoderOptions opt;
+  opt.mode = model::TrainMode::kNone;
+  model::Decoder m(io::ModelConfig::from_json(cj, "moe config"), opt);
+  m.init_random(5, 0.1);
+  test::save_for_reference(m, base);
+  for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
+    if (file_exists(seed_run + "/base/" + f)) write_file_atomic(base + "/" + f, read_file(seed_run + "/base/" + f));
+  auto args = [&](const std::string& out, int world, int stage) {
+    auto a = job_args(out, "lora", world, stage);
+    for (const char* kv : {"model.quantize=nf4", "lora.target_modules=q_proj,v_proj,experts"}) a.push_back(kv);
+    a.push_back("model.path=" + base);
+    return a;
+  };
+  const std::string ref = dir + "/world1";
+  ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
+  for (const auto& [world, stage] : {std::pair<int, int>{2, 3}, {4, 2}}) {
+    const std::string out = dir + "/world" + std::to_string(world);
+    ASSERT_EQ(test::run_world(world, args(out, world, stage), out), std::vector<int>(static_cast<size_t>(world), 0))
+        << tail_of(out + ".rank0.log");
+    const std::vector<double> a = losses(ref), b = losses(out);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
+    const Diff d = weights_diff(weights_file(out, "lora"), weights_file(ref, "lora"));
+    EXPECT_LE(d.max_rel, 1e-5) << world;
+    EXPECT_LE(d.l2_rel, 1e-5) << world;
+  }
+  // The adapter holds every expert's LoRA pairs.
+  io::SafetensorsFile adapter(weights_file(ref, "lora"));
+  EXPECT_TRUE(adapter.contains("base_model.model.model.layers.0.mlp.experts.3.down_proj.lora_B.weight"));
 }
 
 TEST(Failure, KillingOneRankStopsTheOthersWithADiagnosis) {
