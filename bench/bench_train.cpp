@@ -1,5 +1,5 @@
 // Training throughput of llmft on a GEMM-bound model (Llama architecture, ~40M parameters, a Hugging Face directory
-// that bench/train.sh makes), the llmft side of bench/train.sh: LoRA (r=16, all linear layers) or full fine-tuning,
+// that bench/train.sh makes; or the Qwen3-MoE of bench/moe.sh), the llmft side of bench/train.sh and bench/moe.sh: LoRA (r=16, all linear layers) or full fine-tuning,
 // 4 rows of 512 tokens (one document each, as the peers' rows), AdamW, clipping; each step is Trainer::step, the
 // step the llmft program runs. Prints one JSON line: tokens/s, peak resident memory, the analytic FLOPs of a step and
 // the fraction of this machine's measured GEMM FLOP/s (same threads) it reaches.
@@ -102,8 +102,15 @@ int main(int argc, char** argv) {
                L = static_cast<double>(cfg.num_hidden_layers), H = static_cast<double>(cfg.num_attention_heads),
                D = static_cast<double>(cfg.head_dim), KV = static_cast<double>(cfg.kv_dim()), R = 16;
   const double Q = H * D;
-  const double linear = L * (C * Q + 2 * C * KV + Q * C + 3 * C * F);   // weights of q k v o gate up down
-  const double lora_params = L * R * ((C + Q) + 2 * (C + KV) + (Q + C) + 3 * (C + F));
+  // Per token: weights of q k v o and of the MLP it runs (gate up down; in a mixture, its k experts and the router),
+  // and the LoRA parameters on its path (all-linear: attention and, in a mixture, its k experts').
+  double linear = 0, lora_params = 0;
+  for (int64_t l = 0; l < cfg.num_hidden_layers; ++l) {
+    const bool moe = cfg.is_moe_layer(l);
+    const double k = static_cast<double>(cfg.num_experts_per_tok), Fe = static_cast<double>(cfg.moe_intermediate_size);
+    linear += C * Q + 2 * C * KV + Q * C + (moe ? k * 3 * C * Fe + C * static_cast<double>(cfg.num_experts) : 3 * C * F);
+    lora_params += R * ((C + Q) + 2 * (C + KV) + (Q + C) + (moe ? k * 3 * (C + Fe) : cfg.moe() ? 0 : 3 * (C + F)));
+  }
   const bool full = mode == "full";
   double flops = 2 * N * linear * (full ? 3 : 2) + 2 * N * lora_params * 3 +
                  L * rows * 2 * (2.0 * T * T * H * D) * 3 + 2 * N * V * C * (full ? 3 : 2);

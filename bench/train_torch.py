@@ -41,6 +41,13 @@ def hf_model():
     if full:
         return model
     from peft import LoraConfig, get_peft_model
+    if cfg.get("model_type") == "qwen3_moe":
+        # transformers 5 keeps the experts fused: PEFT adapts them as parameters (gate_up_proj with one rank-r LoRA
+        # per expert, down_proj likewise), beside the attention projections; the router stays frozen, as in llmft.
+        return get_peft_model(model, LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0,
+                                                target_modules=["q_proj", "k_proj", "v_proj", "o_proj"],
+                                                target_parameters=["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+                                                task_type="CAUSAL_LM"))
     return get_peft_model(model, LoraConfig(r=R, lora_alpha=ALPHA, lora_dropout=0.0, target_modules="all-linear",
                                             task_type="CAUSAL_LM"))
 

@@ -577,6 +577,7 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
   m.router = param(u, p + "mlp.gate.weight", &m.drouter);
   m.top_k = config_.num_experts_per_tok;
   m.norm_topk_prob = config_.norm_topk_prob;
+  m.row_granule = at::isReducedFloatingType(options_.dtype) ? 64 : 1;
   m.experts.resize(static_cast<size_t>(config_.num_experts));
   for (size_t e = 0; e < m.experts.size(); ++e) {
     ExpertWeights& ex = m.experts[e];

@@ -1,5 +1,6 @@
 #include "model/ops.hpp"
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <optional>
@@ -220,11 +221,18 @@ at::Tensor moe_forward(const at::Tensor& x, MoeWeights& w, MoeCache* c, MoeStats
   at::Tensor order = at::argsort(top_idx.reshape({-1}), /*stable=*/true);        // (S)
   at::Tensor token = at::div(order, k, "floor");                                  // (S)
   at::Tensor counts = at::bincount(top_idx.reshape({-1}), {}, E).to(at::kLong);  // (E)
-  std::vector<int64_t> offsets(static_cast<size_t>(E) + 1, 0);
+  const int64_t G = std::max<int64_t>(w.row_granule, 1);  // each expert's rows padded to a multiple of G
+  std::vector<int64_t> offsets(static_cast<size_t>(E) + 1, 0), rows;
   const int64_t* cnt = counts.data_ptr<int64_t>();
-  for (int64_t e = 0; e < E; ++e) offsets[static_cast<size_t>(e) + 1] = offsets[static_cast<size_t>(e)] + cnt[e];
-  at::Tensor xs = x.index_select(0, token);  // (S, C)
-  at::Tensor ys = at::empty_like(xs);        // (S, C)
+  rows.reserve(static_cast<size_t>(order.numel()));
+  for (int64_t e = 0; e < E; ++e) {
+    const auto i = static_cast<size_t>(e);
+    for (int64_t j = 0; j < cnt[e]; ++j) rows.push_back(offsets[i] + j);
+    offsets[i + 1] = offsets[i] + (cnt[e] + G - 1) / G * G;
+  }
+  at::Tensor row = at::tensor(rows, at::kLong);  // (S) row of each sorted slot in the padded blocks
+  at::Tensor xs = at::zeros({offsets.back(), C}, x.options()).index_copy_(0, row, x.index_select(0, token));
+  at::Tensor ys = at::empty_like(xs);  // (S padded, C)
   if (c) {
     c->gate.assign(static_cast<size_t>(E), {});
     c->up.assign(static_cast<size_t>(E), {});
@@ -240,6 +248,7 @@ at::Tensor moe_forward(const at::Tensor& x, MoeWeights& w, MoeCache* c, MoeStats
                                              c ? &c->up[i] : nullptr, c ? &c->down[i] : nullptr,
                                              c ? &c->g[i] : nullptr, c ? &c->u[i] : nullptr));
   }
+  if (G > 1) ys = ys.index_select(0, row);  // (S, C)
   at::Tensor ws = weights.reshape({-1}).index_select(0, order).to(x.scalar_type()).unsqueeze(1);  // (S, 1)
   at::Tensor y = at::zeros({N, C}, x.options()).index_add_(0, token, ys * ws);
   if (c) {
@@ -250,6 +259,7 @@ at::Tensor moe_forward(const at::Tensor& x, MoeWeights& w, MoeCache* c, MoeStats
     c->weights = weights;
     c->order = order;
     c->token = token;
+    c->row = row;
     c->offsets = std::move(offsets);
     c->ys = ys;
   }
@@ -263,8 +273,11 @@ at::Tensor moe_backward(const at::Tensor& dy, MoeWeights& w, const MoeCache& c, 
   at::Tensor ws = c.weights.reshape({-1}).index_select(0, c.order).to(dy.scalar_type()).unsqueeze(1);  // (S, 1)
   // d(loss)/d(weight) of every sorted slot: <dy of its token, its expert's output>.
   at::Tensor dws = (dys.to(acc) * c.ys.to(acc)).sum(1);  // (S)
-  at::Tensor dxs = at::zeros_like(c.ys);                 // (S, C)
-  at::Tensor dye = dys * ws;                             // (S, C)
+  const int64_t padded = c.offsets.back();
+  const bool pad = padded != c.ys.size(0);
+  at::Tensor dxs = at::zeros({padded, dy.size(1)}, dy.options());  // (S padded, C)
+  at::Tensor dye = dys * ws;                                        // (S, C)
+  if (pad) dye = at::zeros_like(dxs).index_copy_(0, c.row, dye);
   for (int64_t e = 0; e < E; ++e) {
     const auto i = static_cast<size_t>(e);
     const int64_t lo = c.offsets[i], n = c.offsets[i + 1] - lo;
@@ -283,6 +296,7 @@ at::Tensor moe_backward(const at::Tensor& dy, MoeWeights& w, const MoeCache& c, 
     }
     dxs.narrow(0, lo, n).copy_(dx);
   }
+  if (pad) dxs = dxs.index_select(0, c.row);
   at::Tensor dx = at::zeros_like(dy).index_add_(0, c.token, dxs);  // (N, C)
   // Back to the routing weights (N, k), their normalisation, the softmax and the router's product.
   at::Tensor dw = at::empty({N * k}, dws.options()).index_copy_(0, c.order, dws).view({N, k});

@@ -85,6 +85,10 @@ struct MoeWeights {
   std::vector<ExpertWeights> experts;
   int64_t top_k = 1;
   bool norm_topk_prob = false;
+  // Each expert's block of rows padded with zero rows to a multiple of this. oneDNN (ATen's bf16 products on CPU)
+  // builds a kernel for every new row count: ragged counts made a bf16 step 3x slower than with blocks of 64
+  // (bench/moe.sh). 1: no padding (fp32, whose MKL products take any shape).
+  int64_t row_granule = 1;
 };
 struct MoeCache {
   at::Tensor x;                  // (N, C) input
@@ -93,7 +97,8 @@ struct MoeCache {
   at::Tensor weights;            // (N, k) routing weights, fp32 (what is cast and applied)
   at::Tensor order;              // (S) slot t * k + j of each sorted row
   at::Tensor token;              // (S) token of each sorted row
-  std::vector<int64_t> offsets;  // (E + 1) first sorted row of each expert
+  at::Tensor row;                // (S) where each sorted row sits in the experts' padded blocks
+  std::vector<int64_t> offsets;  // (E + 1) first padded row of each expert
   at::Tensor ys;                 // (S, C) expert outputs before weighting, sorted
   std::vector<LinearCache> gate, up, down;
   std::vector<at::Tensor> g, u;  // per expert (rows_e, Fe)
