@@ -6,6 +6,8 @@
 #     against NF4 and FP8 bases (bf16 compute). The step time is the mean of steps 2 and 3.
 #  2. QLoRA tracking LoRA: stories260K (pretrained) on Alpaca, 50 steps of LoRA r=8 on every linear, the same seed and
 #     data with the base in float32 and in NF4; the largest difference of the logged training losses.
+#  3. Merging that QLoRA adapter (llmft export): into the dequantised NF4 weights and into the full-precision ones;
+#     the drift between the two (merge_report.json) beside the size of the adapter's own update.
 #   [TOKENS=128] bench/quantized.sh [BUILD_DIR]     (needs scripts/deps.sh test, ../shared/data, GNU time; about 10 minutes)
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -57,4 +59,15 @@ a, b = losses(sys.argv[1]), losses(sys.argv[2])
 d = max(abs(a[s] - b[s]) / a[s] for s in a)
 print(f"stories260K LoRA, 50 steps: loss {a[1]:.4f} -> {a[50]:.4f} (float32 base), {b[1]:.4f} -> {b[50]:.4f} (NF4); "
       f"largest relative difference of a step's loss {d * 100:.2f}%")
+PY
+for into in dequantized original; do
+  "$build/bin/llmft" export model.path="$tiny" model.quantize=nf4 output.dir="$work/track-nf4" \
+    export.out="$work/merged-$into" export.merge_into=$into > "$work/log" 2>&1 || { cat "$work/log"; exit 1; }
+done
+"$py" - "$work/merged-original/merge_report.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[1]))["drift"]
+print(f"merging the NF4-trained adapter: the full-precision weights differ from the dequantised ones it trained against "
+      f"by {d['relative'] * 100:.2f}% (worst tensor {d['worst_relative'] * 100:.2f}%, {d['worst_tensor']}); the "
+      f"adapter's update is {d['adapter_update_relative'] * 100:.2f}% of the weights")
 PY

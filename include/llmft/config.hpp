@@ -131,6 +131,11 @@ struct ExportSection {
   double max_shard_mb = 5000;
   bool overwrite = false;  // replace the weight files a previous checkpoint left in `out` (else such a directory is refused)
   bool after_train = false;  // llmft train (LoRA): merge the trained adapter into its base at the end, into `out`
+  // A quantised base (a bitsandbytes / FP8 checkpoint, or model.quantize): "dequantized" (the weights the adapter
+  // trained against plus the adapter, bf16) or "original" (the full-precision weights plus the adapter); "auto"
+  // merges an unquantised base and refuses a quantised one, naming the choice.
+  std::string merge_into = "auto";
+  std::string original;  // the full-precision checkpoint of a quantised one (merge_into original; drift report)
 };
 
 struct Config {

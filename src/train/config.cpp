@@ -211,6 +211,8 @@ const std::vector<Field>& schema() {
       str_field("export.out", "llmft export: merged checkpoint directory (default <output.dir>/merged)", REF(export_.out)),
       bool_field("export.overwrite", "llmft export: replace the weight files of a checkpoint already in export.out (else refused)", REF(export_.overwrite)),
       bool_field("export.after_train", "llmft train with LoRA: also write the merged model (export.out, default <output.dir>/merged) when training ends", REF(export_.after_train)),
+      str_field("export.merge_into", "llmft export with a quantised base (model.quantize, or a bitsandbytes / FP8 checkpoint): dequantized (the weights the adapter trained against + the adapter, bf16) or original (the full-precision weights + the adapter); auto refuses a quantised base. merge_report.json gives the drift between the two", REF(export_.merge_into), {"auto", "dequantized", "original"}),
+      str_field("export.original", "llmft export: the full-precision checkpoint of a quantised model.path (for export.merge_into original, and the drift report)", REF(export_.original)),
       float_field("export.max_shard_mb", "shard size limit of the merged checkpoint, MB", REF(export_.max_shard_mb), kPositive),
   };
   return fields;

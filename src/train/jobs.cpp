@@ -4,6 +4,7 @@
 #include <c10/core/InferenceMode.h>
 
 #include <cmath>
+#include <regex>
 #include <set>
 
 #include "comm/factory.hpp"
@@ -13,6 +14,8 @@
 #include "io/dtype_convert.hpp"
 #include "io/meta_checkpoint.hpp"
 #include "llmft/generator.hpp"
+#include "lora/lora.hpp"
+#include "model/stored_weight.hpp"
 #include "llmft/train.hpp"
 #include "tokenizer/sentencepiece.hpp"
 #include "train/call_scope.hpp"
@@ -250,6 +253,60 @@ std::vector<Generation> generate(const Config& c, const std::vector<std::string>
   return out;
 }
 
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// The companions a quantised weight is read with (bitsandbytes' NF4 state, FP8 block scales), never written alone.
+bool quantisation_companion(const std::string& n) {
+  for (const char* s : {".absmax", ".quant_map", ".nested_absmax", ".nested_quant_map", ".quant_state.bitsandbytes__nf4",
+                        ".weight_scale_inv"})
+    if (ends_with(n, s)) return true;
+  return false;
+}
+
+// A decoder layer's linear weight: what model.quantize stores (q/k/v/o, gate/up/down, every expert's).
+bool layer_linear(const std::string& n) {
+  static const std::regex r(
+      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(experts\.\d+\.)?(gate|up|down)_proj)\.weight)");
+  return std::regex_match(n, r);
+}
+
+// The adapter's s * B A for weight `name` (out, in) added into w, when the adapter targets it; true if it did.
+bool add_lora(std::vector<float>& w, const std::string& name, const std::vector<int64_t>& shape,
+              const io::PeftAdapter& adapter, const std::vector<std::string>& targets, const std::string& adapter_dir,
+              std::set<std::string>* used, std::vector<float>* delta = nullptr) {
+  const std::string suffix = ".weight";
+  const bool expert = name.find(".mlp.experts.") != std::string::npos;
+  bool is_target = false;
+  for (const auto& t : targets)
+    is_target = is_target || (t == "experts" ? expert && ends_with(name, suffix) : !expert && ends_with(name, t + suffix));
+  if (!is_target) return false;
+  const std::string stem = name.substr(0, name.size() - suffix.size());
+  const io::TensorView* a = adapter.find(stem + ".lora_A.weight");
+  const io::TensorView* b = adapter.find(stem + ".lora_B.weight");
+  LLMFT_CHECK(a && b, Status::kNotFound, "{}: no lora_A/lora_B for {} (targeted by the adapter)", adapter_dir, name);
+  LLMFT_CHECK(shape.size() == 2 && a->shape == std::vector<int64_t>({adapter.spec.r, shape[1]}) &&
+                  b->shape == std::vector<int64_t>({shape[0], adapter.spec.r}),
+              Status::kFormat, "{}: adapter shapes A {} / B {} do not fit {} [{}]", adapter_dir,
+              nlohmann::json(a->shape).dump(), nlohmann::json(b->shape).dump(), name, fmt::join(shape, ", "));
+  std::vector<float> fa = io::to_f32(*a), fb = io::to_f32(*b);
+  if (delta) {
+    delta->assign(w.size(), 0.0f);
+    lora::merge_into(delta->data(), fa.data(), fb.data(), shape[0], shape[1], adapter.spec.r, adapter.spec.scaling());
+    for (size_t i = 0; i < w.size(); ++i) w[i] += (*delta)[i];
+  } else {
+    lora::merge_into(w.data(), fa.data(), fb.data(), shape[0], shape[1], adapter.spec.r, adapter.spec.scaling());
+  }
+  used->insert(a->name);
+  used->insert(b->name);
+  return true;
+}
+
+}  // namespace
+
 std::string export_merged(const Config& c) {
   job::preflight(c, job::Job::kExport);  // export.out is no input, is writable, holds no older checkpoint
   std::string adapter_dir = c.export_.adapter.empty() ? path_join(c.output.dir, "adapter") : c.export_.adapter;
@@ -259,68 +316,178 @@ std::string export_merged(const Config& c) {
               "the adapter's base model \"{}\" is not a local directory: give model.path", base_dir);
   io::ModelDir base(base_dir);
   io::check_adapter_fits(adapter, adapter_dir, base.config(), base_dir);
-  // Merging into quantised weights (a bitsandbytes or FP8 checkpoint) would write either the dequantised weights or
-  // a re-quantisation that drifts from what was trained; neither is done silently.
-  LLMFT_CHECK(!base.config_json().contains("quantization_config") || base.config_json()["quantization_config"].is_null(),
-              Status::kUnsupported,
-              "{} is a quantised checkpoint (quantization_config in config.json): merge the adapter into the "
-              "unquantised model instead (model.path=<its full-precision directory>)", base_dir);
   std::string out_dir = c.export_.out.empty() ? path_join(c.output.dir, "merged") : c.export_.out;
-  const double scaling = adapter.spec.scaling();
   const auto targets = adapter.spec.resolved_targets();
 
-  std::vector<std::string> names = base.tensor_names();
+  // A quantised base: the checkpoint itself (bitsandbytes NF4, FP8 blocks), or model.quantize, with which the adapter
+  // trained against NF4 / FP8 values of an unquantised checkpoint. Merging is then an explicit choice: into the
+  // dequantised weights it trained against (written in bf16), or into the full-precision weights, which differ from
+  // those by the quantisation error (the adapter never saw them).
+  const bool ckpt_quantised = base.config_json().contains("quantization_config") &&
+                              !base.config_json()["quantization_config"].is_null();
+  const bool quantised = ckpt_quantised || c.model.quantize != "none";
+  const std::string& into = c.export_.merge_into;
+  const std::string what = ckpt_quantised ? fmt::format("{} is a quantised checkpoint (quantization_config)", base_dir)
+                                          : fmt::format("the adapter trained on {} quantised to {} (model.quantize)",
+                                                        base_dir, c.model.quantize);
+  if (!quantised) {
+    LLMFT_CHECK(into != "dequantized", Status::kInvalidArgument,
+                "export.merge_into dequantized: {} is not quantised and model.quantize is none; nothing to dequantise",
+                base_dir);
+  } else {
+    LLMFT_CHECK(into != "auto", Status::kInvalidArgument,
+                "{}: merging is an explicit choice. export.merge_into=dequantized writes the dequantised weights it "
+                "trained against plus the adapter, in bf16; export.merge_into=original merges into the full-precision "
+                "weights ({}), which differ from those by the quantisation error. The drift between the two is "
+                "reported whenever both are at hand", what,
+                ckpt_quantised ? "export.original=<the unquantised checkpoint>" : "the checkpoint itself");
+  }
+  // The full-precision weights: the checkpoint itself unless it is quantised, then export.original when given.
+  std::unique_ptr<io::ModelDir> original_dir;
+  const io::ModelDir* original = ckpt_quantised ? nullptr : &base;
+  if (ckpt_quantised && !c.export_.original.empty()) {
+    original_dir = std::make_unique<io::ModelDir>(c.export_.original);
+    original = original_dir.get();
+    LLMFT_CHECK(!original->config_json().contains("quantization_config") ||
+                    original->config_json()["quantization_config"].is_null(),
+                Status::kInvalidArgument, "export.original {} is quantised too: give the full-precision checkpoint",
+                c.export_.original);
+  }
+  LLMFT_CHECK(!(quantised && into == "original" && original == nullptr), Status::kInvalidArgument,
+              "export.merge_into original: {}; give its full-precision checkpoint as export.original", what);
+  const bool dequantized = quantised && into == "dequantized";
+  job::WeightSource source(base, model::WeightFormat::kDense);  // quantised tensors served dequantised (F32)
+  model::QuantizeOptions qo;  // the options the model quantised with (model.quantize on an unquantised checkpoint)
+  auto dequantized_weight = [&](const std::string& name) {
+    const io::TensorView* t = ckpt_quantised ? source.find(name) : base.find(name);
+    LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the checkpoint has no tensor \"{}\"", base_dir, name);
+    if (ckpt_quantised) {
+      std::vector<float> w = io::to_f32(*t);
+      std::vector<int64_t> shape = t->shape;
+      source.done(*t);  // frees the dequantised copy t points into
+      return std::make_pair(std::move(w), std::move(shape));
+    }
+    const at::ScalarType st = t->dtype == io::DType::kBF16 ? at::kBFloat16 : t->dtype == io::DType::kF16 ? at::kHalf : at::kFloat;
+    at::Tensor dense = at::from_blob(const_cast<uint8_t*>(t->data), t->shape, st);
+    model::StoredWeight q = c.model.quantize == "nf4" ? model::quantize_nf4(name, dense, qo.nf4_blocksize, qo.double_quant)
+                                                      : model::quantize_fp8_block(name, dense, qo.fp8_block_rows, qo.fp8_block_cols);
+    at::Tensor d = q.dequantize(at::kFloat).contiguous();
+    return std::make_pair(std::vector<float>(d.data_ptr<float>(), d.data_ptr<float>() + d.numel()), t->shape);
+  };
+  // Which layer linears were quantised: all of them under model.quantize; those stored quantised in the checkpoint.
+  auto was_quantised = [&](const std::string& name) {
+    if (!layer_linear(name)) return false;
+    if (!ckpt_quantised) return true;
+    const io::TensorView* t = base.find(name);
+    return t != nullptr && (t->dtype == io::DType::kU8 || t->dtype == io::DType::kF8E4M3);
+  };
+
+  c10::InferenceMode guard;
+  const io::ModelDir& written = dequantized ? base : (original ? *original : base);
+  std::vector<std::string> names = written.tensor_names();
   std::vector<std::vector<uint8_t>> merged_bytes;  // storage of merged tensors
   merged_bytes.reserve(names.size());
   std::vector<io::TensorView> views;
   std::set<std::string> used;
   int64_t merged = 0;
+  // Drift: the full-precision weights against the dequantised ones, over the quantised linears (relative Frobenius
+  // norms), beside the size of the adapter's own update.
+  double drift_sq = 0, weight_sq = 0, update_sq = 0, worst = 0;
+  std::string worst_name;
+  int64_t drift_tensors = 0;
   for (const auto& name : names) {
-    io::TensorView v = *base.find(name);
-    LLMFT_CHECK(io::all_finite(v), Status::kFormat, "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)",
-                base_dir, name);
-    const std::string suffix = ".weight";
-    bool is_target = false;
-    const bool expert = name.find(".mlp.experts.") != std::string::npos;
-    for (const auto& t : targets)
-      is_target = is_target ||
-                  (t == "experts" ? expert && (name.size() > suffix.size() &&
-                                               name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0)
-                                  : !expert && name.size() > t.size() + suffix.size() &&
-                                        name.compare(name.size() - t.size() - suffix.size(), t.size() + suffix.size(),
-                                                     t + suffix) == 0);
-    if (is_target) {
-      std::string stem = name.substr(0, name.size() - suffix.size());
-      const io::TensorView* a = adapter.find(stem + ".lora_A.weight");
-      const io::TensorView* b = adapter.find(stem + ".lora_B.weight");
-      LLMFT_CHECK(a && b, Status::kNotFound, "{}: no lora_A/lora_B for {} (targeted by the adapter)", adapter_dir, name);
-      LLMFT_CHECK(v.shape.size() == 2 && a->shape == std::vector<int64_t>({adapter.spec.r, v.shape[1]}) &&
-                      b->shape == std::vector<int64_t>({v.shape[0], adapter.spec.r}),
-                  Status::kFormat, "{}: adapter shapes A {} / B {} do not fit {} [{}, {}]", adapter_dir,
-                  nlohmann::json(a->shape).dump(), nlohmann::json(b->shape).dump(), name, v.shape[0], v.shape[1]);
-      std::vector<float> w = io::to_f32(v), fa = io::to_f32(*a), fb = io::to_f32(*b);
-      lora::merge_into(w.data(), fa.data(), fb.data(), v.shape[0], v.shape[1], adapter.spec.r, scaling);
-      merged_bytes.push_back(io::from_f32(w, v.dtype));
+    if (quantisation_companion(name)) continue;
+    io::TensorView v = *written.find(name);
+    const bool q = quantised && was_quantised(name);
+    if (dequantized && q) {
+      auto [w, shape] = dequantized_weight(name);
+      v.shape = shape;
+      v.dtype = io::DType::kBF16;
+      if (original != nullptr) {  // drift of the weights the adapter trained against from the full-precision ones
+        const io::TensorView* o = original->find(name);
+        LLMFT_CHECK(o != nullptr && o->shape == shape, Status::kFormat, "{}: tensor \"{}\" {} in {}",
+                    original->path(), name, o ? "has another shape than" : "is missing, but is", base_dir);
+        const std::vector<float> ow = io::to_f32(*o);
+        double d = 0, n = 0;
+        for (size_t i = 0; i < w.size(); ++i) d += double(ow[i] - w[i]) * (ow[i] - w[i]), n += double(ow[i]) * ow[i];
+        drift_sq += d, weight_sq += n, ++drift_tensors;
+        if (n > 0 && std::sqrt(d / n) > worst) worst = std::sqrt(d / n), worst_name = name;
+      }
+      std::vector<float> delta;
+      if (add_lora(w, name, shape, adapter, targets, adapter_dir, &used, &delta)) {
+        ++merged;
+        for (float x : delta) update_sq += double(x) * x;
+      }
+      merged_bytes.push_back(io::from_f32(w, io::DType::kBF16));
       v.data = merged_bytes.back().data();
-      used.insert(a->name);
-      used.insert(b->name);
-      ++merged;
+      v.nbytes = merged_bytes.back().size();
+    } else {
+      LLMFT_CHECK(io::all_finite(v), Status::kFormat, "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)",
+                  written.path(), name);
+      LLMFT_CHECK(v.dtype != io::DType::kU8 && v.dtype != io::DType::kF8E4M3, Status::kInternal,
+                  "{}: tensor \"{}\" is quantised but no layer linear", written.path(), name);
+      std::vector<float> w;
+      std::vector<float> delta;
+      const bool target = layer_linear(name) || name.find("_proj.weight") != std::string::npos;
+      if (target) w = io::to_f32(v);
+      if (target && add_lora(w, name, v.shape, adapter, targets, adapter_dir, &used, q ? &delta : nullptr)) {
+        merged_bytes.push_back(io::from_f32(w, v.dtype));
+        v.data = merged_bytes.back().data();
+        ++merged;
+      }
+      if (q) {  // merging into the full-precision weights: their drift from what the adapter trained against
+        auto [dq, shape] = dequantized_weight(name);
+        const std::vector<float> ow = io::to_f32(*written.find(name));
+        double d = 0, n = 0;
+        for (size_t i = 0; i < dq.size(); ++i) d += double(ow[i] - dq[i]) * (ow[i] - dq[i]), n += double(ow[i]) * ow[i];
+        drift_sq += d, weight_sq += n, ++drift_tensors;
+        if (n > 0 && std::sqrt(d / n) > worst) worst = std::sqrt(d / n), worst_name = name;
+        for (float x : delta) update_sq += double(x) * x;
+      }
     }
     views.push_back(v);
   }
   for (const auto& t : adapter.weights->tensors())
     LLMFT_CHECK(used.count(t.name), Status::kFormat, "{}: tensor \"{}\" matches no weight of {}", adapter_dir, t.name,
-                base_dir);
+                written.path());
   make_dirs(out_dir);
   LLMFT_CHECK(c.export_.max_shard_mb > 0, Status::kInvalidArgument, "export.max_shard_mb must be positive");
   io::write_model_weights(out_dir, views, static_cast<uint64_t>(c.export_.max_shard_mb * 1048576.0));
-  write_file_atomic(path_join(out_dir, "config.json"), read_file(path_join(base_dir, "config.json")));
+  nlohmann::ordered_json config = nlohmann::ordered_json::parse(read_file(path_join(written.path(), "config.json")));
+  if (dequantized) {  // a plain bf16 checkpoint now
+    config.erase("quantization_config");
+    config[config.contains("dtype") && !config.contains("torch_dtype") ? "dtype" : "torch_dtype"] = "bfloat16";
+  }
+  write_file_atomic(path_join(out_dir, "config.json"), config.dump(2) + "\n");
   for (const char* f : {"tokenizer.json", "tokenizer.model", "tokenizer_config.json", "special_tokens_map.json",
                         "generation_config.json"}) {
     std::string p = path_join(base_dir, f);
     if (file_exists(p)) write_file_atomic(path_join(out_dir, f), read_file(p));
   }
-  log_info("merged {} weights of {} with {} into {}", merged, base_dir, adapter_dir, out_dir);
+  if (quantised) {
+    nlohmann::ordered_json report;
+    report["merge_into"] = into;
+    report["quantization"] = ckpt_quantised ? base.config_json()["quantization_config"].value("quant_method", std::string("?"))
+                                            : c.model.quantize;
+    report["base"] = base_dir;
+    report["original"] = original ? nlohmann::json(original->path()) : nlohmann::json();
+    if (drift_tensors > 0) {
+      // ||W_full - W_dequantised|| / ||W_full|| over every quantised linear, and the adapter's ||s B A|| on the same scale.
+      report["drift"] = {{"tensors", drift_tensors}, {"relative", std::sqrt(drift_sq / weight_sq)},
+                         {"worst_tensor", worst_name}, {"worst_relative", worst},
+                         {"adapter_update_relative", std::sqrt(update_sq / weight_sq)}};
+      log_info("merge into the {} weights: the full-precision weights differ from the dequantised ones the adapter "
+               "trained against by {:.3f}% (relative Frobenius norm over {} quantised linears; worst {:.3f}%, {}); the "
+               "adapter's own update is {:.3f}% of them", into, 100 * std::sqrt(drift_sq / weight_sq), drift_tensors,
+               100 * worst, worst_name, 100 * std::sqrt(update_sq / weight_sq));
+    } else {
+      report["drift"] = nullptr;
+      log_info("merge into the dequantised weights; no full-precision checkpoint (export.original) to measure the "
+               "drift against");
+    }
+    write_file_atomic(path_join(out_dir, "merge_report.json"), report.dump(2) + "\n");
+  }
+  log_info("merged {} weights of {} with {} into {}", merged, written.path(), adapter_dir, out_dir);
   return out_dir;
 }
 

@@ -211,6 +211,17 @@ void preflight(const Config& c, Job job) {
     LLMFT_CHECK(old.empty() || c.export_.overwrite || c.export_.out.empty(), Status::kInvalidArgument,
                 "export.out {} already holds a checkpoint's weight files; export.after_train would replace them: "
                 "choose an empty directory, or say export.overwrite=true", out);
+    bool quantised_checkpoint = false;
+    if (!c.model.path.empty() && file_exists(path_join(c.model.path, "config.json"))) {
+      const nlohmann::json cj = nlohmann::json::parse(read_file(path_join(c.model.path, "config.json")), nullptr, false);
+      quantised_checkpoint = cj.is_object() && cj.contains("quantization_config") && !cj["quantization_config"].is_null();
+    }
+    LLMFT_CHECK(c.export_.merge_into != "auto" || (c.model.quantize == "none" && !quantised_checkpoint),
+                Status::kInvalidArgument,
+                "export.after_train with a quantised base ({}): say how to merge, export.merge_into=dequantized (the "
+                "weights the adapter trains against, bf16) or export.merge_into=original (the full-precision weights{})",
+                quantised_checkpoint ? "a quantised checkpoint" : "model.quantize " + c.model.quantize,
+                quantised_checkpoint ? ", with export.original" : "");
   }
   if (c.train.resume != "auto" && c.train.resume != "never")
     LLMFT_CHECK(is_directory(c.train.resume), Status::kNotFound,

@@ -11,7 +11,9 @@
 #include <cstring>
 
 #include "io/checkpoint.hpp"
+#include "io/dtype_convert.hpp"
 #include "llmft/error.hpp"
+#include "llmft/train.hpp"
 #include "model/decoder.hpp"
 #include "model/stored_weight.hpp"
 #include "test_support.hpp"
@@ -220,4 +222,99 @@ TEST(Nf4, WhatIsNotReadIsRefusedByName) {
   EXPECT_NE(error_of([&] { load(nan_dir, model::WeightFormat::kNf4); })
                 .find("tensor \"model.layers.1.mlp.up_proj.weight\" holds values that are not finite"),
             std::string::npos);
+}
+
+namespace {
+// Reads one tensor of a checkpoint directory as fp32.
+at::Tensor weight_of(const std::string& dir, const std::string& name) {
+  io::ModelDir md(dir);
+  const io::TensorView* t = md.find(name);
+  EXPECT_NE(t, nullptr) << name << " in " << dir;
+  return t ? at::tensor(io::to_f32(*t)).view(t->shape) : at::Tensor();
+}
+}  // namespace
+
+TEST(Nf4, MergingIntoAQuantisedBaseIsAnExplicitChoiceWithItsDrift) {
+  const std::string base = reference_dir() + "/base", bnb = reference_dir() + "/bnb";
+  const std::string dir = test::temp_dir("nf4-merge");
+  // An adapter on every linear of the QLoRA model, B away from zero.
+  auto q = load(base, model::WeightFormat::kNf4, model::TrainMode::kLora);
+  q->init_lora(3);
+  for (auto& u : q->units())
+    if (!u.trainable.empty()) u.trainable.flat.normal_(0, 0.05, at::make_generator<at::CPUGeneratorImpl>(5));
+  q->refresh_compute();
+  {
+    std::vector<io::TensorView> views;
+    std::vector<at::Tensor> keep;
+    q->for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool trainable) {
+      if (!trainable) return;
+      keep.push_back(t.contiguous());
+      views.push_back({s.name, io::DType::kF32, s.shape, static_cast<const uint8_t*>(keep.back().data_ptr()),
+                       static_cast<size_t>(keep.back().numel()) * 4});
+    });
+    io::write_peft_adapter(dir + "/adapter", q->options().lora, base, views);
+  }
+  auto run = [&](const std::string& model, const std::string& quantize, const std::string& into, const std::string& out,
+                 const std::string& original = "") {
+    std::vector<std::string> kv = {"model.path=" + model, "model.quantize=" + quantize, "export.adapter=" + dir + "/adapter",
+                                   "export.out=" + dir + "/" + out, "export.merge_into=" + into,
+                                   "output.dir=" + dir + "/run"};
+    if (!original.empty()) kv.push_back("export.original=" + original);
+    return export_merged(load_config("", kv));
+  };
+  EXPECT_NE(error_of([&] { run(base, "nf4", "auto", "x"); }).find("merging is an explicit choice"), std::string::npos);
+  EXPECT_NE(error_of([&] { run(base, "none", "dequantized", "x"); }).find("nothing to dequantise"), std::string::npos);
+
+  // What the model computed with: the dequantised NF4 weight, and the adapter's s B A.
+  const std::string name = "model.layers.1.mlp.down_proj.weight";
+  const model::StoredWeight* stored = q->units()[2].find_stored(name);
+  ASSERT_NE(stored, nullptr);
+  const at::Tensor deq = stored->dequantize(at::kFloat);
+  const at::Tensor a = q->units()[2].trainable.view("model.layers.1.mlp.down_proj.lora_A.weight");
+  const at::Tensor b = q->units()[2].trainable.view("model.layers.1.mlp.down_proj.lora_B.weight");
+  const at::Tensor update = at::mm(b, a) * q->options().lora.scaling();
+  const at::Tensor full = weight_of(base, name);
+
+  // Into the dequantised weights: deq + s B A in bf16, a plain checkpoint (no quantization_config) whose logits are
+  // the QLoRA model's to bf16 rounding.
+  const std::string d = run(base, "nf4", "dequantized", "deq");
+  EXPECT_TRUE(at::allclose(weight_of(d, name), (deq + update).to(at::kBFloat16).to(at::kFloat), 0, 1e-6));
+  const nlohmann::json dcfg = nlohmann::json::parse(read_file(d + "/config.json"));
+  EXPECT_FALSE(dcfg.contains("quantization_config"));
+  auto merged = load(d, model::WeightFormat::kDense);
+  const at::Tensor want = logits(*q), got = logits(*merged);
+  EXPECT_LE((got - want).abs().max().item<double>() / want.abs().max().item<double>(), 2e-2);
+  // Into the full-precision weights: W + s B A, as stored (fp32 here).
+  const std::string o = run(base, "nf4", "original", "orig");
+  EXPECT_TRUE(at::allclose(weight_of(o, name), full + update, 1e-6, 1e-6));
+  // Both report the drift between the two: ||W - deq|| / ||W|| over the quantised linears, computed here again.
+  double dd = 0, nn = 0;
+  for (size_t u = 1; u + 1 < q->units().size(); ++u)
+    for (const model::StoredWeight& w : q->units()[u].stored) {
+      const at::Tensor fw = weight_of(base, w.name).to(at::kDouble), dw = w.dequantize(at::kFloat).to(at::kDouble);
+      dd += (fw - dw).pow(2).sum().item<double>();
+      nn += fw.pow(2).sum().item<double>();
+    }
+  for (const std::string& out : {d, o}) {
+    const nlohmann::json r = nlohmann::json::parse(read_file(out + "/merge_report.json"));
+    EXPECT_NEAR(r["drift"]["relative"].get<double>(), std::sqrt(dd / nn), 1e-6) << out;
+    EXPECT_EQ(r["drift"]["tensors"].get<int64_t>(), 14);
+    EXPECT_GT(r["drift"]["adapter_update_relative"].get<double>(), 0.0);
+  }
+  std::printf("[ merge ] NF4 drift %.3f%% of the weights (the adapter's update: %.3f%%)\n", 100 * std::sqrt(dd / nn),
+              100 * nlohmann::json::parse(read_file(d + "/merge_report.json"))["drift"]["adapter_update_relative"].get<double>());
+
+  // A checkpoint saved in 4 bits: the original needs its full-precision checkpoint; into the dequantised weights it
+  // needs nothing more (and reports no drift without one).
+  EXPECT_NE(error_of([&] { run(bnb, "none", "auto", "x"); }).find("is a quantised checkpoint"), std::string::npos);
+  EXPECT_NE(error_of([&] { run(bnb, "none", "original", "x"); }).find("give its full-precision checkpoint as export.original"),
+            std::string::npos);
+  const std::string bd = run(bnb, "none", "dequantized", "bnb-deq");
+  EXPECT_TRUE(nlohmann::json::parse(read_file(bd + "/merge_report.json"))["drift"].is_null());
+  auto from_bnb = load(bnb, model::WeightFormat::kNf4);
+  const at::Tensor bnb_deq = from_bnb->units()[2].find_stored(name)->dequantize(at::kFloat);
+  EXPECT_TRUE(at::allclose(weight_of(bd, name), (bnb_deq + update).to(at::kBFloat16).to(at::kFloat), 0, 1e-6));
+  const std::string bo = run(bnb, "none", "original", "bnb-orig", base);
+  EXPECT_TRUE(at::allclose(weight_of(bo, name), full + update, 1e-6, 1e-6));
+  EXPECT_GT(nlohmann::json::parse(read_file(bo + "/merge_report.json"))["drift"]["relative"].get<double>(), 0.0);
 }
