@@ -163,7 +163,7 @@ const std::vector<Field>& schema() {
       int_field("lora.r", "LoRA rank", REF(lora.r), kAtLeastOne),
       float_field("lora.alpha", "LoRA alpha (scaling alpha / r)", REF(lora.alpha), kPositive),
       float_field("lora.dropout", "dropout on the LoRA branch's input", REF(lora.dropout), kFraction),
-      list_field("lora.target_modules", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj or all-linear", REF(lora.target_modules)),
+      list_field("lora.target_modules", "q_proj, k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj, experts (every expert's gate/up/down in a mixture-of-experts model) or all-linear", REF(lora.target_modules)),
       bool_field("lora.use_rslora", "scale by alpha / sqrt(r) (rsLoRA)", REF(lora.use_rslora)),
       str_field("train.mode", "lora, full, or auto: full for the embedded (random) model, lora for model.path", REF(train.mode), {"auto", "lora", "full"}),
       int_field("train.max_steps", "optimizer steps (> 0 overrides train.epochs)", REF(train.max_steps), Range{-1, INFINITY, false, false, "-1 (use train.epochs) or >= 0"}),

@@ -405,8 +405,10 @@ std::string export_merged(const Config& c) {
       v.dtype = io::DType::kBF16;
       if (original != nullptr) {  // drift of the weights the adapter trained against from the full-precision ones
         const io::TensorView* o = original->find(name);
-        LLMFT_CHECK(o != nullptr && o->shape == shape, Status::kFormat, "{}: tensor \"{}\" {} in {}",
-                    original->path(), name, o ? "has another shape than" : "is missing, but is", base_dir);
+        LLMFT_CHECK(o != nullptr, Status::kNotFound, "export.original {}: no tensor \"{}\", which {} has",
+                    original->path(), name, base_dir);
+        LLMFT_CHECK(o->shape == shape, Status::kFormat, "export.original {}: tensor \"{}\" has shape [{}], {} [{}]",
+                    original->path(), name, fmt::join(o->shape, ", "), base_dir, fmt::join(shape, ", "));
         const std::vector<float> ow = io::to_f32(*o);
         double d = 0, n = 0;
         for (size_t i = 0; i < w.size(); ++i) d += double(ow[i] - w[i]) * (ow[i] - w[i]), n += double(ow[i]) * ow[i];
