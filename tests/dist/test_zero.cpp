@@ -172,8 +172,9 @@ TEST(QuantizedBase, QloraOverZeroMatchesOneProcess) {
 }
 
 TEST(QuantizedBase, QloraOnAMixtureOverZeroMatchesOneProcess) {
-  // A Qwen3-MoE base (4 experts, top-2; layer 1 dense) quantised to NF4 on load, LoRA on attention and experts: the
-  // stored experts are replicated on every rank, the adapters and their optimizer state sharded by ZeRO.
+  // A Qwen3-MoE base (4 experts, top-2; layer 1 dense), LoRA on attention and experts, quantised to NF4 on load (the
+  // stored experts replicated on every rank) or not (sharded with the rest of each layer); the adapters and their
+  // optimizer state sharded by ZeRO.
   const std::string dir = test::temp_dir("zero-moe");
   const std::string seed_run = dir + "/seed";
   ASSERT_EQ(test::run_world(1, job_args(seed_run, "lora", 1, 0), seed_run), std::vector<int>{0});
@@ -192,25 +193,34 @@ TEST(QuantizedBase, QloraOnAMixtureOverZeroMatchesOneProcess) {
   test::save_for_reference(m, base);
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
     if (file_exists(seed_run + "/base/" + f)) write_file_atomic(base + "/" + f, read_file(seed_run + "/base/" + f));
-  auto args = [&](const std::string& out, int world, int stage) {
-    auto a = job_args(out, "lora", world, stage);
-    for (const char* kv : {"model.quantize=nf4", "lora.target_modules=q_proj,v_proj,experts"}) a.push_back(kv);
-    a.push_back("model.path=" + base);
-    return a;
-  };
-  const std::string ref = dir + "/world1";
-  ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
-  for (const auto& [world, stage] : {std::pair<int, int>{2, 3}, {4, 2}}) {
-    const std::string out = dir + "/world" + std::to_string(world);
-    ASSERT_EQ(test::run_world(world, args(out, world, stage), out), std::vector<int>(static_cast<size_t>(world), 0))
-        << tail_of(out + ".rank0.log");
-    const std::vector<double> a = losses(ref), b = losses(out);
-    ASSERT_EQ(a.size(), b.size());
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
-    const Diff d = weights_diff(weights_file(out, "lora"), weights_file(ref, "lora"));
-    EXPECT_LE(d.max_rel, 1e-5) << world;
-    EXPECT_LE(d.l2_rel, 1e-5) << world;
+  // NF4 experts replicated at worlds 2 (ZeRO-3) and 4 (ZeRO-2); dense experts sharded by ZeRO-3 at world 2 (each
+  // layer's experts gathered for its forward and backward).
+  for (const std::string quantize : {"nf4", "none"}) {
+    auto args = [&](const std::string& out, int world, int stage) {
+      auto a = job_args(out, "lora", world, stage);
+      a.push_back("model.quantize=" + quantize);
+      a.push_back("lora.target_modules=q_proj,v_proj,experts");
+      a.push_back("model.path=" + base);
+      return a;
+    };
+    const std::string ref = dir + "/" + quantize + "-world1";
+    ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
+    const auto splits = quantize == "nf4" ? std::vector<std::pair<int, int>>{{2, 3}, {4, 2}}
+                                          : std::vector<std::pair<int, int>>{{2, 3}};
+    for (const auto& [world, stage] : splits) {
+      SCOPED_TRACE(quantize + ", world " + std::to_string(world) + ", ZeRO stage " + std::to_string(stage));
+      const std::string out = dir + "/" + quantize + "-world" + std::to_string(world);
+      ASSERT_EQ(test::run_world(world, args(out, world, stage), out), std::vector<int>(static_cast<size_t>(world), 0))
+          << tail_of(out + ".rank0.log");
+      const std::vector<double> a = losses(ref), b = losses(out);
+      ASSERT_EQ(a.size(), b.size());
+      for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
+      const Diff d = weights_diff(weights_file(out, "lora"), weights_file(ref, "lora"));
+      EXPECT_LE(d.max_rel, 1e-5);
+      EXPECT_LE(d.l2_rel, 1e-5);
+    }
   }
+  const std::string ref = dir + "/nf4-world1";
   // The adapter holds every expert's LoRA pairs.
   io::SafetensorsFile adapter(weights_file(ref, "lora"));
   EXPECT_TRUE(adapter.contains("base_model.model.model.layers.0.mlp.experts.3.down_proj.lora_B.weight"));
