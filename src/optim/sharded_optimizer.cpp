@@ -20,34 +20,33 @@ ShardingPlan ShardingPlan::for_stage(int stage) {
   return p;
 }
 
+ShardedOptimizer::ShardedOptimizer(model::Decoder& model, model::ParamStore& store, comm::Communicator& comm,
+                                   int zero_stage, AdamWOptions options)
+    : model_(model), store_(store), comm_(comm), plan_(ShardingPlan::for_stage(zero_stage)), opt_(options) {
+  init();
+}
+
 ShardedOptimizer::ShardedOptimizer(model::Decoder& model, comm::Communicator& comm, int zero_stage, AdamWOptions options,
                                    const ShardFill& fill)
-    : model_(model), comm_(comm), plan_(ShardingPlan::for_stage(zero_stage)), opt_(options) {
+    : model_(model),
+      own_store_(std::make_unique<model::ParamStore>(model, comm, ShardingPlan::for_stage(zero_stage).shard_params, fill)),
+      store_(*own_store_),
+      comm_(comm),
+      plan_(ShardingPlan::for_stage(zero_stage)),
+      opt_(options) {
+  init();
+}
+
+void ShardedOptimizer::init() {
   c10::InferenceMode guard;
-  const int64_t world = comm.size(), rank = comm.rank();
-  const at::ScalarType master = model.options().dtype == at::kDouble ? at::kDouble : at::kFloat;
-  // This rank's slice of a buffer: from the buffer, or (never built whole) from `fill`.
-  auto slice_of = [&](model::Unit& u, bool trainable, int64_t offset, int64_t numel, at::ScalarType dtype) {
-    const at::Tensor& flat = trainable ? u.trainable.flat : u.frozen.flat;
-    if (flat.defined()) return flat.narrow(0, offset, numel).clone();
-    LLMFT_CHECK(fill != nullptr && plan_.shard_params, Status::kInternal,
-                "unit {}: its {} weights were not loaded and ZeRO stage {} does not load them by slice", u.name,
-                trainable ? "trained" : "frozen", zero_stage);
-    at::Tensor out = at::empty({numel}, dtype);
-    fill(u, trainable, offset, out);
-    return out;
-  };
+  LLMFT_CHECK(store_.sharded() == plan_.shard_params, Status::kInternal,
+              "the parameter store is {}sharded, and the optimizer's ZeRO plan says otherwise", store_.sharded() ? "" : "not ");
+  const at::ScalarType master = model_.options().dtype == at::kDouble ? at::kDouble : at::kFloat;
   for (model::Unit& u : model_.units()) {
     UnitState s;
-    const int64_t P = u.trainable.padded_numel(), Pf = u.frozen.padded_numel();
-    LLMFT_CHECK(plan_.shard_params || ((u.frozen.empty() || u.frozen.flat.defined()) &&
-                                       (u.trainable.empty() || u.trainable.flat.defined())),
-                Status::kInternal, "unit {}: weights not loaded, and ZeRO stage {} loads none by slice", u.name, zero_stage);
-    LLMFT_CHECK(P % world == 0 && Pf % world == 0, Status::kInternal,
-                "unit {}: buffers of {} / {} elements cannot be split into {} equal slices (decoder align)", u.name, P, Pf,
-                world);
-    s.offset = plan_.shard_optimizer ? rank * (P / world) : 0;
-    s.numel = plan_.shard_optimizer ? P / world : P;
+    const int64_t P = u.trainable.padded_numel();
+    s.offset = plan_.shard_optimizer ? store_.slice_offset(u) : 0;
+    s.numel = plan_.shard_optimizer ? store_.slice_numel(u) : P;
     if (P > 0) {
       s.m = at::zeros({s.numel}, master);
       s.v = at::zeros({s.numel}, master);
@@ -56,29 +55,11 @@ ShardedOptimizer::ShardedOptimizer(model::Decoder& model, comm::Communicator& co
       s.grad_shard = at::zeros({s.numel}, master);
       u.grad = at::Tensor();  // full gradients exist only while the unit's backward runs
     }
-    if (plan_.shard_params) {
-      if (P > 0) s.master_shard = slice_of(u, true, s.offset, s.numel, master);
-      if (Pf > 0) s.frozen_shard = slice_of(u, false, rank * (Pf / world), Pf / world, model.options().dtype);
-      u.trainable.flat = at::Tensor();
-      u.frozen.flat = at::Tensor();
-      u.compute = at::Tensor();
-    }
     states_.push_back(std::move(s));
-    frozen_pool_.numel = std::max(frozen_pool_.numel, Pf);
-    compute_pool_.numel = std::max(compute_pool_.numel, P);
   }
-  frozen_pool_.dtype = compute_pool_.dtype = model.options().dtype;
 }
 
 ShardedOptimizer::~ShardedOptimizer() = default;
-
-at::Tensor ShardedOptimizer::Pool::take(int64_t n) {
-  LLMFT_ASSERT(n <= numel);
-  for (const at::Tensor& b : buffers)
-    if (b.storage().use_count() == 1) return b.narrow(0, 0, n);  // no view of it is alive
-  buffers.push_back(at::empty({numel}, dtype));
-  return buffers.back().narrow(0, 0, n);
-}
 
 size_t ShardedOptimizer::index_of(const model::Unit& u) const {
   const auto& units = model_.units();
@@ -91,29 +72,13 @@ void ShardedOptimizer::begin_step() { last_micro_ = true; }
 
 void ShardedOptimizer::acquire(model::Unit& u, model::Pass pass) {
   UnitState& s = states_[index_of(u)];
-  const at::ScalarType dtype = model_.options().dtype;
-  if (plan_.shard_params) {
-    if (!u.frozen.empty() && !u.frozen.flat.defined()) {
-      u.frozen.flat = frozen_pool_.take(u.frozen.padded_numel());
-      comm_.all_gather(u.frozen.flat, s.frozen_shard)->wait();
-    }
-    if (!u.trainable.empty() && !u.compute.defined()) {
-      at::Tensor shard = s.master_shard.scalar_type() == dtype ? s.master_shard : s.master_shard.to(dtype);
-      u.compute = compute_pool_.take(u.trainable.padded_numel());
-      comm_.all_gather(u.compute, shard)->wait();
-    }
-  }
+  store_.acquire(u, pass);
   if (pass == model::Pass::kBackward) finish_scatter(s);  // the previous micro-batch's reduce-scatter of this unit
   if (pass == model::Pass::kBackward && !u.trainable.empty() && !u.grad.defined())
     u.grad = at::zeros({u.trainable.padded_numel()}, at::TensorOptions().dtype(s.m.scalar_type()));
 }
 
-void ShardedOptimizer::release(model::Unit& u) {
-  if (!plan_.shard_params) return;
-  u.frozen.flat = at::Tensor();
-  u.trainable.flat = at::Tensor();
-  u.compute = at::Tensor();
-}
+void ShardedOptimizer::release(model::Unit& u) { store_.release(u); }
 
 void ShardedOptimizer::grads_ready(model::Unit& u) {
   if (u.trainable.empty()) return;
@@ -137,34 +102,6 @@ void ShardedOptimizer::finish_scatter(UnitState& s) {
   s.scatter.reset();
   s.scatter_out = at::Tensor();
   s.scatter_in = at::Tensor();
-}
-
-void ShardedOptimizer::gather_parameters(bool trainable_only) {
-  if (!plan_.shard_params) return;
-  c10::InferenceMode guard;
-  const at::ScalarType dtype = model_.options().dtype;
-  for (size_t i = 0; i < states_.size(); ++i) {
-    model::Unit& u = model_.units()[i];
-    UnitState& s = states_[i];
-    if (!u.trainable.empty() && !u.trainable.flat.defined()) {
-      u.trainable.flat = at::empty({u.trainable.padded_numel()}, s.master_shard.options());
-      comm_.all_gather(u.trainable.flat, s.master_shard)->wait();
-      u.compute = dtype == u.trainable.flat.scalar_type() ? u.trainable.flat : u.trainable.flat.to(dtype);
-    }
-    if (!trainable_only && !u.frozen.empty() && !u.frozen.flat.defined()) {
-      u.frozen.flat = at::empty({u.frozen.padded_numel()}, s.frozen_shard.options());
-      comm_.all_gather(u.frozen.flat, s.frozen_shard)->wait();
-    }
-  }
-}
-
-void ShardedOptimizer::release_parameters() {
-  if (!plan_.shard_params) return;
-  for (model::Unit& u : model_.units()) {
-    u.trainable.flat = at::Tensor();
-    u.frozen.flat = at::Tensor();
-    u.compute = at::Tensor();
-  }
 }
 
 void ShardedOptimizer::adamw(model::Unit& u, UnitState& s, const at::Tensor& param, const at::Tensor& grad, double lr) {
@@ -243,15 +180,11 @@ StepResult ShardedOptimizer::finish_step(double lr, double max_grad_norm, double
     UnitState& s = states_[i];
     if (r.clipped) grads[i].mul_(coef);
     at::Tensor g = plan_.shard_grads || !plan_.shard_optimizer ? grads[i] : grads[i].narrow(0, s.offset, s.numel);
-    at::Tensor p = plan_.shard_params ? s.master_shard : u.trainable.flat.narrow(0, s.offset, s.numel);
-    adamw(u, s, p, g, lr);
+    adamw(u, s, store_.trainable_range(u, s.offset, s.numel), g, lr);
     grads[i].zero_();
-    if (plan_.shard_optimizer && !plan_.shard_params) {
-      at::Tensor mine = p.clone();
-      comm_.all_gather(u.trainable.flat, mine)->wait();
-    }
+    if (plan_.shard_optimizer) store_.gather_trainable_slices(u);  // stages 1-2: every rank's slice, everywhere
   }
-  if (!plan_.shard_params) model_.refresh_compute();
+  store_.trainable_updated();
   ++step_;
   return r;
 }
@@ -309,52 +242,14 @@ void ShardedOptimizer::import_state(const State& st, const std::string& origin) 
   step_ = st.steps;
 }
 
-void ShardedOptimizer::parameters_changed() {
-  c10::InferenceMode guard;
-  if (!plan_.shard_params) {
-    model_.refresh_compute();
-    return;
-  }
-  const int64_t world = comm_.size(), rank = comm_.rank();
-  auto& units = model_.units();
-  for (size_t i = 0; i < units.size(); ++i) {
-    model::Unit& u = units[i];
-    UnitState& s = states_[i];
-    if (!u.trainable.empty() && u.trainable.flat.defined()) s.master_shard.copy_(u.trainable.flat.narrow(0, s.offset, s.numel));
-    const int64_t Pf = u.frozen.padded_numel();
-    if (!u.frozen.empty() && u.frozen.flat.defined()) s.frozen_shard.copy_(u.frozen.flat.narrow(0, rank * (Pf / world), Pf / world));
-  }
-}
-
-void ShardedOptimizer::reload_parameter_shards(const ShardFill& fill) {
-  c10::InferenceMode guard;
-  LLMFT_CHECK(plan_.shard_params, Status::kInternal, "reload_parameter_shards below ZeRO stage 3");
-  const int64_t world = comm_.size(), rank = comm_.rank();
-  auto& units = model_.units();
-  for (size_t i = 0; i < units.size(); ++i) {
-    model::Unit& u = units[i];
-    UnitState& s = states_[i];
-    if (!u.trainable.empty()) fill(u, true, s.offset, s.master_shard);
-    const int64_t Pf = u.frozen.padded_numel();
-    if (!u.frozen.empty()) fill(u, false, rank * (Pf / world), s.frozen_shard);
-  }
-}
-
 MemoryReport ShardedOptimizer::memory() const {
   MemoryReport r;
+  r.parameter_bytes = store_.bytes();
   for (size_t i = 0; i < states_.size(); ++i) {
     const auto& s = states_[i];
     const auto& u = model_.units()[i];
     if (s.m.defined()) r.optimizer_state_bytes += (s.m.numel() + s.v.numel()) * static_cast<int64_t>(s.m.element_size());
     auto bytes = [](const at::Tensor& t) { return t.defined() ? t.numel() * static_cast<int64_t>(t.element_size()) : 0; };
-    if (plan_.shard_params) {
-      r.parameter_bytes += bytes(s.master_shard) + bytes(s.frozen_shard);
-      if (model_.options().dtype != at::kFloat && s.master_shard.defined())
-        r.parameter_bytes += s.master_shard.numel() * 2;  // compute-dtype slice made at each gather
-    } else {
-      r.parameter_bytes += bytes(u.trainable.flat) + bytes(u.frozen.flat);
-      if (u.compute.defined() && !u.compute.is_same(u.trainable.flat)) r.parameter_bytes += bytes(u.compute);
-    }
     r.gradient_bytes += plan_.shard_grads ? bytes(s.grad_shard) : bytes(u.grad);
   }
   return r;

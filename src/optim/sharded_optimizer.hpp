@@ -1,6 +1,8 @@
 // AdamW over the model's flat per-unit buffers, with ZeRO sharding across a data-parallel group.
 //
-// A ZeRO stage is a sharding plan over those buffers:
+// A ZeRO stage is a sharding plan over those buffers (the parameters themselves live in a model::ParamStore, below
+// the optimizer, which shards them at stage 3; the optimizer owns gradients and Adam's moments and updates the
+// trainable slices the store hands it):
 //   stage 0  nothing sharded: gradients all-reduced, every rank updates every parameter;
 //   stage 1  optimizer states sharded: each rank updates its slice of every buffer, then parameters are all-gathered;
 //   stage 2  gradients sharded too: each unit's gradients are reduce-scattered right after its backward, so a rank
@@ -22,6 +24,7 @@
 
 #include "comm/communicator.hpp"
 #include "model/decoder.hpp"
+#include "model/param_store.hpp"
 
 namespace llmft::optim {
 
@@ -46,17 +49,18 @@ struct MemoryReport {
   int64_t gradient_bytes = 0;         // gradient storage held between steps
 };
 
-// ZeRO-3 loading: fills `out` with elements [offset, offset + out.numel()) of unit u's frozen or trainable buffer
-// (Decoder::load_base_shard reads just those bytes of the checkpoint).
-using ShardFill = std::function<void(model::Unit& u, bool trainable, int64_t offset, at::Tensor& out)>;
+using ShardFill = model::ShardFill;
 
 class ShardedOptimizer : public model::ParamProvider {
  public:
-  // At stage 3, a unit's buffer that the model did not allocate (DecoderOptions::materialize_base false) is never
-  // built whole: this rank's slice comes from `fill`.
+  // Over `store`, whose parameters are sharded exactly when zero_stage is 3 (checked).
+  ShardedOptimizer(model::Decoder& model, model::ParamStore& store, comm::Communicator& comm, int zero_stage,
+                   AdamWOptions options);
+  // With a store of its own (sharded at stage 3; `fill` reads a slice of a buffer the model did not allocate).
   ShardedOptimizer(model::Decoder& model, comm::Communicator& comm, int zero_stage, AdamWOptions options,
                    const ShardFill& fill = nullptr);
   ~ShardedOptimizer() override;
+  model::ParamStore& store() { return store_; }
 
   // Call before the first micro-batch of an optimizer step; `last` marks the last micro-batch (its gradients are
   // communicated; earlier ones only accumulate, unless gradients are sharded).
@@ -67,16 +71,10 @@ class ShardedOptimizer : public model::ParamProvider {
   // AdamW with `lr` and gathers parameters as the plan requires.
   StepResult finish_step(double lr, double max_grad_norm, double global_targets);
 
-  // ParamProvider
+  // ParamProvider: the store's gathers (ZeRO-3), and the unit's gradient buffer and communication.
   void acquire(model::Unit& u, model::Pass pass) override;
   void release(model::Unit& u) override;
   void grads_ready(model::Unit& u) override;
-
-  // ZeRO-3: all-gathers the full parameters of every unit (only the trainable ones when trainable_only: a LoRA
-  // adapter's save gathers adapter tensors and nothing else) into place, for evaluation outside the training pass,
-  // generation and saving; release_parameters() frees them again. Collective; no-ops at stages 0-2.
-  void gather_parameters(bool trainable_only);
-  void release_parameters();
 
   // The optimizer's state as plain data, in a layout that does not depend on the world size: per trainable parameter
   // (by its Hugging Face / PEFT name) the full Adam moments, unpadded, plus the number of steps taken. Collective at
@@ -91,13 +89,6 @@ class ShardedOptimizer : public model::ParamProvider {
   // missing or of another size.
   void import_state(const State& s, const std::string& origin);
 
-  // After the caller wrote new values into the full trainable (and frozen) buffers made by gather_parameters (or, at
-  // stages 0-2, into the buffers themselves): keep this rank's slices of them and refresh the compute copies.
-  void parameters_changed();
-  // ZeRO-3: refills this rank's parameter slices from `fill` (a checkpoint read slice by slice), without building
-  // any unit whole. Not collective. Throws kInternal below stage 3, where every rank holds whole buffers.
-  void reload_parameter_shards(const ShardFill& fill);
-
   MemoryReport memory() const;
   const ShardingPlan& plan() const { return plan_; }
   int64_t steps() const { return step_; }
@@ -107,8 +98,6 @@ class ShardedOptimizer : public model::ParamProvider {
     int64_t offset = 0, numel = 0;  // the slice this rank updates
     at::Tensor m, v;                // fp32 moments of that slice
     at::Tensor grad_shard;          // accumulated gradient slice (gradients sharded)
-    at::Tensor master_shard;        // fp32 master slice (parameters sharded)
-    at::Tensor frozen_shard;        // frozen-weight slice (parameters sharded)
     std::vector<std::shared_ptr<comm::Work>> pending;
     // Gradients sharded: a reduce-scatter in flight, its output and the full gradient it reads (freed when done).
     std::shared_ptr<comm::Work> scatter;
@@ -117,23 +106,16 @@ class ShardedOptimizer : public model::ParamProvider {
   std::vector<UnitState>& state() { return states_; }
 
  private:
-  // Buffers a unit's gathered parameters (ZeRO-3) live in while it runs: taken from a few buffers of the largest
-  // unit's size (one or two are in use at a time: a layer, or the head with a tied embedding), reused unit after unit
-  // and step after step rather than allocated each time (which fragments the heap of a host that keeps freed memory,
-  // as the llmft program does). Full gradients are not pooled: each unit's stays alive until its asynchronous
-  // reduce-scatter completes, so a pool would hold one largest-unit buffer per unit.
-  struct Pool {
-    int64_t numel = 0;
-    at::ScalarType dtype = at::kFloat;
-    std::vector<at::Tensor> buffers;
-    at::Tensor take(int64_t n);  // a view of n elements of a buffer no unit holds (a new buffer when all are held)
-  };
-  Pool frozen_pool_, compute_pool_;
+  // Full gradients are not pooled: each unit's stays alive until its asynchronous reduce-scatter completes, so a pool
+  // would hold one largest-unit buffer per unit.
+  void init();
   size_t index_of(const model::Unit& u) const;
   void finish_scatter(UnitState& s);
   void adamw(model::Unit& u, UnitState& s, const at::Tensor& param, const at::Tensor& grad, double lr);
 
   model::Decoder& model_;
+  std::unique_ptr<model::ParamStore> own_store_;  // the second constructor's
+  model::ParamStore& store_;
   comm::Communicator& comm_;
   ShardingPlan plan_;
   AdamWOptions opt_;

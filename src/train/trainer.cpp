@@ -353,7 +353,8 @@ struct Trainer::Impl {
   job::TrainData td;
   std::string mode;  // lora | full
   job::LoadedModel lm;
-  std::unique_ptr<optim::ShardedOptimizer> opt;
+  std::unique_ptr<model::ParamStore> store;  // the weights and their sharding (ZeRO-3)
+  std::unique_ptr<optim::ShardedOptimizer> opt;  // gradients and moments, over `store`
   std::unique_ptr<data::PackedLoader> loader;
   int64_t rows_per_step = 0, steps = 0;
   double lr_peak = 0;
@@ -378,7 +379,7 @@ struct Trainer::Impl {
     if (samples.records.empty()) return {};
     // ZeRO-3: every rank generates in step with rank 0, each layer gathered just before it runs and freed after
     // (the whole model is never in one place); below stage 3 every rank holds the model and rank 0 answers alone.
-    if (c.dist.zero_stage >= 3) return answer(model(), *tok, *fmt, samples.records, c.generate, opt.get(), comm.get());
+    if (c.dist.zero_stage >= 3) return answer(model(), *tok, *fmt, samples.records, c.generate, store.get(), comm.get());
     return leader ? answer(model(), *tok, *fmt, samples.records, c.generate)
                   : std::vector<std::string>(samples.records.size());
   }
@@ -389,7 +390,7 @@ struct Trainer::Impl {
   }
 
   EvalStats evaluate_and_log() {
-    Eval e = llmft::evaluate(model(), td.prepared.eval, tokens_per_eval_batch(), opt.get());
+    Eval e = llmft::evaluate(model(), td.prepared.eval, tokens_per_eval_batch(), store.get());
     log_record({{"eval_loss", e.loss}, {"eval_perplexity", std::exp(e.loss)}, {"eval_accuracy", e.accuracy},
                 {"epoch", loader->epoch()}},
                {{"step", static_cast<double>(st.step)}});
@@ -472,14 +473,15 @@ void Trainer::Impl::build_parts() {
   }
   if (!lm.dir && mode == "lora") lm.base_name = run->final_path("base");
   optim::AdamWOptions adam{c.train.adam_beta1, c.train.adam_beta2, c.train.adam_eps, c.train.weight_decay};
-  optim::ShardFill fill;
+  model::ShardFill fill;
   if (by_slice) {
     job::WeightSource* weights = lm.weights.get();
     fill = [this, weights](model::Unit& u, bool trainable, int64_t offset, at::Tensor& out) {
       model().load_base_shard(u, trainable, offset, out, weights->lookup(), c.model.path, weights->release());
     };
   }
-  opt = std::make_unique<optim::ShardedOptimizer>(model(), *comm, static_cast<int>(c.dist.zero_stage), adam, fill);
+  store = std::make_unique<model::ParamStore>(model(), *comm, c.dist.zero_stage >= 3, fill);
+  opt = std::make_unique<optim::ShardedOptimizer>(model(), *store, *comm, static_cast<int>(c.dist.zero_stage), adam);
   if (by_slice)
     log_info("rank {}: read its 1/{} of the weights of {} (ZeRO-3)", comm->rank(), comm->size(), c.model.path);
   loader = std::make_unique<data::PackedLoader>(*data.train, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
@@ -656,12 +658,12 @@ void Trainer::Impl::restore_from(const std::string& dir, const nlohmann::json& t
   // keeps its slice.
   if (mode != "lora" && c.dist.zero_stage >= 3) {
     io::ModelDir md(dir);
-    opt->reload_parameter_shards([&](model::Unit& u, bool trainable, int64_t offset, at::Tensor& out) {
+    store->reload([&](model::Unit& u, bool trainable, int64_t offset, at::Tensor& out) {
       model().load_base_shard(u, trainable, offset, out, [&](const std::string& n) { return md.find(n); }, dir,
                               [&](const io::TensorView& t) { md.release(t); });
     });
   } else {
-    opt->gather_parameters(mode == "lora");
+    store->gather(mode == "lora");
     if (mode == "lora") {
       io::PeftAdapter a = io::read_peft_adapter(dir);
       model().load_lora([&](const std::string& n) { return a.find(n); }, path_join(dir, "adapter_model.safetensors"));
@@ -669,8 +671,8 @@ void Trainer::Impl::restore_from(const std::string& dir, const nlohmann::json& t
       io::ModelDir md(dir);
       model().load_base([&](const std::string& n) { return md.find(n); }, dir);
     }
-    opt->parameters_changed();
-    opt->release_parameters();
+    store->changed();
+    store->release_all();
   }
 
   // Optimizer moments (any world size wrote them) and the generators.
@@ -841,7 +843,7 @@ StepStats Trainer::step() {
 EvalStats Trainer::evaluate() {
   job::CallScope scope(impl_->host);
   c10::InferenceMode guard;
-  Eval e = llmft::evaluate(impl_->model(), impl_->td.prepared.eval, impl_->tokens_per_eval_batch(), impl_->opt.get());
+  Eval e = llmft::evaluate(impl_->model(), impl_->td.prepared.eval, impl_->tokens_per_eval_batch(), impl_->store.get());
   return {e.loss, e.accuracy};
 }
 
@@ -862,7 +864,7 @@ std::string Trainer::save(const std::string& root_in) {
     rng[static_cast<size_t>(r)].assign(p, p + mine.numel());
   }
   t.st.rng = rng;
-  t.opt->gather_parameters(t.mode == "lora");
+  t.store->gather(t.mode == "lora");
   std::string error;
   job::CheckpointWrite w;
   if (t.leader) {
@@ -875,7 +877,7 @@ std::string Trainer::save(const std::string& root_in) {
       error = e.what();
     }
   }
-  t.opt->release_parameters();
+  t.store->release_all();
   // Every rank learns whether rank 0's write succeeded, so all of them stop or go on together.
   at::Tensor failed = at::tensor({error.empty() ? 0.0 : 1.0}, at::kDouble);
   t.comm->all_reduce(failed)->wait();
@@ -932,7 +934,7 @@ TrainSummary Trainer::finish() {
     summary.samples_right_after += !ref.empty() && t.samples.after[i] == ref;
   }
   // Saving: ZeRO-3 gathers what is saved (a LoRA adapter: the adapter tensors only); rank 0 writes.
-  t.opt->gather_parameters(t.mode == "lora");
+  t.store->gather(t.mode == "lora");
   if (t.leader) {
     write_samples(t.run->staged("samples.txt"), t.samples);
     if (t.mode == "lora") {
@@ -965,7 +967,7 @@ TrainSummary Trainer::finish() {
     js["identities"] = ids;
     write_file_atomic(t.run->staged("training_summary.json"), js.dump(2) + "\n");
   }
-  t.opt->release_parameters();
+  t.store->release_all();
   t.run->commit();     // the weights are saved: the run's files take the place of the previous run's
   t.comm->barrier();   // every rank leaves once the files are written (rank 0 may serve the store the others use)
   for (size_t i = 0; i < t.samples.records.size(); ++i)
