@@ -74,6 +74,9 @@ struct TrainSection {
   double adam_beta1 = 0.9, adam_beta2 = 0.999, adam_eps = 1e-8;
   int64_t eval_every = 0;     // optimizer steps between evaluations (0: only before and after)
   int64_t threads = 0;        // intra-op threads (0: all cores)
+  // Keep only each layer's input in the forward pass and recompute its activations in the backward (one more forward
+  // pass; activation memory of one layer instead of all).
+  bool activation_checkpointing = false;
   // auto: continue from the newest complete checkpoint under checkpoint.dir, if any; never: start afresh; else the
   // path of a checkpoint-<step> directory to continue from.
   std::string resume = "auto";

@@ -675,7 +675,7 @@ at::Tensor Decoder::attention_output_and_mlp(LayerWeights& w, const at::Tensor& 
   reduce_partial(o);
   at::Tensor h2 = h + o;                                                                      // (n, C)
   at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr); // (n, C)
-  if (w.moe) return h2 + moe_forward(x2, w.experts, c ? &c->moe : nullptr, &moe_stats_);
+  if (w.moe) return h2 + moe_forward(x2, w.experts, c ? &c->moe : nullptr, recomputing_ ? nullptr : &moe_stats_);
   at::Tensor g, u;                                                                            // (n, F)
   if (w.w_gate_up.defined()) {
     auto gu = fused_linear_forward(x2, w.w_gate_up, {&w.gate, &w.up}, gen,
@@ -776,10 +776,19 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
   at::Tensor h = embed(b.ids, &pp);
   moe_stats_ = MoeStats();
+  const bool ckpt = options_.checkpoint_layers;
   std::vector<LayerCache> caches(L);
+  std::vector<at::Tensor> inputs(ckpt ? L : 0);                 // checkpointing: each layer's input (N, C)
+  std::vector<at::Generator> dropout_states(ckpt && dropout ? L : 0);  // and the dropout generator before it
   for (size_t l = 0; l < L; ++l) {
     pp.acquire(units_[l + 1], Pass::kForward);
-    h = layer_forward(l, h, cos, sin, b.doc_starts, dropout, &caches[l]);
+    if (ckpt) {
+      inputs[l] = h;
+      if (dropout) dropout_states[l] = dropout->clone();
+      h = layer_forward(l, h, cos, sin, b.doc_starts, dropout, nullptr);
+    } else {
+      h = layer_forward(l, h, cos, sin, b.doc_starts, dropout, &caches[l]);
+    }
     pp.release(units_[l + 1]);
   }
   // Head: loss over the positions that have a target.
@@ -803,6 +812,12 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   pp.grads_ready(head_unit());
   for (size_t l = L; l-- > 0;) {
     pp.acquire(units_[l + 1], Pass::kBackward);
+    if (ckpt) {  // the layer's activations again, from its input (the same dropout masks)
+      recomputing_ = true;
+      layer_forward(l, inputs[l], cos, sin, b.doc_starts, dropout ? &dropout_states[l] : nullptr, &caches[l]);
+      recomputing_ = false;
+      inputs[l] = at::Tensor();
+    }
     dh = layer_backward(l, dh, caches[l], cos, sin, b.doc_starts);
     caches[l] = LayerCache();
     pp.release(units_[l + 1]);

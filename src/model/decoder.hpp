@@ -52,6 +52,10 @@ struct DecoderOptions {
   // dequantised a tile at a time in each product (model/stored_weight.hpp). LoRA or inference only; not with
   // tensor parallelism.
   QuantizeOptions quantize;
+  // Activation checkpointing per layer: the forward pass of training keeps only each layer's input; the backward
+  // recomputes a layer's activations just before its backward (LoRA dropout replays the same masks), trading one
+  // more forward pass for activations of one layer instead of all of them. Gradients are bit for bit the same.
+  bool checkpoint_layers = false;
 };
 
 struct Batch {
@@ -201,6 +205,7 @@ class Decoder {
   // every MoE layer's probabilities during the backward pass.
   MoeStats moe_stats_;
   at::Tensor aux_dprobs_;
+  bool recomputing_ = false;  // a checkpointed layer's forward again: its routing is counted once already
   bool balance_loss_on() const;
   // The load-balancing loss of the pass, times router_aux_loss_coef and the micro-batch's targets (the loss is a sum
   // the trainer divides by the targets); *dprobs receives its gradient per probability. 0 when off.

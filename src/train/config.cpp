@@ -180,6 +180,7 @@ const std::vector<Field>& schema() {
       float_field("train.adam_beta2", "AdamW beta2", REF(train.adam_beta2), kFraction),
       float_field("train.adam_eps", "AdamW epsilon", REF(train.adam_eps), kPositive),
       int_field("train.eval_every", "optimizer steps between evaluations (0: before and after only)", REF(train.eval_every), kNonNegative),
+      bool_field("train.activation_checkpointing", "keep only each layer's input in the forward pass and recompute the layer's activations in its backward: one more forward pass, activation memory of one layer instead of all", REF(train.activation_checkpointing)),
       int_field("train.threads", "threads of CPU tensor math, matrix products included; 0: OMP_NUM_THREADS if set, else the cores divided among the node's processes", REF(train.threads), kNonNegative),
       str_field("train.resume", "auto: continue from the newest complete checkpoint in checkpoint.dir if there is one; never: start afresh; or a checkpoint-<step> directory", REF(train.resume)),
       int_field("dist.zero_stage", "ZeRO stage 0-3 for data parallelism: 0 replicates, 1 shards optimizer states, 2 also gradients, 3 also parameters", REF(dist.zero_stage), Range{0, 3, false, false, "0, 1, 2 or 3"}),

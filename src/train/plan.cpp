@@ -75,7 +75,8 @@ double stored_bytes_per_value(const std::string& quantize) {
 //   activations per micro-batch of n = micro_batch_size * seq_len tokens, kept for the backward pass:
 //               n * L * (b * (5C + 2Q + 2KV + 3F) + 8C), plus a 1024-row chunk of fp32 logits (1024 * V * 4);
 //               a mixture-of-experts layer counts k * Fe for F (its k experts a token visits) and adds
-//               n * (3 * k * C * b + 8E) (the sorted copies and the router's probabilities)
+//               n * (3 * k * C * b + 8E) (the sorted copies and the router's probabilities); with
+//               train.activation_checkpointing, n * L * C * b (each layer's input) plus the largest layer's share
 void plan_training(const Config& c, const io::ModelConfig& m, int W, int stage, MemoryPlan* p) {
   const double P = static_cast<double>(m.num_parameters());
   const double b = c.model.dtype == "bfloat16" ? 2 : 4;
@@ -100,7 +101,7 @@ void plan_training(const Config& c, const io::ModelConfig& m, int W, int stage, 
   }
   // Per layer: the linears (a mixture of experts holds all its experts), and the MLP width a token's activations
   // span (F, or its k experts of Fe each, plus its k sorted copies of the hidden state and the router's E).
-  double lin = 0, largest = 0, act = 0;
+  double lin = 0, largest = 0, act = 0, act_layer = 0;
   const double n = static_cast<double>(c.train.micro_batch_size) * static_cast<double>(c.data.seq_len);
   for (int64_t l = 0; l < m.num_hidden_layers; ++l) {
     const double ll = layer_linears(m, l);
@@ -109,8 +110,12 @@ void plan_training(const Config& c, const io::ModelConfig& m, int W, int stage, 
     const bool moe = m.is_moe_layer(l);
     const double k = static_cast<double>(m.num_experts_per_tok), E = static_cast<double>(m.num_experts);
     const double width = moe ? k * static_cast<double>(m.moe_intermediate_size) : F;
-    act += n * (b * (5 * C + 2 * Q + 2 * KV + 3 * width) + 8 * C) + (moe ? n * (3 * k * C * b + 2 * E * 4) : 0);
+    const double a = n * (b * (5 * C + 2 * Q + 2 * KV + 3 * width) + 8 * C) + (moe ? n * (3 * k * C * b + 2 * E * 4) : 0);
+    act += a;
+    act_layer = std::max(act_layer, a);
   }
+  // Activation checkpointing: each layer's input (n * C * b) and one layer's activations at a time.
+  if (c.train.activation_checkpointing) act = n * L * C * b + act_layer;
   const double unit = std::max(largest, V * C);
   const double qb = full ? 0 : stored_bytes_per_value(c.model.quantize);
   const double dense = qb > 0 ? P - lin : P, stored = qb > 0 ? lin * qb : 0;
@@ -139,11 +144,11 @@ void plan_generation(const Config& c, const io::ModelConfig& m, int t, MemoryPla
   const double F = static_cast<double>(m.intermediate_size), Q = static_cast<double>(m.q_dim());
   const double KV = static_cast<double>(m.kv_dim()), D = static_cast<double>(m.head_dim);
   const double Vt = std::ceil(static_cast<double>(m.vocab_size) / t), K = static_cast<double>(m.num_key_value_heads);
-  double linears = 0;  // per layer, on average
-  for (int64_t l = 0; l < m.num_hidden_layers; ++l) linears += layer_linears(m, l) / L;
+  double linears = 0;  // of all layers
+  for (int64_t l = 0; l < m.num_hidden_layers; ++l) linears += layer_linears(m, l);
   const double norms = 2 * C + (m.qk_norm ? 2 * D : 0);
   const double qb = stored_bytes_per_value(c.model.quantize);
-  p->weights = (qb > 0 ? qb : b) * L * linears / t + b * (L * norms + Vt * C * (m.tie_word_embeddings ? 1 : 2) + C);
+  p->weights = (qb > 0 ? qb : b) * linears / t + b * (L * norms + Vt * C * (m.tie_word_embeddings ? 1 : 2) + C);
   const double B = static_cast<double>(c.generate.batch_size);
   const double S = static_cast<double>(c.data.seq_len + c.generate.max_new_tokens);
   p->kv_cache = 2 * L * B * S * (K / t) * D * b;
@@ -224,6 +229,9 @@ MemoryPlan plan_for(const Config& c, const io::ModelConfig& m, const std::string
     if (training_mode(c) == "lora" && c.model.quantize != "nf4")  // QLoRA: the frozen base in 4 bits
       first_fit({0}, [](Config& d, int64_t) { d.model.quantize = "nf4"; }, same_ranks,
                 [](int64_t) { return std::string("model.quantize=nf4 (QLoRA)"); });
+    if (!c.train.activation_checkpointing)
+      first_fit({0}, [](Config& d, int64_t) { d.train.activation_checkpointing = true; }, same_ranks,
+                [](int64_t) { return std::string("train.activation_checkpointing=true"); });
     if (c.train.micro_batch_size > 1)
       first_fit({1}, [](Config& d, int64_t) { d.train.micro_batch_size = 1; }, same_ranks, [&](int64_t) {
         return fmt::format("train.micro_batch_size=1 with train.grad_accum={}", c.train.grad_accum * c.train.micro_batch_size);

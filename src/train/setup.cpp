@@ -110,6 +110,7 @@ LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string&
   LLMFT_CHECK(c.model.dtype == "float32" || c.model.dtype == "bfloat16", Status::kInvalidArgument,
               "model.dtype \"{}\" is not float32 or bfloat16", c.model.dtype);
   opt.dtype = c.model.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
+  opt.checkpoint_layers = c.train.activation_checkpointing;
   LLMFT_CHECK(mode == "lora" || mode == "full" || mode == "none", Status::kInvalidArgument,
               "train.mode \"{}\" is not lora or full", mode);
   opt.mode = mode == "lora" ? model::TrainMode::kLora : mode == "full" ? model::TrainMode::kFull : model::TrainMode::kNone;

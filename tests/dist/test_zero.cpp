@@ -8,6 +8,7 @@
 #include <signal.h>
 
 #include <cmath>
+#include <functional>
 
 #include <nlohmann/json.hpp>
 
@@ -142,6 +143,27 @@ TEST(ShardedLoading, ZeroStage3FromAModelDirectoryMatchesOneProcess) {
   }
 }
 
+// A LoRA job run as one process (into dir/<tag>-world1) and at each (world, ZeRO stage) of `splits`: the same losses
+// and the same final adapter.
+using JobArgs = std::function<std::vector<std::string>(const std::string& out, int world, int stage)>;
+void expect_worlds_match_one_process(const std::string& dir, const std::string& tag, const JobArgs& args,
+                                     const std::vector<std::pair<int, int>>& splits) {
+  const std::string ref = dir + "/" + tag + "-world1";
+  ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
+  for (const auto& [world, stage] : splits) {
+    SCOPED_TRACE(tag + ", world " + std::to_string(world) + ", ZeRO stage " + std::to_string(stage));
+    const std::string out = dir + "/" + tag + "-world" + std::to_string(world);
+    ASSERT_EQ(test::run_world(world, args(out, world, stage), out), std::vector<int>(static_cast<size_t>(world), 0))
+        << tail_of(out + ".rank0.log");
+    const std::vector<double> a = losses(ref), b = losses(out);
+    ASSERT_EQ(a.size(), b.size());
+    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
+    const Diff d = weights_diff(weights_file(out, "lora"), weights_file(ref, "lora"));
+    EXPECT_LE(d.max_rel, 1e-5);
+    EXPECT_LE(d.l2_rel, 1e-5);
+  }
+}
+
 TEST(QuantizedBase, QloraOverZeroMatchesOneProcess) {
   // model.quantize=nf4: every rank quantises the same base (stored weights are replicated, also under ZeRO-3, where
   // the flat buffers are read slice by slice); ZeRO shards the adapters and their optimizer state. Worlds of 2
@@ -156,19 +178,7 @@ TEST(QuantizedBase, QloraOverZeroMatchesOneProcess) {
     a.push_back("model.quantize=nf4");
     return a;
   };
-  const std::string ref = dir + "/world1";
-  ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
-  for (const auto [world, stage] : {std::pair<int, int>{2, 3}, {4, 2}}) {
-    const std::string out = dir + "/world" + std::to_string(world);
-    ASSERT_EQ(test::run_world(world, args(out, world, stage), out), std::vector<int>(static_cast<size_t>(world), 0))
-        << tail_of(out + ".rank0.log");
-    const std::vector<double> a = losses(ref), b = losses(out);
-    ASSERT_EQ(a.size(), b.size());
-    for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
-    const Diff d = weights_diff(weights_file(out, "lora"), weights_file(ref, "lora"));
-    EXPECT_LE(d.max_rel, 1e-5) << world;
-    EXPECT_LE(d.l2_rel, 1e-5) << world;
-  }
+  expect_worlds_match_one_process(dir, "nf4", args, {{2, 3}, {4, 2}});
 }
 
 TEST(QuantizedBase, QloraOnAMixtureOverZeroMatchesOneProcess) {
@@ -203,22 +213,9 @@ TEST(QuantizedBase, QloraOnAMixtureOverZeroMatchesOneProcess) {
       a.push_back("model.path=" + base);
       return a;
     };
-    const std::string ref = dir + "/" + quantize + "-world1";
-    ASSERT_EQ(test::run_world(1, args(ref, 1, 0), ref), std::vector<int>{0}) << tail_of(ref + ".rank0.log");
-    const auto splits = quantize == "nf4" ? std::vector<std::pair<int, int>>{{2, 3}, {4, 2}}
-                                          : std::vector<std::pair<int, int>>{{2, 3}};
-    for (const auto& [world, stage] : splits) {
-      SCOPED_TRACE(quantize + ", world " + std::to_string(world) + ", ZeRO stage " + std::to_string(stage));
-      const std::string out = dir + "/" + quantize + "-world" + std::to_string(world);
-      ASSERT_EQ(test::run_world(world, args(out, world, stage), out), std::vector<int>(static_cast<size_t>(world), 0))
-          << tail_of(out + ".rank0.log");
-      const std::vector<double> a = losses(ref), b = losses(out);
-      ASSERT_EQ(a.size(), b.size());
-      for (size_t i = 0; i < a.size(); ++i) EXPECT_LE(std::abs(a[i] - b[i]), 1e-5 * std::abs(a[i])) << "step " << i + 1;
-      const Diff d = weights_diff(weights_file(out, "lora"), weights_file(ref, "lora"));
-      EXPECT_LE(d.max_rel, 1e-5);
-      EXPECT_LE(d.l2_rel, 1e-5);
-    }
+    expect_worlds_match_one_process(dir, quantize, args,
+                                    quantize == "nf4" ? std::vector<std::pair<int, int>>{{2, 3}, {4, 2}}
+                                                      : std::vector<std::pair<int, int>>{{2, 3}});
   }
   const std::string ref = dir + "/nf4-world1";
   // The adapter holds every expert's LoRA pairs.
