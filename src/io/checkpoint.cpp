@@ -254,7 +254,7 @@ PeftAdapter read_peft_adapter(const std::string& dir) {
       LLMFT_CHECK(name == "all-linear" || leaf == "experts" || std::find(ours.begin(), ours.end(), leaf) != ours.end(),
                   Status::kUnsupported,
                   "{}: target module \"{}\" is not supported (the decoder's linear modules: q_proj, k_proj, v_proj, "
-                  "o_proj, gate_proj, up_proj, down_proj)", cfg_path, name);
+                  "o_proj, gate_proj, up_proj, down_proj; experts)", cfg_path, name);
     }
   }
   a.base_model_name_or_path = str("base_model_name_or_path", "");

@@ -675,7 +675,7 @@ at::Tensor Decoder::attention_output_and_mlp(LayerWeights& w, const at::Tensor& 
   reduce_partial(o);
   at::Tensor h2 = h + o;                                                                      // (n, C)
   at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr); // (n, C)
-  if (w.moe) return h2 + moe_forward(x2, w.experts, c ? &c->moe : nullptr, recomputing_ ? nullptr : &moe_stats_);
+  if (w.moe) return h2 + moe_forward(x2, w.experts, c ? &c->moe : nullptr, count_routing_ ? &moe_stats_ : nullptr);
   at::Tensor g, u;                                                                            // (n, F)
   if (w.w_gate_up.defined()) {
     auto gu = fused_linear_forward(x2, w.w_gate_up, {&w.gate, &w.up}, gen,
@@ -776,6 +776,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
   at::Tensor h = embed(b.ids, &pp);
   moe_stats_ = MoeStats();
+  count_routing_ = true;  // the forward pass's routing feeds the load-balancing loss (not the recomputation's)
   const bool ckpt = options_.checkpoint_layers;
   std::vector<LayerCache> caches(L);
   std::vector<at::Tensor> inputs(ckpt ? L : 0);                 // checkpointing: each layer's input (N, C)
@@ -791,6 +792,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
     }
     pp.release(units_[l + 1]);
   }
+  count_routing_ = false;
   // Head: loss over the positions that have a target.
   pp.acquire(head_unit(), Pass::kBackward);
   if (config_.tie_word_embeddings) pp.acquire(embed_unit(), Pass::kBackward);
@@ -813,9 +815,7 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   for (size_t l = L; l-- > 0;) {
     pp.acquire(units_[l + 1], Pass::kBackward);
     if (ckpt) {  // the layer's activations again, from its input (the same dropout masks)
-      recomputing_ = true;
       layer_forward(l, inputs[l], cos, sin, b.doc_starts, dropout ? &dropout_states[l] : nullptr, &caches[l]);
-      recomputing_ = false;
       inputs[l] = at::Tensor();
     }
     dh = layer_backward(l, dh, caches[l], cos, sin, b.doc_starts);
@@ -842,11 +842,13 @@ double Decoder::forward_loss(const Batch& b, ParamProvider* provider, int64_t* c
   rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
   at::Tensor h = embed(b.ids, &pp);
   moe_stats_ = MoeStats();
+  count_routing_ = true;
   for (size_t l = 0; l < static_cast<size_t>(config_.num_hidden_layers); ++l) {
     pp.acquire(units_[l + 1], Pass::kForward);
     h = layer_forward(l, h, cos, sin, b.doc_starts, nullptr, nullptr);
     pp.release(units_[l + 1]);
   }
+  count_routing_ = false;
   pp.acquire(head_unit(), Pass::kForward);
   if (config_.tie_word_embeddings) pp.acquire(embed_unit(), Pass::kForward);
   at::Tensor hn = rmsnorm_forward(h, param(head_unit(), "model.norm.weight"), config_.rms_norm_eps, nullptr);

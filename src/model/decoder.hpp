@@ -136,10 +136,12 @@ class Decoder {
   int64_t trainable_parameters() const;
   int64_t all_parameters() const;
 
-  // Training: forward and backward of one micro-batch; returns the loss sum. dropout: LoRA dropout's generator
-  // (nullptr: no dropout).
+  // Training: forward and backward of one micro-batch; returns the loss sum (plus, in a mixture of experts whose
+  // router trains or that sets output_router_logits, router_aux_loss_coef x the load-balancing loss x the number of
+  // targets: divided by the targets, transformers' loss). dropout: LoRA dropout's generator (nullptr: no dropout).
   double forward_backward(const Batch& batch, ParamProvider* provider = nullptr, at::Generator* dropout = nullptr);
-  // Loss sum, no gradients; *correct receives how many targets are the model's top prediction.
+  // Loss sum (with the load-balancing term as forward_backward), no gradients; *correct receives how many targets
+  // are the model's top prediction.
   double forward_loss(const Batch& batch, ParamProvider* provider = nullptr, int64_t* correct = nullptr);
   at::Tensor forward_logits(const Batch& batch);                              // (N, V) fp32, on every rank
   void zero_grad();
@@ -205,7 +207,9 @@ class Decoder {
   // every MoE layer's probabilities during the backward pass.
   MoeStats moe_stats_;
   at::Tensor aux_dprobs_;
-  bool recomputing_ = false;  // a checkpointed layer's forward again: its routing is counted once already
+  // Routing is counted in the forward pass of forward_backward and forward_loss only (not in a checkpointed layer's
+  // recomputation, nor in generation).
+  bool count_routing_ = false;
   bool balance_loss_on() const;
   // The load-balancing loss of the pass, times router_aux_loss_coef and the micro-batch's targets (the loss is a sum
   // the trainer divides by the targets); *dprobs receives its gradient per probability. 0 when off.

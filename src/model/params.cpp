@@ -20,6 +20,7 @@ void ParamGroup::add(const std::string& name, std::vector<int64_t> shape, bool d
     s.full_shape = split.full_shape;
   }
   numel_ += s.numel;
+  LLMFT_ASSERT(index_.emplace(s.name, static_cast<int>(slots_.size())).second);
   slots_.push_back(std::move(s));
 }
 
@@ -35,9 +36,8 @@ void ParamGroup::allocate(const at::TensorOptions& options) {
 }
 
 int ParamGroup::find(const std::string& name) const {
-  for (size_t i = 0; i < slots_.size(); ++i)
-    if (slots_[i].name == name) return static_cast<int>(i);
-  return -1;
+  auto it = index_.find(name);  // a mixture's layer has thousands of slots: no linear scan per lookup
+  return it == index_.end() ? -1 : it->second;
 }
 
 at::Tensor ParamGroup::view(size_t i, const at::Tensor& buffer) const {

@@ -7,6 +7,7 @@
 
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -57,6 +58,7 @@ class ParamGroup {
 
  private:
   std::vector<ParamSlot> slots_;
+  std::unordered_map<std::string, int> index_;  // slot of each name
   int64_t numel_ = 0, padded_ = 0;
   bool final_ = false;
 };

@@ -45,7 +45,8 @@ struct StepResult {
 
 struct MemoryReport {
   int64_t optimizer_state_bytes = 0;  // Adam moments held by this rank
-  int64_t parameter_bytes = 0;        // parameter storage held by this rank between steps (master + compute + frozen)
+  int64_t parameter_bytes = 0;        // parameter storage held by this rank between steps (master + compute + frozen,
+                                      // and stored NF4 / FP8 weights, which every rank holds whole)
   int64_t gradient_bytes = 0;         // gradient storage held between steps
 };
 

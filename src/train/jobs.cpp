@@ -91,6 +91,7 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
     c.lora.alpha = g->adapter->spec.alpha;
     c.lora.use_rslora = g->adapter->spec.use_rslora;
     c.lora.target_modules = g->adapter->spec.target_modules;
+    c.lora.dropout = 0;  // inference: no dropout (and none to refuse on expert LoRA)
   }
   LLMFT_CHECK(!c.model.path.empty(), Status::kInvalidArgument,
               "generate needs model.path (a Hugging Face model directory) or generate.adapter");
@@ -267,24 +268,19 @@ bool quantisation_companion(const std::string& n) {
   return false;
 }
 
-// A decoder layer's linear weight: what model.quantize stores (q/k/v/o, gate/up/down, every expert's).
-bool layer_linear(const std::string& n) {
-  static const std::regex r(
-      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(experts\.\d+\.)?(gate|up|down)_proj)\.weight)");
-  return std::regex_match(n, r);
-}
-
-// The adapter's s * B A for weight `name` (out, in) added into w, when the adapter targets it; true if it did.
-bool add_lora(std::vector<float>& w, const std::string& name, const std::vector<int64_t>& shape,
-              const io::PeftAdapter& adapter, const std::vector<std::string>& targets, const std::string& adapter_dir,
-              std::set<std::string>* used, std::vector<float>* delta = nullptr) {
+// Whether the adapter targets weight `name` (by its module, or "experts" for every expert's weight).
+bool targeted(const std::string& name, const std::vector<std::string>& targets) {
   const std::string suffix = ".weight";
   const bool expert = name.find(".mlp.experts.") != std::string::npos;
-  bool is_target = false;
   for (const auto& t : targets)
-    is_target = is_target || (t == "experts" ? expert && ends_with(name, suffix) : !expert && ends_with(name, t + suffix));
-  if (!is_target) return false;
-  const std::string stem = name.substr(0, name.size() - suffix.size());
+    if (t == "experts" ? expert && ends_with(name, suffix) : !expert && ends_with(name, t + suffix)) return true;
+  return false;
+}
+
+// s * B A of the adapter for targeted weight `name` (out, in), as fp32 values.
+std::vector<float> lora_update(const std::string& name, const std::vector<int64_t>& shape, const io::PeftAdapter& adapter,
+                               const std::string& adapter_dir, std::set<std::string>* used) {
+  const std::string stem = name.substr(0, name.size() - std::string(".weight").size());
   const io::TensorView* a = adapter.find(stem + ".lora_A.weight");
   const io::TensorView* b = adapter.find(stem + ".lora_B.weight");
   LLMFT_CHECK(a && b, Status::kNotFound, "{}: no lora_A/lora_B for {} (targeted by the adapter)", adapter_dir, name);
@@ -293,16 +289,18 @@ bool add_lora(std::vector<float>& w, const std::string& name, const std::vector<
               Status::kFormat, "{}: adapter shapes A {} / B {} do not fit {} [{}]", adapter_dir,
               nlohmann::json(a->shape).dump(), nlohmann::json(b->shape).dump(), name, fmt::join(shape, ", "));
   std::vector<float> fa = io::to_f32(*a), fb = io::to_f32(*b);
-  if (delta) {
-    delta->assign(w.size(), 0.0f);
-    lora::merge_into(delta->data(), fa.data(), fb.data(), shape[0], shape[1], adapter.spec.r, adapter.spec.scaling());
-    for (size_t i = 0; i < w.size(); ++i) w[i] += (*delta)[i];
-  } else {
-    lora::merge_into(w.data(), fa.data(), fb.data(), shape[0], shape[1], adapter.spec.r, adapter.spec.scaling());
-  }
+  std::vector<float> delta(static_cast<size_t>(shape[0] * shape[1]), 0.0f);
+  lora::merge_into(delta.data(), fa.data(), fb.data(), shape[0], shape[1], adapter.spec.r, adapter.spec.scaling());
   used->insert(a->name);
   used->insert(b->name);
-  return true;
+  return delta;
+}
+
+// sum (a - b)^2 and sum a^2.
+std::pair<double, double> squared_distance(const std::vector<float>& a, const std::vector<float>& b) {
+  double d = 0, n = 0;
+  for (size_t i = 0; i < a.size(); ++i) d += double(a[i] - b[i]) * (a[i] - b[i]), n += double(a[i]) * a[i];
+  return {d, n};
 }
 
 }  // namespace
@@ -320,131 +318,123 @@ std::string export_merged(const Config& c) {
   const auto targets = adapter.spec.resolved_targets();
 
   // A quantised base: the checkpoint itself (bitsandbytes NF4, FP8 blocks), or model.quantize, with which the adapter
-  // trained against NF4 / FP8 values of an unquantised checkpoint. Merging is then an explicit choice: into the
-  // dequantised weights it trained against (written in bf16), or into the full-precision weights, which differ from
-  // those by the quantisation error (the adapter never saw them).
-  const bool ckpt_quantised = base.config_json().contains("quantization_config") &&
-                              !base.config_json()["quantization_config"].is_null();
-  const bool quantised = ckpt_quantised || c.model.quantize != "none";
+  // trained against NF4 / FP8 values (of the checkpoint's weights, dequantised first where it stores them otherwise).
+  // Merging is then an explicit choice: into the weights it trained against (written in bf16), or into the
+  // full-precision ones, which differ from those by the quantisation error the adapter never saw.
+  const job::MergeBase mb = job::merge_base(c, base_dir, adapter_dir);
+  job::check_merge_choice(c, mb, base_dir);
   const std::string& into = c.export_.merge_into;
-  const std::string what = ckpt_quantised ? fmt::format("{} is a quantised checkpoint (quantization_config)", base_dir)
-                                          : fmt::format("the adapter trained on {} quantised to {} (model.quantize)",
-                                                        base_dir, c.model.quantize);
-  if (!quantised) {
-    LLMFT_CHECK(into != "dequantized", Status::kInvalidArgument,
-                "export.merge_into dequantized: {} is not quantised and model.quantize is none; nothing to dequantise",
-                base_dir);
-  } else {
-    LLMFT_CHECK(into != "auto", Status::kInvalidArgument,
-                "{}: merging is an explicit choice. export.merge_into=dequantized writes the dequantised weights it "
-                "trained against plus the adapter, in bf16; export.merge_into=original merges into the full-precision "
-                "weights ({}), which differ from those by the quantisation error. The drift between the two is "
-                "reported whenever both are at hand", what,
-                ckpt_quantised ? "export.original=<the unquantised checkpoint>" : "the checkpoint itself");
-  }
   // The full-precision weights: the checkpoint itself unless it is quantised, then export.original when given.
   std::unique_ptr<io::ModelDir> original_dir;
-  const io::ModelDir* original = ckpt_quantised ? nullptr : &base;
-  if (ckpt_quantised && !c.export_.original.empty()) {
+  const io::ModelDir* original = mb.checkpoint_quantised ? nullptr : &base;
+  if (mb.checkpoint_quantised && !c.export_.original.empty()) {
     original_dir = std::make_unique<io::ModelDir>(c.export_.original);
     original = original_dir.get();
-    LLMFT_CHECK(!original->config_json().contains("quantization_config") ||
-                    original->config_json()["quantization_config"].is_null(),
-                Status::kInvalidArgument, "export.original {} is quantised too: give the full-precision checkpoint",
-                c.export_.original);
+    LLMFT_CHECK(original->config().architecture == base.config().architecture &&
+                    original->config().num_parameters() == base.config().num_parameters(),
+                Status::kInvalidArgument,
+                "export.original {} is a {} of {} parameters, {} a {} of {}: not the full-precision form of the same model",
+                original->path(), original->config().architecture, original->config().num_parameters(), base_dir,
+                base.config().architecture, base.config().num_parameters());
   }
-  LLMFT_CHECK(!(quantised && into == "original" && original == nullptr), Status::kInvalidArgument,
-              "export.merge_into original: {}; give its full-precision checkpoint as export.original", what);
-  const bool dequantized = quantised && into == "dequantized";
+  const bool dequantized = mb.quantised() && into == "dequantized";
   job::WeightSource source(base, model::WeightFormat::kDense);  // quantised tensors served dequantised (F32)
-  model::QuantizeOptions qo;  // the options the model quantised with (model.quantize on an unquantised checkpoint)
-  auto dequantized_weight = [&](const std::string& name) {
-    const io::TensorView* t = ckpt_quantised ? source.find(name) : base.find(name);
-    LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the checkpoint has no tensor \"{}\"", base_dir, name);
-    if (ckpt_quantised) {
-      std::vector<float> w = io::to_f32(*t);
-      std::vector<int64_t> shape = t->shape;
-      source.done(*t);  // frees the dequantised copy t points into
-      return std::make_pair(std::move(w), std::move(shape));
-    }
-    const at::ScalarType st = t->dtype == io::DType::kBF16 ? at::kBFloat16 : t->dtype == io::DType::kF16 ? at::kHalf : at::kFloat;
-    at::Tensor dense = at::from_blob(const_cast<uint8_t*>(t->data), t->shape, st);
-    model::StoredWeight q = c.model.quantize == "nf4" ? model::quantize_nf4(name, dense, qo.nf4_blocksize, qo.double_quant)
-                                                      : model::quantize_fp8_block(name, dense, qo.fp8_block_rows, qo.fp8_block_cols);
-    at::Tensor d = q.dequantize(at::kFloat).contiguous();
-    return std::make_pair(std::vector<float>(d.data_ptr<float>(), d.data_ptr<float>() + d.numel()), t->shape);
-  };
-  // Which layer linears were quantised: all of them under model.quantize; those stored quantised in the checkpoint.
-  auto was_quantised = [&](const std::string& name) {
-    if (!layer_linear(name)) return false;
-    if (!ckpt_quantised) return true;
+  const model::WeightFormat ckpt_format = source.checkpoint_format();
+  auto stored_quantised = [&](const std::string& name) {  // in the checkpoint, as U8 (bitsandbytes) or F8 blocks
     const io::TensorView* t = base.find(name);
     return t != nullptr && (t->dtype == io::DType::kU8 || t->dtype == io::DType::kF8E4M3);
   };
+  // The weights the model computed with, as the decoder stores them (Decoder::load_stored): the checkpoint's own
+  // quantised bytes when they are in the model.quantize format; otherwise the checkpoint's values (dequantised where
+  // stored quantised) quantised by model.quantize, except that an FP8 checkpoint keeps its dense tensors dense.
+  auto quantises = [&](const std::string& name) {  // whether model.quantize changes this layer linear's values
+    if (mb.quantize == "none" || !job::is_layer_linear(name)) return false;
+    const bool own = stored_quantised(name);
+    if (mb.quantize == "nf4") return !(own && ckpt_format == model::WeightFormat::kNf4);
+    return !own && ckpt_format != model::WeightFormat::kFp8Block;  // fp8
+  };
+  auto changed = [&](const std::string& name) {  // trained against something else than the full-precision values
+    return job::is_layer_linear(name) && (stored_quantised(name) || quantises(name));
+  };
+  model::QuantizeOptions qo;
+  auto trained_against = [&](const std::string& name) {
+    const io::TensorView* t = source.find(name);
+    LLMFT_CHECK(t != nullptr, Status::kNotFound, "{}: the checkpoint has no tensor \"{}\"", base_dir, name);
+    std::vector<float> w = io::to_f32(*t);
+    std::vector<int64_t> shape = t->shape;
+    source.done(*t);  // frees a dequantised copy t points into
+    if (quantises(name)) {
+      at::Tensor dense = at::from_blob(w.data(), shape, at::kFloat);
+      model::StoredWeight q = mb.quantize == "nf4" ? model::quantize_nf4(name, dense, qo.nf4_blocksize, qo.double_quant)
+                                                  : model::quantize_fp8_block(name, dense, qo.fp8_block_rows, qo.fp8_block_cols);
+      at::Tensor d = q.dequantize(at::kFloat).contiguous();
+      w.assign(d.data_ptr<float>(), d.data_ptr<float>() + d.numel());
+    }
+    return std::make_pair(std::move(w), std::move(shape));
+  };
+  auto full_precision = [&](const std::string& name, const std::vector<int64_t>& shape) {
+    const io::TensorView* o = original->find(name);
+    LLMFT_CHECK(o != nullptr, Status::kNotFound, "{}: no tensor \"{}\", which {} has", original->path(), name, base_dir);
+    LLMFT_CHECK(o->shape == shape, Status::kFormat, "{}: tensor \"{}\" has shape [{}], {} [{}]", original->path(), name,
+                fmt::join(o->shape, ", "), base_dir, fmt::join(shape, ", "));
+    return io::to_f32(*o);
+  };
 
   c10::InferenceMode guard;
-  const io::ModelDir& written = dequantized ? base : (original ? *original : base);
+  const io::ModelDir& written = dequantized ? base : *original;
   std::vector<std::string> names = written.tensor_names();
   std::vector<std::vector<uint8_t>> merged_bytes;  // storage of merged tensors
   merged_bytes.reserve(names.size());
   std::vector<io::TensorView> views;
   std::set<std::string> used;
   int64_t merged = 0;
-  // Drift: the full-precision weights against the dequantised ones, over the quantised linears (relative Frobenius
-  // norms), beside the size of the adapter's own update.
+  // Drift: the full-precision weights against the ones the adapter trained against, over the linears where they
+  // differ (relative Frobenius norms), beside the size of the adapter's own update.
   double drift_sq = 0, weight_sq = 0, update_sq = 0, worst = 0;
   std::string worst_name;
   int64_t drift_tensors = 0;
+  auto add_drift = [&](const std::string& name, const std::vector<float>& full, const std::vector<float>& against) {
+    const auto [d, n] = squared_distance(full, against);
+    drift_sq += d, weight_sq += n, ++drift_tensors;
+    if (n > 0 && std::sqrt(d / n) > worst) worst = std::sqrt(d / n), worst_name = name;
+  };
   for (const auto& name : names) {
     if (quantisation_companion(name)) continue;
     io::TensorView v = *written.find(name);
-    const bool q = quantised && was_quantised(name);
-    if (dequantized && q) {
-      auto [w, shape] = dequantized_weight(name);
+    const bool differs = mb.quantised() && changed(name);
+    const bool target = targeted(name, targets);
+    if (dequantized && differs) {  // the weights trained against (+ the adapter), in bf16
+      auto [w, shape] = trained_against(name);
+      if (original != nullptr) add_drift(name, full_precision(name, shape), w);
+      if (target) {
+        const std::vector<float> delta = lora_update(name, shape, adapter, adapter_dir, &used);
+        for (size_t i = 0; i < w.size(); ++i) w[i] += delta[i], update_sq += double(delta[i]) * delta[i];
+        ++merged;
+      }
       v.shape = shape;
       v.dtype = io::DType::kBF16;
-      if (original != nullptr) {  // drift of the weights the adapter trained against from the full-precision ones
-        const io::TensorView* o = original->find(name);
-        LLMFT_CHECK(o != nullptr, Status::kNotFound, "export.original {}: no tensor \"{}\", which {} has",
-                    original->path(), name, base_dir);
-        LLMFT_CHECK(o->shape == shape, Status::kFormat, "export.original {}: tensor \"{}\" has shape [{}], {} [{}]",
-                    original->path(), name, fmt::join(o->shape, ", "), base_dir, fmt::join(shape, ", "));
-        const std::vector<float> ow = io::to_f32(*o);
-        double d = 0, n = 0;
-        for (size_t i = 0; i < w.size(); ++i) d += double(ow[i] - w[i]) * (ow[i] - w[i]), n += double(ow[i]) * ow[i];
-        drift_sq += d, weight_sq += n, ++drift_tensors;
-        if (n > 0 && std::sqrt(d / n) > worst) worst = std::sqrt(d / n), worst_name = name;
-      }
-      std::vector<float> delta;
-      if (add_lora(w, name, shape, adapter, targets, adapter_dir, &used, &delta)) {
-        ++merged;
-        for (float x : delta) update_sq += double(x) * x;
-      }
       merged_bytes.push_back(io::from_f32(w, io::DType::kBF16));
       v.data = merged_bytes.back().data();
       v.nbytes = merged_bytes.back().size();
-    } else {
+    } else {  // as stored (+ the adapter), in its own dtype
+      LLMFT_CHECK(v.dtype != io::DType::kU8 && v.dtype != io::DType::kF8E4M3, Status::kUnsupported,
+                  "{}: tensor \"{}\" is stored quantised ({}) but is no decoder layer's linear weight; llmft cannot "
+                  "write it as a plain tensor", written.path(), name, io::dtype_name(v.dtype));
       LLMFT_CHECK(io::all_finite(v), Status::kFormat, "{}: tensor \"{}\" holds values that are not finite (NaN or infinity)",
                   written.path(), name);
-      LLMFT_CHECK(v.dtype != io::DType::kU8 && v.dtype != io::DType::kF8E4M3, Status::kInternal,
-                  "{}: tensor \"{}\" is quantised but no layer linear", written.path(), name);
-      std::vector<float> w;
-      std::vector<float> delta;
-      const bool target = layer_linear(name) || name.find("_proj.weight") != std::string::npos;
-      if (target) w = io::to_f32(v);
-      if (target && add_lora(w, name, v.shape, adapter, targets, adapter_dir, &used, q ? &delta : nullptr)) {
+      if (target) {
+        std::vector<float> w = io::to_f32(v);
+        const std::vector<float> delta = lora_update(name, v.shape, adapter, adapter_dir, &used);
+        if (differs) {  // merging into the full-precision weights: their drift from what the adapter trained against
+          add_drift(name, w, trained_against(name).first);
+          for (float x : delta) update_sq += double(x) * x;
+        }
+        for (size_t i = 0; i < w.size(); ++i) w[i] += delta[i];
         merged_bytes.push_back(io::from_f32(w, v.dtype));
         v.data = merged_bytes.back().data();
         ++merged;
-      }
-      if (q) {  // merging into the full-precision weights: their drift from what the adapter trained against
-        auto [dq, shape] = dequantized_weight(name);
-        const std::vector<float> ow = io::to_f32(*written.find(name));
-        double d = 0, n = 0;
-        for (size_t i = 0; i < dq.size(); ++i) d += double(ow[i] - dq[i]) * (ow[i] - dq[i]), n += double(ow[i]) * ow[i];
-        drift_sq += d, weight_sq += n, ++drift_tensors;
-        if (n > 0 && std::sqrt(d / n) > worst) worst = std::sqrt(d / n), worst_name = name;
-        for (float x : delta) update_sq += double(x) * x;
+      } else if (differs) {
+        add_drift(name, io::to_f32(v), trained_against(name).first);
       }
     }
     views.push_back(v);
@@ -466,20 +456,22 @@ std::string export_merged(const Config& c) {
     std::string p = path_join(base_dir, f);
     if (file_exists(p)) write_file_atomic(path_join(out_dir, f), read_file(p));
   }
-  if (quantised) {
+  if (mb.quantised()) {
     nlohmann::ordered_json report;
     report["merge_into"] = into;
-    report["quantization"] = ckpt_quantised ? base.config_json()["quantization_config"].value("quant_method", std::string("?"))
-                                            : c.model.quantize;
+    report["checkpoint_quantization"] =
+        mb.checkpoint_quantised ? nlohmann::json(base.config_json()["quantization_config"].value("quant_method", std::string("?")))
+                                : nlohmann::json();
+    report["model.quantize"] = mb.quantize;
     report["base"] = base_dir;
     report["original"] = original ? nlohmann::json(original->path()) : nlohmann::json();
     if (drift_tensors > 0) {
-      // ||W_full - W_dequantised|| / ||W_full|| over every quantised linear, and the adapter's ||s B A|| on the same scale.
+      // ||W_full - W_trained_against|| / ||W_full|| over those linears, and the adapter's ||s B A|| on the same scale.
       report["drift"] = {{"tensors", drift_tensors}, {"relative", std::sqrt(drift_sq / weight_sq)},
                          {"worst_tensor", worst_name}, {"worst_relative", worst},
                          {"adapter_update_relative", std::sqrt(update_sq / weight_sq)}};
-      log_info("merge into the {} weights: the full-precision weights differ from the dequantised ones the adapter "
-               "trained against by {:.3f}% (relative Frobenius norm over {} quantised linears; worst {:.3f}%, {}); the "
+      log_info("merge into the {} weights: the full-precision weights differ from the ones the adapter trained "
+               "against by {:.3f}% (relative Frobenius norm over {} quantised linears; worst {:.3f}%, {}); the "
                "adapter's own update is {:.3f}% of them", into, 100 * std::sqrt(drift_sq / weight_sq), drift_tensors,
                100 * worst, worst_name, 100 * std::sqrt(update_sq / weight_sq));
     } else {

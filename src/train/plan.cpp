@@ -184,6 +184,10 @@ MemoryPlan plan_for(const Config& c, const io::ModelConfig& m, const std::string
                     int ranks, double available, const std::string& available_source) {
   LLMFT_CHECK(job == "train" || job == "generate", Status::kInvalidArgument, "plan: the job is train or generate, not \"{}\"", job);
   LLMFT_CHECK(ranks >= 1, Status::kInvalidArgument, "plan: {} ranks; a job has at least 1", ranks);
+  if (job == "generate" && m.moe())
+    LLMFT_CHECK(ranks == 1, Status::kUnsupported,
+                "{} is a mixture of experts, and its experts are not split by tensor parallelism: generate on one rank",
+                origin);
   if (job == "generate")
     LLMFT_CHECK(splits(m, ranks), Status::kInvalidArgument,
                 "{} cannot be split across {} ranks: tensor parallelism needs num_attention_heads ({}), "

@@ -4,9 +4,11 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <regex>
 #include <sstream>
 #include <vector>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "io/hf_config.hpp"
@@ -150,6 +152,74 @@ void preflight_export(const Config& c) {
 
 }  // namespace
 
+MergeBase merge_base(const Config& c, const std::string& base_dir, const std::string& adapter_dir) {
+  MergeBase b;
+  const std::string cfg = path_join(base_dir, "config.json");
+  if (file_exists(cfg)) {
+    const nlohmann::json j = nlohmann::json::parse(read_file(cfg), nullptr, false);
+    b.checkpoint_quantised = j.is_object() && j.contains("quantization_config") && !j["quantization_config"].is_null();
+  }
+  std::string recorded = "none";
+  const std::string note = path_join(adapter_dir, "llmft_adapter.json");
+  if (file_exists(note)) {
+    const nlohmann::json j = nlohmann::json::parse(read_file(note), nullptr, false);
+    LLMFT_CHECK(j.is_object() && j.value("model.quantize", std::string("none")).size() > 0, Status::kFormat,
+                "{}: not a JSON object with \"model.quantize\"", note);
+    recorded = j.value("model.quantize", std::string("none"));
+  }
+  b.quantize = c.model.quantize;
+  if (b.quantize == "none") {
+    b.quantize = recorded;
+  } else {
+    LLMFT_CHECK(recorded == "none" || recorded == b.quantize, Status::kInvalidArgument,
+                "model.quantize {}, but {} says the adapter trained with model.quantize {}: give that one (or none)",
+                b.quantize, note, recorded);
+  }
+  return b;
+}
+
+void check_merge_choice(const Config& c, const MergeBase& b, const std::string& base_dir) {
+  const std::string& into = c.export_.merge_into;
+  const std::string what = b.checkpoint_quantised
+                               ? fmt::format("{} is a quantised checkpoint (quantization_config)", base_dir)
+                               : fmt::format("the adapter trained on {} quantised to {} (model.quantize)", base_dir,
+                                             b.quantize);
+  if (!b.quantised()) {
+    LLMFT_CHECK(into != "dequantized", Status::kInvalidArgument,
+                "export.merge_into dequantized: {} is not quantised and the adapter trained with model.quantize none; "
+                "nothing to dequantise", base_dir);
+    return;
+  }
+  LLMFT_CHECK(into != "auto", Status::kInvalidArgument,
+              "{}: merging is an explicit choice. export.merge_into=dequantized writes the dequantised weights it "
+              "trained against plus the adapter, in bf16; export.merge_into=original merges into the full-precision "
+              "weights ({}), which differ from those by the quantisation error. The drift between the two is "
+              "reported whenever both are at hand", what,
+              b.checkpoint_quantised ? "export.original=<the unquantised checkpoint>" : "the checkpoint itself");
+  if (!b.checkpoint_quantised) return;
+  LLMFT_CHECK(into != "original" || !c.export_.original.empty(), Status::kInvalidArgument,
+              "export.merge_into original: {}; give its full-precision checkpoint as export.original", what);
+  if (c.export_.original.empty()) return;
+  check_model_dir(c.export_.original, "export.original");
+  const nlohmann::json j = nlohmann::json::parse(read_file(path_join(c.export_.original, "config.json")), nullptr, false);
+  LLMFT_CHECK(j.is_object() && (!j.contains("quantization_config") || j["quantization_config"].is_null()),
+              Status::kInvalidArgument, "export.original {} is quantised too: give the full-precision checkpoint",
+              c.export_.original);
+}
+
+bool is_layer_linear(const std::string& n) {
+  static const std::regex r(
+      R"(model\.layers\.\d+\.(self_attn\.(q|k|v|o)_proj|mlp\.(experts\.\d+\.)?(gate|up|down)_proj)\.weight)");
+  return std::regex_match(n, r);
+}
+
+void write_adapter_note(const std::string& adapter_dir, const Config& c, WriteMode mode) {
+  nlohmann::ordered_json j;
+  j["model.quantize"] = c.model.quantize;
+  write_file_atomic(path_join(adapter_dir, "llmft_adapter.json"), j.dump(2) + "\n", mode);
+}
+
+
 double machine_memory_bytes() {
   const long pages = ::sysconf(_SC_PHYS_PAGES), page = ::sysconf(_SC_PAGE_SIZE);
   double bytes = pages > 0 && page > 0 ? static_cast<double>(pages) * static_cast<double>(page) : 0;
@@ -216,12 +286,10 @@ void preflight(const Config& c, Job job) {
       const nlohmann::json cj = nlohmann::json::parse(read_file(path_join(c.model.path, "config.json")), nullptr, false);
       quantised_checkpoint = cj.is_object() && cj.contains("quantization_config") && !cj["quantization_config"].is_null();
     }
-    LLMFT_CHECK(c.export_.merge_into != "auto" || (c.model.quantize == "none" && !quantised_checkpoint),
-                Status::kInvalidArgument,
-                "export.after_train with a quantised base ({}): say how to merge, export.merge_into=dequantized (the "
-                "weights the adapter trains against, bf16) or export.merge_into=original (the full-precision weights{})",
-                quantised_checkpoint ? "a quantised checkpoint" : "model.quantize " + c.model.quantize,
-                quantised_checkpoint ? ", with export.original" : "");
+    MergeBase b;
+    b.checkpoint_quantised = quantised_checkpoint;
+    b.quantize = c.model.quantize;
+    check_merge_choice(c, b, c.model.path.empty() ? "the embedded model" : c.model.path);
   }
   if (c.train.resume != "auto" && c.train.resume != "never")
     LLMFT_CHECK(is_directory(c.train.resume), Status::kNotFound,

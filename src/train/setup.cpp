@@ -97,10 +97,11 @@ const io::TensorView* WeightSource::find(const std::string& name) {
 }
 
 void WeightSource::done(const io::TensorView& t) {
-  if (const io::TensorView* f = dir_.find(t.name)) dir_.release(*f);
-  if (dequantized_.erase(t.name) > 0) {
-    for (const io::TensorView* c : companions_[t.name]) dir_.release(*c);
-    companions_.erase(t.name);
+  const std::string name = t.name;  // t may be the dequantised view erased below
+  if (const io::TensorView* f = dir_.find(name)) dir_.release(*f);
+  if (dequantized_.erase(name) > 0) {
+    for (const io::TensorView* c : companions_[name]) dir_.release(*c);
+    companions_.erase(name);
   }
 }
 

@@ -545,6 +545,7 @@ void Trainer::Impl::write_checkpoint_files(const std::string& dir, WriteMode wm,
   std::vector<at::Tensor> keep;
   if (mode == "lora") {
     io::write_peft_adapter(dir, model().options().lora, lm.base_name, views_of(model(), true, at::kFloat, keep), wm);
+    job::write_adapter_note(dir, c, wm);
   } else {
     save_model_dir(model(), lm.dir ? lm.dir->config_json() : model().config().to_json(), tok_path, dir, at::kFloat, wm);
   }
@@ -942,6 +943,7 @@ TrainSummary Trainer::finish() {
       std::vector<at::Tensor> keep;
       io::write_peft_adapter(summary.adapter_dir, t.model().options().lora, t.lm.base_name,
                              views_of(t.model(), true, at::kFloat, keep));
+      job::write_adapter_note(summary.adapter_dir, c);
     } else {
       summary.model_dir = path_join(c.output.dir, "model");
       save_model_dir(t.model(), t.lm.dir ? t.lm.dir->config_json() : t.model().config().to_json(), t.tok_path,

@@ -17,6 +17,7 @@
 #include "model/decoder.hpp"
 #include "model/stored_weight.hpp"
 #include "test_support.hpp"
+#include "train/preflight.hpp"
 #include "train/setup.hpp"
 #include "util/file.hpp"
 
@@ -317,4 +318,11 @@ TEST(Nf4, MergingIntoAQuantisedBaseIsAnExplicitChoiceWithItsDrift) {
   const std::string bo = run(bnb, "none", "original", "bnb-orig", base);
   EXPECT_TRUE(at::allclose(weight_of(bo, name), full + update, 1e-6, 1e-6));
   EXPECT_GT(nlohmann::json::parse(read_file(bo + "/merge_report.json"))["drift"]["relative"].get<double>(), 0.0);
+
+  // llmft records model.quantize beside the adapters it saves (llmft_adapter.json): an export that forgets it is
+  // still refused, and one that says another format is told which.
+  job::write_adapter_note(dir + "/adapter", load_config("", {"model.quantize=nf4"}));
+  EXPECT_NE(error_of([&] { run(base, "none", "auto", "y"); }).find("merging is an explicit choice"), std::string::npos);
+  EXPECT_NE(error_of([&] { run(base, "fp8", "dequantized", "y"); }).find("trained with model.quantize nf4"),
+            std::string::npos);
 }
