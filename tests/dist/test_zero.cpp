@@ -204,18 +204,21 @@ TEST(QuantizedBase, QloraOnAMixtureOverZeroMatchesOneProcess) {
   for (const char* f : {"tokenizer.json", "tokenizer_config.json"})
     if (file_exists(seed_run + "/base/" + f)) write_file_atomic(base + "/" + f, read_file(seed_run + "/base/" + f));
   // NF4 experts replicated at worlds 2 (ZeRO-3) and 4 (ZeRO-2); dense experts sharded by ZeRO-3 at world 2 (each
-  // layer's experts gathered for its forward and backward).
-  for (const std::string quantize : {"nf4", "none"}) {
+  // layer's experts gathered for its forward and backward), also with activation checkpointing (gathered again for
+  // the recomputation, in the backward).
+  const std::vector<std::pair<std::string, std::string>> variants = {
+      {"nf4", "model.quantize=nf4"}, {"none", "model.quantize=none"}, {"ckpt", "train.activation_checkpointing=true"}};
+  for (const auto& [tag, setting] : variants) {
     auto args = [&](const std::string& out, int world, int stage) {
       auto a = job_args(out, "lora", world, stage);
-      a.push_back("model.quantize=" + quantize);
+      a.push_back(setting);
       a.push_back("lora.target_modules=q_proj,v_proj,experts");
       a.push_back("model.path=" + base);
       return a;
     };
-    expect_worlds_match_one_process(dir, quantize, args,
-                                    quantize == "nf4" ? std::vector<std::pair<int, int>>{{2, 3}, {4, 2}}
-                                                      : std::vector<std::pair<int, int>>{{2, 3}});
+    expect_worlds_match_one_process(dir, tag, args,
+                                    tag == "nf4" ? std::vector<std::pair<int, int>>{{2, 3}, {4, 2}}
+                                                 : std::vector<std::pair<int, int>>{{2, 3}});
   }
   const std::string ref = dir + "/nf4-world1";
   // The adapter holds every expert's LoRA pairs.
