@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "hf_support.hpp"
+#include "llmft/train.hpp"
 #include "io/safetensors.hpp"
 #include "model/model_support.hpp"
 
@@ -67,6 +68,19 @@ INSTANTIATE_TEST_SUITE_P(
         AdapterCase{"qwen3_moe_attention_experts", "qwen3_moe", {"lora.target_modules=q_proj,v_proj,experts", "lora.r=4", "lora.alpha=8"}},
         AdapterCase{"qwen3_moe_all_linear", "qwen3_moe", {"lora.target_modules=all-linear", "lora.r=8", "lora.alpha=16"}}),
     [](const auto& info) { return std::string(info.param.name); });
+
+// An adapter on a mixture's experts serves generation with the configuration's defaults (lora.dropout 0.05 is a
+// training setting: it must not refuse the adapter at inference).
+TEST(ExpertAdapter, GeneratesWithTheDefaultSettings) {
+  LLMFT_REQUIRE_DATA(std::string(test::kStories) + "/tokenizer.json");
+  const std::string base = test::make_base("qwen3_moe");
+  ASSERT_FALSE(base.empty());
+  const std::string adapter = test::llmft_lora(base, {"lora.target_modules=q_proj,experts", "lora.r=4", "lora.alpha=8"});
+  const auto out = generate(load_config("", {"model.path=" + base, "generate.adapter=" + adapter, "data.template=none",
+                                             "generate.max_new_tokens=5"}),
+                            {"Once upon a time"});
+  ASSERT_EQ(out.size(), 1u);
+}
 
 struct PeftCase {
   const char* name;
