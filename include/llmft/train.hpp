@@ -25,6 +25,10 @@ struct TrainSummary {
   int rank = 0, world_size = 1;  // this process in the data-parallel job
   // What this rank held between optimizer steps (ZeRO shards these by dist.zero_stage).
   int64_t optimizer_state_bytes = 0, parameter_bytes = 0, gradient_bytes = 0;
+  // The memory plan of a rank (weights, gradients, optimizer state, activations: llmft plan), logged when training
+  // starts, and what this process's peak resident memory came to (the plan plus the runtime's own).
+  double planned_bytes = 0;
+  int64_t peak_rss_bytes = 0;
   bool stopped = false;        // the host asked the job to stop: it wrote checkpoint_dir and ends unfinished
   std::string checkpoint_dir;  // the newest checkpoint this run wrote
   std::string resumed_from;    // the checkpoint this run continued from (empty: it started afresh)

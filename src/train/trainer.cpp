@@ -1,5 +1,7 @@
 // llmft::train: the fine-tuning loop, readable top to bottom in one function (train below). Its parts — tokenizer,
 // examples, model, loader, sharded optimizer, metrics — are built by the functions above it and passed in.
+#include <sys/resource.h>
+
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
@@ -27,6 +29,7 @@
 #include "train/call_scope.hpp"
 #include "train/checkpoints.hpp"
 #include "train/metrics.hpp"
+#include "train/plan.hpp"
 #include "train/preflight.hpp"
 #include "train/tensorboard.hpp"
 #include "train/resolve.hpp"
@@ -484,6 +487,15 @@ void Trainer::Impl::build_parts() {
   opt = std::make_unique<optim::ShardedOptimizer>(model(), *store, *comm, static_cast<int>(c.dist.zero_stage), adam);
   if (by_slice)
     log_info("rank {}: read its 1/{} of the weights of {} (ZeRO-3)", comm->rank(), comm->size(), c.model.path);
+  {  // what the plan expects a rank to hold; training_summary.json sets the measured peak beside it
+    const MemoryPlan mp = job::plan_for(c, model().config(), c.model.path.empty() ? "the embedded model" : c.model.path,
+                                        "train", comm->size(), 0, "");
+    summary.planned_bytes = mp.total();
+    log_info("memory plan of a rank: weights {:.1f} MB, gradients {:.1f} MB, optimizer state {:.1f} MB, activations "
+             "{:.1f} MB ({} x {} tokens{}): {:.1f} MB", mp.weights / 1e6, mp.gradients / 1e6, mp.optimizer / 1e6,
+             mp.activations / 1e6, c.train.micro_batch_size, c.data.seq_len,
+             c.train.activation_checkpointing ? ", activation checkpointing" : "", mp.total() / 1e6);
+  }
   loader = std::make_unique<data::PackedLoader>(*data.train, c.train.micro_batch_size, comm->rank(), comm->size(), seed);
   steps = c.train.max_steps > 0
               ? c.train.max_steps
@@ -913,6 +925,13 @@ TrainSummary Trainer::finish() {
   summary.eval_accuracy_before = t.st.eval_accuracy_before;
   summary.resumed_from = t.resumed_from;
   summary.checkpoint_dir = t.last_checkpoint;
+  {
+    struct rusage ru {};
+    getrusage(RUSAGE_SELF, &ru);
+    summary.peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // the whole process: the host's too
+    log_info("memory: peak resident {:.1f} MB for a plan of {:.1f} MB (the rest is the runtime, the data and the host)",
+             static_cast<double>(summary.peak_rss_bytes) / 1e6, summary.planned_bytes / 1e6);
+  }
   for (auto it = t.st.log_history.rbegin(); it != t.st.log_history.rend(); ++it) {
     const auto j = nlohmann::json::parse(*it);
     if (j.contains("loss")) {
@@ -961,6 +980,7 @@ TrainSummary Trainer::finish() {
     js["eval_accuracy_before"] = summary.eval_accuracy_before;
     js["eval_accuracy_after"] = summary.eval_accuracy_after;
     js["world_size"] = summary.world_size;
+    js["memory"] = {{"planned_bytes", summary.planned_bytes}, {"peak_rss_bytes", summary.peak_rss_bytes}};
     js["resumed_from"] = summary.resumed_from;
     js["output"] = t.mode == "lora" ? summary.adapter_dir : summary.model_dir;
     js["versions"] = {{"llmft", LLMFT_VERSION_STRING}, {"libtorch", TORCH_VERSION}};

@@ -353,6 +353,12 @@ TEST(Resume, TheEndWritesASummaryAndTheMergedModelIfAsked) {
   EXPECT_EQ(summary.at("steps"), 3);
   EXPECT_EQ(summary.at("tokens").get<int64_t>(), s.tokens);
   EXPECT_TRUE(summary.at("identities").contains("the base weights (model.path)"));
+  // The plan a rank was given, and the measured peak of the process (the plan and the runtime): the same numbers as
+  // the summary the call returns.
+  EXPECT_GT(s.planned_bytes, 0.0);
+  EXPECT_GT(s.peak_rss_bytes, static_cast<int64_t>(s.planned_bytes));
+  EXPECT_EQ(summary.at("memory").at("peak_rss_bytes").get<int64_t>(), s.peak_rss_bytes);
+  EXPECT_EQ(summary.at("memory").at("planned_bytes").get<double>(), s.planned_bytes);
   Config e = load_config("", {"model.path=" + test::data_path("models/stories260K-hf"), "export.adapter=" + s.adapter_dir,
                               "export.out=" + path_join(out, "merged-by-export")});
   export_merged(e);
