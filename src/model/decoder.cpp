@@ -666,17 +666,20 @@ void Decoder::attention_inputs(LayerWeights& w, const at::Tensor& h, const at::T
   *k = rope_apply(*k, cos, sin);
 }
 
-// The attention output's projection and residual (h + o(a), summed across tensor-parallel ranks), then the MLP
-// sub-block with its residual: h2 + down(swiglu(gate(x2), up(x2))), x2 = norm(h2).
-at::Tensor Decoder::attention_output_and_mlp(LayerWeights& w, const at::Tensor& h, const at::Tensor& a,
-                                             at::Generator* gen, LayerCache* c) {
-  const auto& cf = local_;
+// The attention sub-block's output side: h + o(a), the projection summed across tensor-parallel ranks.
+at::Tensor Decoder::attention_output(LayerWeights& w, const at::Tensor& h, const at::Tensor& a, at::Generator* gen,
+                                     LayerCache* c) {
   at::Tensor o = linear_forward(a.reshape({a.size(0), -1}), w.o, gen, c ? &c->o : nullptr);  // (n, C)
   reduce_partial(o);
-  at::Tensor h2 = h + o;                                                                      // (n, C)
-  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, cf.rms_norm_eps, c ? &c->norm2 : nullptr); // (n, C)
+  return h + o;
+}
+
+// The MLP sub-block with its residual: h2 + mlp(x2), x2 = norm(h2); mlp the dense SwiGLU
+// down(silu(gate(x2)) * up(x2)) (summed across tensor-parallel ranks), or the mixture of experts.
+at::Tensor Decoder::mlp_forward(LayerWeights& w, const at::Tensor& h2, at::Generator* gen, LayerCache* c) {
+  at::Tensor x2 = rmsnorm_forward(h2, w.mlp_norm, local_.rms_norm_eps, c ? &c->norm2 : nullptr);  // (n, C)
   if (w.moe) return h2 + moe_forward(x2, w.experts, c ? &c->moe : nullptr, count_routing_ ? &moe_stats_ : nullptr);
-  at::Tensor g, u;                                                                            // (n, F)
+  at::Tensor g, u;  // (n, F)
   if (w.w_gate_up.defined()) {
     auto gu = fused_linear_forward(x2, w.w_gate_up, {&w.gate, &w.up}, gen,
                                    {c ? &c->gate : nullptr, c ? &c->up : nullptr});
@@ -695,37 +698,30 @@ at::Tensor Decoder::attention_output_and_mlp(LayerWeights& w, const at::Tensor& 
   return h2 + down;
 }
 
-at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
-                                  const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* c) {
-  LayerWeights w = bind_layer(l);
-  at::Tensor q, k, v;
-  attention_inputs(w, h, cos, sin, gen, c, &q, &k, &v);
-  at::Tensor a = attention_forward(q, k, v, doc_starts, local_.sliding_window, c ? &c->attn : nullptr);  // (N, H, D)
-  return attention_output_and_mlp(w, h, a, gen, c);
-}
-
-at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c, const at::Tensor& cos,
-                                   const at::Tensor& sin, const std::vector<int64_t>& doc_starts) {
-  LayerWeights w = bind_layer(l);
-  const auto& cf = local_;
-  const int64_t N = dh.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
-  // MLP branch: h3 = h2 + down(swiglu(gate(x2), up(x2))), or h2 + moe(x2)
-  at::Tensor dx2;
+// d(loss)/d(h2) of the MLP sub-block, for dh = d(loss)/d(h3).
+at::Tensor Decoder::mlp_backward(LayerWeights& w, const at::Tensor& dh, LayerCache& c) {
+  at::Tensor dx2;  // (N, C)
   if (w.moe) {
     dx2 = moe_backward(dh, w.experts, c.moe, aux_dprobs_);
   } else {
-  at::Tensor da = linear_backward(dh, w.down, c.down);  // (N, F)
-  at::Tensor dg, du;
-  swiglu_backward(da, c.g, c.u, &dg, &du);
-  if (w.w_gate_up.defined()) {
-    dx2 = fused_linear_backward({dg, du}, w.w_gate_up, w.dw_gate_up, {&w.gate, &w.up}, {&c.gate, &c.up});
-  } else {
-    dx2 = linear_backward(dg, w.gate, c.gate);
-    dx2.add_(linear_backward(du, w.up, c.up));
+    at::Tensor da = linear_backward(dh, w.down, c.down);  // (N, F)
+    at::Tensor dg, du;
+    swiglu_backward(da, c.g, c.u, &dg, &du);
+    if (w.w_gate_up.defined()) {
+      dx2 = fused_linear_backward({dg, du}, w.w_gate_up, w.dw_gate_up, {&w.gate, &w.up}, {&c.gate, &c.up});
+    } else {
+      dx2 = linear_backward(dg, w.gate, c.gate);
+      dx2.add_(linear_backward(du, w.up, c.up));
+    }
   }
-  }
-  at::Tensor dh2 = dh + rmsnorm_backward(dx2, w.mlp_norm, c.norm2, &w.d_mlp_norm);  // (N, C)
-  // Attention branch: h2 = h + o(attn(rope(q), rope(k), v))
+  return dh + rmsnorm_backward(dx2, w.mlp_norm, c.norm2, &w.d_mlp_norm);
+}
+
+// d(loss)/d(h) of the attention sub-block h2 = h + o(attn(rope(q), rope(k), v)), for dh2 = d(loss)/d(h2).
+at::Tensor Decoder::attention_backward_block(LayerWeights& w, const at::Tensor& dh2, LayerCache& c, const at::Tensor& cos,
+                                             const at::Tensor& sin, const std::vector<int64_t>& doc_starts) {
+  const auto& cf = local_;
+  const int64_t N = dh2.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
   at::Tensor dattn = linear_backward(dh2, w.o, c.o).view({N, H, D});
   at::Tensor dq, dk, dv;
   attention_backward(dattn, c.attn, doc_starts, cf.sliding_window, &dq, &dk, &dv);
@@ -745,6 +741,21 @@ at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c
     dx1.add_(linear_backward(dv.reshape({N, K * D}), w.v, c.v));
   }
   return dh2 + rmsnorm_backward(dx1, w.attn_norm, c.norm1, &w.d_attn_norm);
+}
+
+at::Tensor Decoder::layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
+                                  const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* c) {
+  LayerWeights w = bind_layer(l);
+  at::Tensor q, k, v;
+  attention_inputs(w, h, cos, sin, gen, c, &q, &k, &v);
+  at::Tensor a = attention_forward(q, k, v, doc_starts, local_.sliding_window, c ? &c->attn : nullptr);  // (N, H, D)
+  return mlp_forward(w, attention_output(w, h, a, gen, c), gen, c);
+}
+
+at::Tensor Decoder::layer_backward(size_t l, const at::Tensor& dh, LayerCache& c, const at::Tensor& cos,
+                                   const at::Tensor& sin, const std::vector<int64_t>& doc_starts) {
+  LayerWeights w = bind_layer(l);
+  return attention_backward_block(w, mlp_backward(w, dh, c), c, cos, sin, doc_starts);
 }
 
 // ---- whole model ----
@@ -885,7 +896,7 @@ at::Tensor Decoder::layer_prefill(size_t l, const at::Tensor& h, const at::Tenso
     kv.v[l].select(0, static_cast<int64_t>(b)).narrow(0, 0, len).copy_(v.narrow(0, doc_starts[b], len));
   }
   at::Tensor a = attention_forward(q, k, v, doc_starts, local_.sliding_window, nullptr);  // (N, H, D)
-  return attention_output_and_mlp(w, h, a, nullptr, nullptr);
+  return mlp_forward(w, attention_output(w, h, a, nullptr, nullptr), nullptr, nullptr);
 }
 
 at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
@@ -912,7 +923,7 @@ at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor
   if (cf.sliding_window > 0) blocked = blocked.logical_or(kj <= qi - cf.sliding_window);
   scores.masked_fill_(blocked, -std::numeric_limits<float>::infinity());
   at::Tensor a = at::matmul(at::softmax(scores, -1).to(h.scalar_type()), vall).reshape({B, H, D});  // (B, H, D)
-  return attention_output_and_mlp(w, h, a, nullptr, nullptr);
+  return mlp_forward(w, attention_output(w, h, a, nullptr, nullptr), nullptr, nullptr);
 }
 
 int64_t pick_token(const at::Tensor& logits, double temperature, double top_p, at::Generator& gen) {

@@ -175,8 +175,13 @@ class Decoder {
   // the parts around attention, which is where they differ.
   void attention_inputs(LayerWeights& w, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
                         at::Generator* gen, LayerCache* c, at::Tensor* q, at::Tensor* k, at::Tensor* v);
-  at::Tensor attention_output_and_mlp(LayerWeights& w, const at::Tensor& h, const at::Tensor& a, at::Generator* gen,
-                                      LayerCache* c);
+  at::Tensor attention_output(LayerWeights& w, const at::Tensor& h, const at::Tensor& a, at::Generator* gen,
+                              LayerCache* c);
+  at::Tensor attention_backward_block(LayerWeights& w, const at::Tensor& dh2, LayerCache& c, const at::Tensor& cos,
+                                      const at::Tensor& sin, const std::vector<int64_t>& doc_starts);
+  // The MLP sub-block (dense SwiGLU or mixture of experts) with its norm and residual, and its backward.
+  at::Tensor mlp_forward(LayerWeights& w, const at::Tensor& h2, at::Generator* gen, LayerCache* c);
+  at::Tensor mlp_backward(LayerWeights& w, const at::Tensor& dh, LayerCache& c);
   at::Tensor layer_forward(size_t l, const at::Tensor& h, const at::Tensor& cos, const at::Tensor& sin,
                            const std::vector<int64_t>& doc_starts, at::Generator* gen, LayerCache* cache);
   at::Tensor layer_backward(size_t l, const at::Tensor& dh, LayerCache& cache, const at::Tensor& cos,
