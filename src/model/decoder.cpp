@@ -581,12 +581,13 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
   m.experts.resize(static_cast<size_t>(config_.num_experts));
   for (size_t e = 0; e < m.experts.size(); ++e) {
     ExpertWeights& ex = m.experts[e];
-    const std::string n = "mlp.experts." + std::to_string(e) + ".";
-    linear(ex.gate, "mlp", "experts." + std::to_string(e) + ".gate_proj");
-    linear(ex.up, "mlp", "experts." + std::to_string(e) + ".up_proj");
-    linear(ex.down, "mlp", "experts." + std::to_string(e) + ".down_proj");
+    const std::string expert = "experts." + std::to_string(e) + ".";
+    linear(ex.gate, "mlp", expert + "gate_proj");
+    linear(ex.up, "mlp", expert + "up_proj");
+    linear(ex.down, "mlp", expert + "down_proj");
     ex.gate.dropout = ex.up.dropout = ex.down.dropout = 0.0;  // refused with expert LoRA (constructor)
-    if (!ex.gate.stored) fuse({(n + "gate_proj").c_str(), (n + "up_proj").c_str()}, &ex.w_gate_up, &ex.dw_gate_up);
+    const std::string gate = "mlp." + expert + "gate_proj", up = "mlp." + expert + "up_proj";
+    if (!ex.gate.stored) fuse({gate.c_str(), up.c_str()}, &ex.w_gate_up, &ex.dw_gate_up);
   }
   return w;
 }
