@@ -18,6 +18,7 @@ struct ModelSection {
   std::string path;             // Hugging Face model directory; empty: the embedded model, initialised from train.seed
   std::string dtype = "float32";  // compute dtype: float32 or bfloat16
   std::string quantize = "none";  // frozen linear weights: none, nf4 (QLoRA) or fp8 (E4M3, 128x128 block scales)
+  std::string device = "auto";    // auto | cpu | cuda (the local rank's GPU) | cuda:N
   // The embedded model (used when path is empty): Llama 3 architecture at a size that trains in minutes on a CPU.
   int64_t hidden_size = 128, intermediate_size = 384, num_layers = 4, num_heads = 4, num_kv_heads = 2;
 };

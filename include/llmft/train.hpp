@@ -29,6 +29,9 @@ struct TrainSummary {
   // starts, and what this process's peak resident memory came to (the plan plus the runtime's own).
   double planned_bytes = 0;
   int64_t peak_rss_bytes = 0;
+  // On a GPU (model.device), the most bytes its tensors held at once during training (the caching allocator's peak).
+  std::string device = "cpu";
+  int64_t peak_device_bytes = 0;
   bool stopped = false;        // the host asked the job to stop: it wrote checkpoint_dir and ends unfinished
   std::string checkpoint_dir;  // the newest checkpoint this run wrote
   std::string resumed_from;    // the checkpoint this run continued from (empty: it started afresh)

@@ -62,7 +62,15 @@ class Communicator {
   virtual std::shared_ptr<Work> all_gather(at::Tensor& out, const at::Tensor& in, const AllGatherOptions& opts = {}) = 0;
   virtual std::shared_ptr<Work> broadcast(at::Tensor& t, const BroadcastOptions& opts = {}) = 0;
   virtual void barrier(const BarrierOptions& opts = {}) = 0;
+  // Where the tensors of its collectives must live: the CPU (single process, Gloo) or this rank's GPU (NCCL).
+  virtual at::Device device() const { return at::Device(at::kCPU); }
 };
+
+// Collectives on small CPU tensors (counts, flags, a norm, sampled tokens) whatever the backend: copied to the
+// communicator's device and back when it is not the CPU. Blocking.
+void all_reduce_host(Communicator& comm, at::Tensor& t, const AllReduceOptions& opts = {});
+void broadcast_host(Communicator& comm, at::Tensor& t, const BroadcastOptions& opts = {});
+void all_gather_host(Communicator& comm, at::Tensor& out, const at::Tensor& in, const AllGatherOptions& opts = {});
 
 // A completed Work (what synchronous backends return).
 std::shared_ptr<Work> completed_work();

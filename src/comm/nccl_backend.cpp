@@ -1,14 +1,18 @@
-// The NCCL backend: the NCCL API directly, one communicator per process on the GPU of its local rank; the unique id
-// is made by rank 0 and exchanged through the TCPStore rendezvous. Collectives run on a stream of their own that
-// first waits for the work already queued on the default stream; a Work holds the tensors and an event, and wait()
-// polls the event against the deadline and NCCL's asynchronous error. A timeout aborts the communicator (so no rank
-// hangs inside NCCL) and raises Error(kTimeout) naming the operation, its sequence number and the missing ranks.
+// The NCCL backend: the NCCL API directly, one communicator per process on the GPU the model computes on (its local
+// rank's by default); the unique id is made by rank 0 and exchanged through the TCPStore rendezvous. Collectives run
+// on a stream of their own that first waits for the work already queued on ATen's current stream of that GPU; a Work
+// holds the tensors and an event, and wait() polls the event against the deadline and NCCL's asynchronous error. A
+// timeout aborts the communicator (so no rank hangs inside NCCL) and raises Error(kTimeout) naming the operation, its
+// sequence number and the missing ranks. The calling thread's current GPU is set only for the length of a call.
 //
-// Built only when CUDA and NCCL are found (src/CMakeLists.txt); this file needs no CUDA build of libtorch.
+// Built only with a CUDA libtorch, CUDA and NCCL (cmake/LlmftDependencies.cmake, src/CMakeLists.txt).
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <chrono>
+#include <optional>
 #include <thread>
 
 #include "comm/communicator.hpp"
@@ -23,6 +27,9 @@ namespace {
 void cuda_check(cudaError_t e, const char* what) {
   LLMFT_CHECK(e == cudaSuccess, Status::kComm, "{}: {}", what, cudaGetErrorString(e));
 }
+
+// This thread's current GPU is set to the communicator's for a call and restored after it by c10's guard, which
+// restores without creating a context on the previous device (a rank never touches GPU 0 unless it is its own).
 
 ncclDataType_t nccl_type(const at::Tensor& t) {
   switch (t.scalar_type()) {
@@ -80,8 +87,10 @@ class NcclCommunicator : public Communicator {
     LLMFT_CHECK(e == cudaSuccess && devices > 0, Status::kUnsupported,
                 "rank {}: dist.backend=nccl needs a CUDA device and none is usable ({}): no NVIDIA driver or GPU here? "
                 "use dist.backend=gloo on CPU", w.rank, e == cudaSuccess ? "0 devices" : cudaGetErrorString(e));
-    device_ = w.local_rank % devices;
-    cuda_check(cudaSetDevice(device_), "cudaSetDevice");
+    device_ = o.cuda_device >= 0 ? o.cuda_device : w.local_rank % devices;
+    LLMFT_CHECK(device_ < devices, Status::kInvalidArgument, "rank {}: GPU {} asked for, and this process sees {}",
+                w.rank, device_, devices);
+    c10::cuda::CUDAGuard scope(static_cast<c10::DeviceIndex>(device_));
     ncclUniqueId id;
     const std::string key = "nccl/unique_id";
     if (w.rank == 0) {
@@ -106,6 +115,11 @@ class NcclCommunicator : public Communicator {
   }
 
   ~NcclCommunicator() override {
+    std::optional<c10::cuda::CUDAGuard> scope;
+    try {
+      scope.emplace(static_cast<c10::DeviceIndex>(device_));
+    } catch (...) {  // a destructor does not throw: destroy on whatever device is current
+    }
     if (comm_ != nullptr) {
       if (failed_) ncclCommAbort(comm_);
       else ncclCommDestroy(comm_);
@@ -116,6 +130,7 @@ class NcclCommunicator : public Communicator {
   int rank() const override { return world_.rank; }
   int size() const override { return world_.size; }
   std::string backend() const override { return "nccl"; }
+  at::Device device() const override { return at::Device(at::kCUDA, static_cast<c10::DeviceIndex>(device_)); }
 
   std::shared_ptr<Work> all_reduce(at::Tensor& t, const AllReduceOptions& o) override {
     check(t, "all_reduce");
@@ -197,10 +212,12 @@ class NcclCommunicator : public Communicator {
   int64_t begin() {
     LLMFT_CHECK(!failed_ && comm_ != nullptr, Status::kComm,
                 "rank {}: a collective failed earlier; this communicator is unusable", world_.rank);
-    // Order after the work already queued on the default stream (where the tensors were produced).
+    // Order after the work already queued on ATen's current stream of this GPU (where the tensors were produced).
+    c10::cuda::CUDAGuard scope(static_cast<c10::DeviceIndex>(device_));
     cudaEvent_t ready;
     cuda_check(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate");
-    cuda_check(cudaEventRecord(ready, nullptr), "cudaEventRecord");
+    cuda_check(cudaEventRecord(ready, c10::cuda::getCurrentCUDAStream(static_cast<c10::DeviceIndex>(device_)).stream()),
+               "cudaEventRecord");
     cuda_check(cudaStreamWaitEvent(stream_, ready, 0), "cudaStreamWaitEvent");
     cudaEventDestroy(ready);
     const int64_t seq = ++seq_;
@@ -212,6 +229,7 @@ class NcclCommunicator : public Communicator {
   }
   std::shared_ptr<Work> finish(std::vector<at::Tensor> keep, const char* op, int64_t seq, int64_t nbytes,
                                std::chrono::milliseconds timeout) {
+    c10::cuda::CUDAGuard scope(static_cast<c10::DeviceIndex>(device_));
     cudaEvent_t done;
     cuda_check(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate");
     cuda_check(cudaEventRecord(done, stream_), "cudaEventRecord");

@@ -65,6 +65,7 @@ struct Decoder::LayerCache {
 
 struct Decoder::KVCache {
   std::vector<at::Tensor> k, v;  // per layer (T_max, K, D)
+  int64_t span = 0;              // a decoding step's positions: the longest sequence's new position + 1 (host-side)
 };
 
 Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::move(config)), options_(std::move(options)) {
@@ -229,10 +230,10 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
     u.trainable.finalize(options_.align);
     // Without materialize_base the base weights wait for load_base_shard: the frozen buffer (LoRA, inference), or the
     // trainable one with its gradients (full fine-tuning).
-    if (options_.materialize_base) u.frozen.allocate(at::TensorOptions().dtype(options_.dtype));
+    if (options_.materialize_base) u.frozen.allocate(on_device(options_.dtype));
     if (options_.materialize_base || !full) {
-      u.trainable.allocate(at::TensorOptions().dtype(master));
-      u.grad = at::zeros({u.trainable.padded_numel()}, master);
+      u.trainable.allocate(on_device(master));
+      u.grad = at::zeros({u.trainable.padded_numel()}, on_device(master));
       u.compute = options_.dtype == master ? u.trainable.flat : u.trainable.flat.to(options_.dtype);
     }
   }
@@ -253,6 +254,7 @@ Decoder::Decoder(io::ModelConfig config, DecoderOptions options) : config_(std::
     at::Tensor medium = (wavelen >= high_wavelen).logical_and(wavelen <= low_wavelen);
     rope_.inv_freq = at::where(medium, smoothed, scaled);
   }
+  rope_.inv_freq = rope_.inv_freq.to(options_.device);
 }
 
 Decoder::~Decoder() = default;
@@ -277,11 +279,20 @@ void copy_slot(const at::Tensor& dst, const at::Tensor& whole, const ParamSlot& 
 
 void Decoder::init_random(uint64_t seed, double std) {
   c10::InferenceMode guard;
+  // Drawn on the CPU whatever the device, so that one seed is one model everywhere (a GPU run starts from the CPU's).
   at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
+  const bool cpu = options_.device.is_cpu();
+  auto draw = [&](const at::Tensor& like, c10::IntArrayRef shape) {  // normal(0, std) of `shape`, where `like` lives
+    at::Tensor t = at::empty(shape, like.options().device(at::kCPU)).normal_(0.0, std, gen);
+    return cpu ? t : t.to(like.device());
+  };
   for (Unit& u : units_) {
     // Stored weights draw first, in the order the flat buffer would hold them (q, k, v, o, gate, up, down; the
     // biases and norms after them draw nothing), so a quantised model is the quantisation of the dense one.
-    for (StoredWeight& w : u.stored) w = stored_from(w.name, at::empty(w.shape, options_.dtype).normal_(0.0, std, gen));
+    for (StoredWeight& w : u.stored) {
+      w = stored_from(w.name, at::empty(w.shape, options_.dtype).normal_(0.0, std, gen));
+      if (!cpu) w = w.to(options_.device);
+    }
     for (ParamGroup* g : {&u.frozen, &u.trainable}) {
       for (size_t i = 0; i < g->slots().size(); ++i) {
         const ParamSlot& s = g->slots()[i];
@@ -290,9 +301,10 @@ void Decoder::init_random(uint64_t seed, double std) {
         if (lora) continue;
         if (s.name.find("norm.weight") != std::string::npos) v.fill_(1.0);
         else if (s.name.size() > 5 && s.name.compare(s.name.size() - 5, 5, ".bias") == 0) v.zero_();
-        else if (s.split_dim < 0) v.normal_(0.0, std, gen);
+        else if (s.split_dim < 0 && cpu) v.normal_(0.0, std, gen);
+        else if (s.split_dim < 0) v.copy_(draw(v, v.sizes()));
         // A tensor-parallel slice of the tensor one process draws (the same stream, so the same model).
-        else copy_slot(v, at::empty(s.full_shape, v.options()).normal_(0.0, std, gen), s);
+        else copy_slot(v, draw(v, s.full_shape), s);
       }
     }
   }
@@ -388,6 +400,7 @@ void Decoder::load_stored(const TensorLookup& lookup, const std::string& origin,
                     origin, name);
         w = stored_from(name, dense);
       }
+      if (!options_.device.is_cpu()) w = w.to(options_.device);  // quantised or read on the CPU, then moved
       if (done)
         for (const io::TensorView* v : used) done(*v);
     }
@@ -577,7 +590,7 @@ Decoder::LayerWeights Decoder::bind_layer(size_t l) {
   m.router = param(u, p + "mlp.gate.weight", &m.drouter);
   m.top_k = config_.num_experts_per_tok;
   m.norm_topk_prob = config_.norm_topk_prob;
-  m.row_granule = at::isReducedFloatingType(options_.dtype) ? 64 : 1;
+  m.row_granule = options_.device.is_cpu() && at::isReducedFloatingType(options_.dtype) ? 64 : 1;  // oneDNN only
   m.experts.resize(static_cast<size_t>(config_.num_experts));
   for (size_t e = 0; e < m.experts.size(); ++e) {
     ExpertWeights& ex = m.experts[e];
@@ -778,8 +791,18 @@ double Decoder::balance_loss(int64_t num_targets, at::Tensor* dprobs) {
   return scale * E * (f * P).sum().item<double>();
 }
 
-double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Generator* dropout) {
+Batch Decoder::to_device(const Batch& b) const {
+  if (b.ids.device() == options_.device) return b;
+  Batch d = b;
+  d.ids = b.ids.to(options_.device);
+  d.positions = b.positions.to(options_.device);
+  d.targets = b.targets.to(options_.device);
+  return d;
+}
+
+double Decoder::forward_backward(const Batch& batch, ParamProvider* provider, at::Generator* dropout) {
   c10::InferenceMode guard;
+  const Batch b = to_device(batch);
   refuse_parallel("training (forward_backward)");
   ParamProvider none;
   ParamProvider& pp = provider ? *provider : none;
@@ -845,8 +868,9 @@ double Decoder::forward_backward(const Batch& b, ParamProvider* provider, at::Ge
   return loss;
 }
 
-double Decoder::forward_loss(const Batch& b, ParamProvider* provider, int64_t* correct) {
+double Decoder::forward_loss(const Batch& batch, ParamProvider* provider, int64_t* correct) {
   c10::InferenceMode guard;
+  const Batch b = to_device(batch);
   refuse_parallel("the evaluation loss (forward_loss)");
   ParamProvider none;
   ParamProvider& pp = provider ? *provider : none;
@@ -873,8 +897,9 @@ double Decoder::forward_loss(const Batch& b, ParamProvider* provider, int64_t* c
   return loss;
 }
 
-at::Tensor Decoder::forward_logits(const Batch& b) {
+at::Tensor Decoder::forward_logits(const Batch& batch) {
   c10::InferenceMode guard;
+  const Batch b = to_device(batch);
   at::Tensor cos, sin;
   rope_tables(rope_, b.positions, options_.dtype, &cos, &sin);
   at::Tensor h = embed(b.ids, nullptr);
@@ -907,10 +932,10 @@ at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor
   const int64_t B = h.size(0), H = cf.num_attention_heads, K = cf.num_key_value_heads, D = cf.head_dim;
   at::Tensor q, k, v;  // (B, H, D), (B, K, D): one new token per sequence
   attention_inputs(w, h, cos, sin, nullptr, nullptr, &q, &k, &v);
-  at::Tensor rows = at::arange(B, at::kLong);
+  at::Tensor rows = at::arange(B, lengths.options());
   kv.k[l].index_put_({rows, lengths}, k);  // sequence b's new key at position lengths[b]
   kv.v[l].index_put_({rows, lengths}, v);
-  const int64_t T = lengths.max().item<int64_t>() + 1, rep = H / K;
+  const int64_t T = kv.span, rep = H / K;
   at::Tensor kall = kv.k[l].narrow(1, 0, T).permute({0, 2, 1, 3});  // (B, K, T, D)
   at::Tensor vall = kv.v[l].narrow(1, 0, T).permute({0, 2, 1, 3});
   if (rep > 1) {
@@ -919,7 +944,7 @@ at::Tensor Decoder::layer_decode(size_t l, const at::Tensor& h, const at::Tensor
   }
   at::Tensor scores = at::matmul(q.unsqueeze(2), kall.transpose(2, 3)).mul_(1.0 / std::sqrt(double(D))).to(at::kFloat);  // (B, H, 1, T)
   // Sequence b's query sits at position lengths[b]: it sees keys j <= lengths[b] (and within the window).
-  at::Tensor qi = lengths.view({B, 1, 1, 1}), kj = at::arange(T, at::kLong).view({1, 1, 1, T});
+  at::Tensor qi = lengths.view({B, 1, 1, 1}), kj = at::arange(T, lengths.options()).view({1, 1, 1, T});
   at::Tensor blocked = kj > qi;
   if (cf.sliding_window > 0) blocked = blocked.logical_or(kj <= qi - cf.sliding_window);
   scores.masked_fill_(blocked, -std::numeric_limits<float>::infinity());
@@ -965,7 +990,7 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
   for (int64_t l = 0; l < config_.num_hidden_layers; ++l) {
     // Zeros: a shorter sequence's unwritten positions are masked out, but 0 * (uninitialised NaN) would not be.
     kv.k.push_back(at::zeros({B, longest + opt.max_new_tokens, local_.num_key_value_heads, local_.head_dim},
-                             at::TensorOptions().dtype(options_.dtype)));
+                             on_device(options_.dtype)));
     kv.v.push_back(at::zeros_like(kv.k.back()));
   }
   std::vector<at::Generator> gens;
@@ -979,7 +1004,7 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
     pp.acquire(head_unit(), Pass::kForward);
     if (config_.tie_word_embeddings) pp.acquire(embed_unit(), Pass::kForward);
     at::Tensor hn = rmsnorm_forward(last, param(head_unit(), "model.norm.weight"), config_.rms_norm_eps, nullptr);
-    at::Tensor logits = head_logits(hn).to(at::kFloat);
+    at::Tensor logits = head_logits(hn).to(at::kFloat).cpu();  // picked on the CPU: the same tokens on any device
     if (config_.tie_word_embeddings) pp.release(embed_unit());
     pp.release(head_unit());
     return logits;
@@ -993,14 +1018,15 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
 
   // Prefill: every prompt in one packed batch; each sequence's last position gives its first token.
   at::Tensor cos, sin;
-  rope_tables(rope_, at::tensor(positions, at::kLong), options_.dtype, &cos, &sin);
-  at::Tensor h = embed(at::tensor(ids, at::kLong), provider);
+  rope_tables(rope_, at::tensor(positions, at::kLong).to(options_.device), options_.dtype, &cos, &sin);
+  at::Tensor h = embed(at::tensor(ids, at::kLong).to(options_.device), provider);
   for (size_t l = 0; l < L; ++l) h = layer(l, [&] { return layer_prefill(l, h, cos, sin, kv, doc_starts); });
   std::vector<int64_t> last(doc_starts.begin() + 1, doc_starts.end());
   for (auto& x : last) --x;
-  h = h.index_select(0, at::tensor(last, at::kLong));  // (B, C)
-  at::Tensor lengths = at::empty({B}, at::kLong);
-  for (int64_t b = 0; b < B; ++b) lengths[b] = static_cast<int64_t>(prompts[static_cast<size_t>(b)].size());
+  h = h.index_select(0, at::tensor(last, at::kLong).to(options_.device));  // (B, C)
+  std::vector<int64_t> prompt_lengths;
+  for (const auto& p : prompts) prompt_lengths.push_back(static_cast<int64_t>(p.size()));
+  at::Tensor lengths = at::tensor(prompt_lengths, at::kLong).to(options_.device);  // (B)
   std::vector<bool> done(prompts.size(), false);
   for (int64_t t = 0;; ++t) {
     at::Tensor logits = logits_of(h);  // (B, V)
@@ -1011,7 +1037,7 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
       for (int64_t b = 0; b < B; ++b)
         if (!done[static_cast<size_t>(b)])
           next[b] = pick_token(logits[b], opt.temperature, opt.top_p, gens[static_cast<size_t>(b)]);
-    if (group != nullptr && group->size() > 1) group->broadcast(next)->wait();
+    if (group != nullptr && group->size() > 1) comm::broadcast_host(*group, next);
     const int64_t* nx = next.data_ptr<int64_t>();
     bool all_done = true;
     for (size_t b = 0; b < prompts.size(); ++b) {
@@ -1025,7 +1051,8 @@ std::vector<std::vector<int32_t>> Decoder::generate_batch(const std::vector<std:
     if (all_done) break;
     // One step for every sequence (a finished one keeps stepping on a placeholder token; its output is not kept).
     rope_tables(rope_, lengths, options_.dtype, &cos, &sin);
-    h = embed(next, provider);
+    kv.span = longest + t + 1;  // every sequence has advanced t tokens past its prompt
+    h = embed(next.to(options_.device), provider);
     for (size_t l = 0; l < L; ++l) h = layer(l, [&] { return layer_decode(l, h, cos, sin, kv, lengths); });
     lengths.add_(1);
   }

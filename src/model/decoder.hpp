@@ -41,6 +41,9 @@ enum class TrainMode { kLora, kFull, kNone };
 
 struct DecoderOptions {
   at::ScalarType dtype = at::kFloat;  // compute dtype: float32 or bfloat16
+  // Where every parameter, gradient, activation and cache lives (model/device.hpp resolves model.device). A Batch
+  // may come from the CPU: its tensors are moved once per pass.
+  at::Device device = at::kCPU;
   TrainMode mode = TrainMode::kLora;
   lora::LoraSpec lora;
   int64_t align = 64;                 // flat buffers padded to a multiple of this many elements
@@ -201,6 +204,9 @@ class Decoder {
   Unit& embed_unit() { return units_.front(); }
   Unit& head_unit() { return units_.back(); }
   std::string layer_prefix(size_t l) const { return "model.layers." + std::to_string(l) + "."; }
+  at::TensorOptions on_device(at::ScalarType t) const { return at::TensorOptions().dtype(t).device(options_.device); }
+  // A batch's ids, positions and targets on the model's device.
+  Batch to_device(const Batch& b) const;
 
   io::ModelConfig config_, local_;
   DecoderOptions options_;

@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 #include <optional>
+#include <tuple>
 
 #include "util/check.hpp"
 
@@ -220,7 +221,7 @@ at::Tensor moe_forward(const at::Tensor& x, MoeWeights& w, MoeCache* c, MoeStats
   // Slots sorted by expert (stable: tokens in order within an expert).
   at::Tensor order = at::argsort(top_idx.reshape({-1}), /*stable=*/true);        // (S)
   at::Tensor token = at::div(order, k, "floor");                                  // (S)
-  at::Tensor counts = at::bincount(top_idx.reshape({-1}), {}, E).to(at::kLong);  // (E)
+  at::Tensor counts = at::bincount(top_idx.reshape({-1}), {}, E).to(at::kLong).cpu();  // (E), read on the host
   const int64_t G = std::max<int64_t>(w.row_granule, 1);  // each expert's rows padded to a multiple of G
   std::vector<int64_t> offsets(static_cast<size_t>(E) + 1, 0), rows;
   const int64_t* cnt = counts.data_ptr<int64_t>();
@@ -230,7 +231,7 @@ at::Tensor moe_forward(const at::Tensor& x, MoeWeights& w, MoeCache* c, MoeStats
     for (int64_t j = 0; j < cnt[e]; ++j) rows.push_back(offsets[i] + j);
     offsets[i + 1] = offsets[i] + (cnt[e] + G - 1) / G * G;
   }
-  at::Tensor row = at::tensor(rows, at::kLong);  // (S) row of each sorted slot in the padded blocks
+  at::Tensor row = at::tensor(rows, at::kLong).to(x.device());  // (S) row of each sorted slot in the padded blocks
   at::Tensor xs = at::zeros({offsets.back(), C}, x.options()).index_copy_(0, row, x.index_select(0, token));
   at::Tensor ys = at::empty_like(xs);  // (S padded, C)
   if (c) {
@@ -343,34 +344,115 @@ at::Tensor reduce_heads(const at::Tensor& g, int64_t K) {
 
 }  // namespace
 
-// Each document through ATen's fused CPU flash attention (tiled, online softmax: no (H, L, L) scores in memory), whose
-// backward recomputes the probabilities from the saved log-sum-exp. Against the written-out softmax(QK^T)V it had
-// replaced: 2.65x faster in fp32 and 2.17x in bf16 per (document, layer) at H 8, L 512, D 64 on this machine
-// (bench/attention.py, bench/README.md). A sliding window goes in as an additive mask; otherwise the kernel's own causal masking.
+AttentionKernel attention_kernel_for(const at::Tensor& q) {
+  if (q.is_cpu()) return AttentionKernel::kCpuFlash;
+  const int64_t D = q.size(-1);
+  const bool half = q.scalar_type() == at::kBFloat16 || q.scalar_type() == at::kHalf;
+  if (q.is_cuda() && half && D % 8 == 0 && D <= 256) return AttentionKernel::kCudaFlashVarlen;
+  return AttentionKernel::kReference;
+}
+
+const char* attention_kernel_name(AttentionKernel k) {
+  switch (k) {
+    case AttentionKernel::kCpuFlash: return "cpu-flash";
+    case AttentionKernel::kCudaFlashVarlen: return "cuda-flash-varlen";
+    case AttentionKernel::kReference: return "reference";
+  }
+  return "?";
+}
+
+namespace {
+
+// The flash kernel's window arguments: it attends to keys i - left .. i + right; ours to the last `window` tokens.
+std::optional<int64_t> window_left(int64_t window) { return window > 0 ? std::optional<int64_t>(window - 1) : std::nullopt; }
+std::optional<int64_t> window_right(int64_t window) { return window > 0 ? std::optional<int64_t>(0) : std::nullopt; }
+
+// The documents' cumulative offsets (int32) on `device`, for the varlen kernel: the copy is made once per batch and
+// device on this thread and reused by every layer, forward and backward (each copy from pageable memory would
+// synchronise the stream).
+const at::Tensor& cumulative_offsets(const std::vector<int64_t>& doc_starts, at::Device device) {
+  thread_local std::vector<int64_t> starts;
+  thread_local at::Tensor offsets;
+  if (!offsets.defined() || starts != doc_starts || offsets.device() != device) {
+    starts = doc_starts;
+    offsets = at::tensor(std::vector<int32_t>(doc_starts.begin(), doc_starts.end()), at::kInt).to(device);
+  }
+  return offsets;
+}
+
+// One document's additive mask for the reference kernel: 0 where a query sees a key, -inf elsewhere, (L, L) fp32.
+at::Tensor reference_mask(int64_t L, int64_t window, const at::TensorOptions& o) {
+  const auto inf = -std::numeric_limits<double>::infinity();
+  at::Tensor m = at::full({L, L}, inf, o).triu(1);
+  if (window > 0 && window < L) m.add_(at::full({L, L}, inf, o).tril(-window));
+  return m;
+}
+
+}  // namespace
+
+// CPU: each document through ATen's fused CPU flash attention (tiled, online softmax: no (H, L, L) scores in memory),
+// whose backward recomputes the probabilities from the saved log-sum-exp. Against the written-out softmax(QK^T)V it
+// had replaced: 2.65x faster in fp32 and 2.17x in bf16 per (document, layer) at H 8, L 512, D 64 on this machine
+// (bench/attention.py, bench/README.md). A sliding window goes in as an additive mask; otherwise the kernel's own
+// causal masking. GPU: every document in one varlen flash launch. Reference: per document, written out.
 at::Tensor attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const std::vector<int64_t>& doc_starts, int64_t window, AttentionCache* cache) {
+                             const std::vector<int64_t>& doc_starts, int64_t window, AttentionCache* cache,
+                             std::optional<AttentionKernel> kernel) {
   const int64_t N = q.size(0), H = q.size(1), D = q.size(2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
-  at::Tensor out = at::empty_like(q);                                  // (N, H, D)
-  at::Tensor lse = at::empty({H, N}, q.options().dtype(acc_type(q)));  // (H, N)
-  for (size_t d = 0; d + 1 < doc_starts.size(); ++d) {
-    int64_t s = doc_starts[d], L = doc_starts[d + 1] - s;
-    if (L == 0) continue;
-    at::Tensor qd = q.narrow(0, s, L).transpose(0, 1).unsqueeze(0);      // (1, H, L, D)
-    at::Tensor kd = repeat_heads(k.narrow(0, s, L), H).unsqueeze(0);     // (1, H, L, D)
-    at::Tensor vd = repeat_heads(v.narrow(0, s, L), H).unsqueeze(0);     // (1, H, L, D)
-    const auto mask = window_mask(L, window, q);
-    auto [o, l] = at::_scaled_dot_product_flash_attention_for_cpu(qd, kd, vd, 0.0, !mask.has_value(), mask, scale);
-    out.narrow(0, s, L).copy_(o.squeeze(0).transpose(0, 1));
-    lse.narrow(1, s, L).copy_(l.squeeze(0));
+  LLMFT_ASSERT(!doc_starts.empty() && doc_starts.back() == N);
+  const AttentionKernel kind = kernel.value_or(attention_kernel_for(q));
+  at::Tensor out, lse, cu, rng_state, unused;
+  int64_t max_len = 0;
+  if (kind == AttentionKernel::kCudaFlashVarlen) {
+    for (size_t d = 0; d + 1 < doc_starts.size(); ++d) max_len = std::max(max_len, doc_starts[d + 1] - doc_starts[d]);
+    cu = cumulative_offsets(doc_starts, q.device());  // (documents + 1)
+    auto r = at::_flash_attention_forward(q.contiguous(), k.contiguous(), v.contiguous(), cu, cu, max_len, max_len, 0.0,
+                                          /*is_causal=*/true, /*return_debug_mask=*/false, scale, window_left(window),
+                                          window_right(window));
+    out = std::get<0>(r);  // (N, H, D)
+    lse = std::get<1>(r);
+    rng_state = std::get<2>(r);
+    unused = std::get<3>(r);
+  } else {
+    out = at::empty_like(q);                                 // (N, H, D)
+    lse = at::empty({H, N}, q.options().dtype(acc_type(q)));  // (H, N)
+    for (size_t d = 0; d + 1 < doc_starts.size(); ++d) {
+      int64_t s = doc_starts[d], L = doc_starts[d + 1] - s;
+      if (L == 0) continue;
+      at::Tensor qd = q.narrow(0, s, L).transpose(0, 1);   // (H, L, D)
+      at::Tensor kd = repeat_heads(k.narrow(0, s, L), H);  // (H, L, D)
+      at::Tensor vd = repeat_heads(v.narrow(0, s, L), H);  // (H, L, D)
+      at::Tensor o, l;
+      if (kind == AttentionKernel::kCpuFlash) {
+        const auto mask = window_mask(L, window, q);
+        std::tie(o, l) = at::_scaled_dot_product_flash_attention_for_cpu(qd.unsqueeze(0), kd.unsqueeze(0),
+                                                                         vd.unsqueeze(0), 0.0, !mask.has_value(), mask,
+                                                                         scale);
+        o = o.squeeze(0);
+        l = l.squeeze(0);
+      } else {
+        const at::ScalarType acc = acc_type(q);  // in fp32 from the products on, as the backward recomputes them
+        at::Tensor scores = at::matmul(qd.to(acc), kd.to(acc).transpose(1, 2)).mul_(scale);  // (H, L, L)
+        scores.add_(reference_mask(L, window, scores.options()));
+        l = at::logsumexp(scores, -1);                                                 // (H, L)
+        o = at::matmul(scores.sub_(l.unsqueeze(-1)).exp_(), vd.to(acc)).to(q.scalar_type());  // (H, L, D)
+      }
+      out.narrow(0, s, L).copy_(o.transpose(0, 1));
+      lse.narrow(1, s, L).copy_(l);
+    }
   }
-  LLMFT_ASSERT(doc_starts.back() == N);
   if (cache) {
+    cache->kernel = kind;
     cache->q = q;
     cache->k = k;
     cache->v = v;
     cache->out = out;
     cache->lse = lse;
+    cache->cu_seqlens = cu;
+    cache->max_len = max_len;
+    cache->rng_state = rng_state;
+    cache->unused = unused;
   }
   return out;
 }
@@ -379,24 +461,53 @@ void attention_backward(const at::Tensor& dout, const AttentionCache& c, const s
                         int64_t window, at::Tensor* dq, at::Tensor* dk, at::Tensor* dv) {
   const int64_t H = c.q.size(1), K = c.k.size(1), D = c.q.size(2);
   const double scale = 1.0 / std::sqrt(static_cast<double>(D));
+  if (c.kernel == AttentionKernel::kCudaFlashVarlen) {
+    auto r = at::_flash_attention_backward(dout.contiguous(), c.q.contiguous(), c.k.contiguous(), c.v.contiguous(),
+                                           c.out, c.lse, c.cu_seqlens, c.cu_seqlens, c.max_len, c.max_len, 0.0,
+                                           /*is_causal=*/true, c.rng_state, c.unused, scale, window_left(window),
+                                           window_right(window));
+    *dq = std::get<0>(r);  // (N, H, D)
+    *dk = std::get<1>(r);  // (N, K, D): the query heads of each key/value head summed by the kernel
+    *dv = std::get<2>(r);
+    return;
+  }
   *dq = at::zeros_like(c.q);
   *dk = at::zeros_like(c.k);
   *dv = at::zeros_like(c.v);
   for (size_t d = 0; d + 1 < doc_starts.size(); ++d) {
     int64_t s = doc_starts[d], L = doc_starts[d + 1] - s;
     if (L == 0) continue;
-    at::Tensor qd = c.q.narrow(0, s, L).transpose(0, 1).unsqueeze(0);    // (1, H, L, D)
-    at::Tensor kd = repeat_heads(c.k.narrow(0, s, L), H).unsqueeze(0);   // (1, H, L, D)
-    at::Tensor vd = repeat_heads(c.v.narrow(0, s, L), H).unsqueeze(0);   // (1, H, L, D)
-    at::Tensor od = c.out.narrow(0, s, L).transpose(0, 1).unsqueeze(0);  // (1, H, L, D)
-    at::Tensor go = dout.narrow(0, s, L).transpose(0, 1).unsqueeze(0);   // (1, H, L, D)
-    at::Tensor ld = c.lse.narrow(1, s, L).unsqueeze(0);                  // (1, H, L)
-    const auto mask = window_mask(L, window, c.q);
-    auto [gq, gk, gv] = at::_scaled_dot_product_flash_attention_for_cpu_backward(go, qd, kd, vd, od, ld, 0.0,
-                                                                                  !mask.has_value(), mask, scale);
-    dq->narrow(0, s, L).copy_(gq.squeeze(0).transpose(0, 1));
-    dk->narrow(0, s, L).copy_(reduce_heads(gk.squeeze(0).contiguous(), K));
-    dv->narrow(0, s, L).copy_(reduce_heads(gv.squeeze(0).contiguous(), K));
+    at::Tensor qd = c.q.narrow(0, s, L).transpose(0, 1);    // (H, L, D)
+    at::Tensor kd = repeat_heads(c.k.narrow(0, s, L), H);   // (H, L, D)
+    at::Tensor vd = repeat_heads(c.v.narrow(0, s, L), H);   // (H, L, D)
+    at::Tensor od = c.out.narrow(0, s, L).transpose(0, 1);  // (H, L, D)
+    at::Tensor go = dout.narrow(0, s, L).transpose(0, 1);   // (H, L, D)
+    at::Tensor ld = c.lse.narrow(1, s, L);                  // (H, L)
+    at::Tensor gq, gk, gv;
+    if (c.kernel == AttentionKernel::kCpuFlash) {
+      const auto mask = window_mask(L, window, c.q);
+      std::tie(gq, gk, gv) = at::_scaled_dot_product_flash_attention_for_cpu_backward(
+          go.unsqueeze(0), qd.unsqueeze(0), kd.unsqueeze(0), vd.unsqueeze(0), od.unsqueeze(0), ld.unsqueeze(0), 0.0,
+          !mask.has_value(), mask, scale);
+      gq = gq.squeeze(0);
+      gk = gk.squeeze(0);
+      gv = gv.squeeze(0);
+    } else {
+      // p = exp(s - lse); dv = p^T do; dp = do v^T; ds = p (dp - rowsum(do o)); dq = ds k / sqrt(D); dk = ds^T q / sqrt(D)
+      const at::ScalarType acc = acc_type(c.q);
+      at::Tensor qa = qd.to(acc), ka = kd.to(acc), va = vd.to(acc), ga = go.to(acc);
+      at::Tensor sc = at::matmul(qa, ka.transpose(1, 2)).mul_(scale);                        // (H, L, L)
+      sc.add_(reference_mask(L, window, sc.options()));
+      at::Tensor p = sc.sub_(ld.to(acc).unsqueeze(-1)).exp_();                               // (H, L, L)
+      at::Tensor delta = (ga * od.to(acc)).sum(-1, true);                                    // (H, L, 1)
+      at::Tensor ds = at::matmul(ga, va.transpose(1, 2)).sub_(delta).mul_(p);                // (H, L, L)
+      gv = at::matmul(p.transpose(1, 2), ga);                                                // (H, L, D)
+      gq = at::matmul(ds, ka).mul_(scale);
+      gk = at::matmul(ds.transpose(1, 2), qa).mul_(scale);
+    }
+    dq->narrow(0, s, L).copy_(gq.transpose(0, 1));
+    dk->narrow(0, s, L).copy_(reduce_heads(gk.contiguous(), K));
+    dv->narrow(0, s, L).copy_(reduce_heads(gv.contiguous(), K));
   }
 }
 
@@ -406,9 +517,10 @@ double cross_entropy_forward_backward(const at::Tensor& h, const at::Tensor& tar
                                       at::Tensor* dh, at::Tensor* dw, int64_t chunk_rows, at::Tensor* workspace) {
   const int64_t M = h.size(0);
   const at::ScalarType acc = h.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  double total = 0;
   if (dh) *dh = at::empty_like(h);
   if (M == 0) return 0;
+  // Summed where the logits are, in fp64, and read once (one device synchronisation per call, not per chunk).
+  at::Tensor total = at::zeros({}, h.options().dtype(at::kDouble));
   // One buffer for every chunk (and, with a workspace, every call): the logits, then in place their log-softmax,
   // then the softmax. Mapping (chunk, V) afresh each time cost more in page faults than the matrix products
   // themselves on a 128k vocabulary. ATen's fused last-dimension log-softmax is one exp pass per row (logsumexp +
@@ -430,7 +542,7 @@ double cross_entropy_forward_backward(const at::Tensor& h, const at::Tensor& tar
       logits.copy_(at::mm(hc, w.t()));
     }
     at::Tensor lp = at::_log_softmax_out(logits, logits, 1, false);     // (n, V) log-softmax, in place
-    total -= lp.gather(1, tc.unsqueeze(1)).sum().to(at::kDouble).item<double>();
+    total.sub_(lp.gather(1, tc.unsqueeze(1)).sum().to(at::kDouble));
     if (!dh) continue;
     at::Tensor g = lp.exp_();                                            // softmax (n, V), in place
     g.scatter_add_(1, tc.unsqueeze(1), at::full({n, 1}, -1.0, g.options()));
@@ -439,21 +551,22 @@ double cross_entropy_forward_backward(const at::Tensor& h, const at::Tensor& tar
     at::mm_out(dh_rows, gc, w);
     if (dw && dw->defined()) add_mm(*dw, gc.t(), hc);
   }
-  return total;
+  return total.item<double>();
 }
 
 double cross_entropy_forward(const at::Tensor& h, const at::Tensor& targets, const at::Tensor& w, int64_t chunk_rows,
                              at::Tensor* workspace, int64_t* correct) {
   if (!correct) return cross_entropy_forward_backward(h, targets, w, nullptr, nullptr, chunk_rows, workspace);
   double total = 0;
-  *correct = 0;
+  at::Tensor right = at::zeros({}, targets.options().dtype(at::kLong));
   for (int64_t i = 0; i < h.size(0); i += chunk_rows) {
     int64_t n = std::min(chunk_rows, h.size(0) - i);
     at::Tensor hc = h.narrow(0, i, n), tc = targets.narrow(0, i, n);
     total += cross_entropy_forward_backward(hc, tc, w, nullptr, nullptr, chunk_rows, workspace);
     at::Tensor logits = at::mm(hc, w.t());
-    *correct += (logits.argmax(-1) == tc).sum().item<int64_t>();
+    right.add_((logits.argmax(-1) == tc).sum());
   }
+  *correct = right.item<int64_t>();
   return total;
 }
 

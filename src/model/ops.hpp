@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include <ATen/ATen.h>
@@ -118,12 +119,29 @@ at::Tensor moe_backward(const at::Tensor& dy, MoeWeights& w, const MoeCache& cac
 // q (N, H, D), k and v (N, K, D); doc_starts: the first token of every document, ascending, plus N at the end.
 // Tokens attend to earlier tokens of their own document only (and, with window > 0, to the last `window` of them).
 // The backward recomputes the probabilities from q, k and the saved log-sum-exp, so memory stays O(N).
+//
+// The kernel is chosen per device and dtype (attention_kernel_for), one implementation each:
+//   kCpuFlash        ATen's fused CPU flash attention, one document at a time (the CPU's, every dtype);
+//   kCudaFlashVarlen ATen's variable-length flash attention on the GPU: the packed rows with cumulative document
+//                    offsets in one launch, key/value heads shared natively (no repeat), never a (T x T) mask
+//                    (bf16 / fp16, head dim <= 256, a multiple of 8);
+//   kReference       softmax(q k^T / sqrt(D) + mask) v written out per document on any device (fp32 / fp64 on a GPU,
+//                    and the reference the tests hold the other two to).
+enum class AttentionKernel { kCpuFlash, kCudaFlashVarlen, kReference };
+AttentionKernel attention_kernel_for(const at::Tensor& q);
+const char* attention_kernel_name(AttentionKernel k);
 struct AttentionCache {
+  AttentionKernel kernel = AttentionKernel::kCpuFlash;
   at::Tensor q, k, v, out;  // inputs and output
   at::Tensor lse;           // (H, N) fp32 log-sum-exp of every query row
+  at::Tensor cu_seqlens;    // kCudaFlashVarlen: (documents + 1) int32 offsets on the device
+  int64_t max_len = 0;      //   and the longest document
+  at::Tensor rng_state, unused;  //   the kernel's own state, handed back to its backward
 };
+// `kernel`: which implementation (default: attention_kernel_for(q)); the backward uses the forward's.
 at::Tensor attention_forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                             const std::vector<int64_t>& doc_starts, int64_t window, AttentionCache* cache);  // (N, H, D)
+                             const std::vector<int64_t>& doc_starts, int64_t window, AttentionCache* cache,
+                             std::optional<AttentionKernel> kernel = std::nullopt);  // (N, H, D)
 void attention_backward(const at::Tensor& dout, const AttentionCache& cache, const std::vector<int64_t>& doc_starts,
                         int64_t window, at::Tensor* dq, at::Tensor* dk, at::Tensor* dv);
 

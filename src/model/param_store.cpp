@@ -19,7 +19,7 @@ ParamStore::ParamStore(Decoder& model, comm::Communicator& comm, bool shard, con
     if (flat.defined()) return flat.narrow(0, offset, numel).clone();
     LLMFT_CHECK(fill != nullptr, Status::kInternal, "unit {}: its {} weights were not loaded and no slice reader was given",
                 u.name, trainable ? "trained" : "frozen");
-    at::Tensor out = at::empty({numel}, dtype);
+    at::Tensor out = at::empty({numel}, at::TensorOptions().dtype(dtype).device(model.options().device));
     fill(u, trainable, offset, out);
     return out;
   };
@@ -44,13 +44,14 @@ ParamStore::ParamStore(Decoder& model, comm::Communicator& comm, bool shard, con
     compute_pool_.numel = std::max(compute_pool_.numel, P);
   }
   frozen_pool_.dtype = compute_pool_.dtype = model.options().dtype;
+  frozen_pool_.device = compute_pool_.device = model.options().device;
 }
 
 at::Tensor ParamStore::Pool::take(int64_t n) {
   LLMFT_ASSERT(n <= numel);
   for (const at::Tensor& b : buffers)
     if (b.storage().use_count() == 1) return b.narrow(0, 0, n);  // no view of it is alive
-  buffers.push_back(at::empty({numel}, dtype));
+  buffers.push_back(at::empty({numel}, at::TensorOptions().dtype(dtype).device(device)));
   return buffers.back().narrow(0, 0, n);
 }
 

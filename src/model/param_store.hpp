@@ -73,6 +73,7 @@ class ParamStore : public ParamProvider {
   struct Pool {
     int64_t numel = 0;
     at::ScalarType dtype = at::kFloat;
+    at::Device device = at::kCPU;
     std::vector<at::Tensor> buffers;
     at::Tensor take(int64_t n);  // a view of n elements of a buffer no unit holds (a new buffer when all are held)
   };

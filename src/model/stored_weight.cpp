@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <map>
+#include <mutex>
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -73,7 +75,8 @@ StoredWeight header(const std::string& name, const at::Tensor& w, WeightFormat f
 at::Tensor nf4_block_scales(const StoredWeight& w, int64_t first, int64_t count) {
   if (w.absmax.scalar_type() == at::kFloat) return w.absmax.narrow(0, first, count);
   at::Tensor q = w.absmax.narrow(0, first, count).to(at::kLong);
-  at::Tensor outer = at::floor_divide(at::arange(first, first + count, at::kLong), w.nested_blocksize);
+  at::Tensor outer = at::floor_divide(at::arange(first, first + count, w.absmax.options().dtype(at::kLong)),
+                                      w.nested_blocksize);
   return w.nested_code.index_select(0, q) * w.nested_absmax.index_select(0, outer) + w.offset;
 }
 
@@ -144,6 +147,7 @@ at::Tensor StoredWeight::dequantize_rows(int64_t start, int64_t n, at::ScalarTyp
   LLMFT_CHECK(defined() && start >= 0 && n > 0 && start + n <= rows(), Status::kInternal,
               "{}: rows [{}, {}) of a stored weight of {} rows", name, start, start + n, shape.empty() ? 0 : rows());
   if (format == WeightFormat::kDense) return data.narrow(0, start, n).to(dtype);
+  if (!data.device().is_cpu()) return dequantize_rows_ops(start, n, dtype);
   // Written straight into the tile in bf16 or fp32 (other dtypes convert from fp32).
   const bool bf16 = dtype == at::kBFloat16;
   at::Tensor out = at::empty({n, cols()}, bf16 ? at::kBFloat16 : at::kFloat);
@@ -155,6 +159,52 @@ at::Tensor StoredWeight::dequantize_rows(int64_t start, int64_t n, at::ScalarTyp
     else fp8_fill(*this, start, n, out.data_ptr<float>());
   }
   return bf16 || dtype == at::kFloat ? out : out.to(dtype);
+}
+
+namespace {
+// The NF4 levels on `device`, copied there once.
+const at::Tensor& nf4_levels_on(at::Device device) {
+  if (device.is_cpu()) return nf4_levels();
+  static std::mutex mu;
+  static std::map<std::string, at::Tensor> copies;
+  std::lock_guard<std::mutex> lock(mu);
+  at::Tensor& t = copies[device.str()];
+  if (!t.defined()) t = nf4_levels().to(device);
+  return t;
+}
+}  // namespace
+
+at::Tensor StoredWeight::dequantize_rows_ops(int64_t start, int64_t n, at::ScalarType dtype) const {
+  LLMFT_CHECK(defined() && start >= 0 && n > 0 && start + n <= rows(), Status::kInternal,
+              "{}: rows [{}, {}) of a stored weight of {} rows", name, start, start + n, shape.empty() ? 0 : rows());
+  const int64_t I = cols();
+  const at::TensorOptions longs = data.options().dtype(at::kLong);
+  at::Tensor w;  // (n, I) fp32
+  if (format == WeightFormat::kDense) return data.narrow(0, start, n).to(dtype);
+  if (format == WeightFormat::kNf4) {
+    const int64_t e0 = start * I, count = n * I, bs = blocksize;
+    const int64_t b0 = e0 / 2, b1 = (e0 + count + 1) / 2;                         // the bytes holding them
+    at::Tensor bytes = data.narrow(0, b0, b1 - b0).to(at::kLong);                   // (bytes)
+    at::Tensor codes = at::stack({bytes.bitwise_right_shift(4), bytes.bitwise_and(15)}, 1)
+                           .view({-1}).narrow(0, e0 - 2 * b0, count);                 // (count): high nibble first
+    const int64_t first = e0 / bs, last = (e0 + count - 1) / bs;
+    at::Tensor scales = nf4_block_scales(*this, first, last - first + 1);           // (blocks) fp32
+    at::Tensor block = at::floor_divide(at::arange(e0, e0 + count, longs), bs) - first;
+    w = (nf4_levels_on(data.device()).index_select(0, codes) * scales.index_select(0, block)).view({n, I});
+  } else {
+    at::Tensor values = data.narrow(0, start, n).view(at::kFloat8_e4m3fn).to(at::kFloat);        // (n, I)
+    at::Tensor r = at::floor_divide(at::arange(start, start + n, longs), block_rows);
+    at::Tensor c = at::floor_divide(at::arange(0, I, longs), block_cols);
+    w = values * scale.index_select(0, r).index_select(1, c);
+  }
+  return w.to(dtype);
+}
+
+StoredWeight StoredWeight::to(at::Device device) const {
+  StoredWeight s = *this;
+  for (at::Tensor* t : {&s.data, &s.absmax, &s.nested_absmax, &s.nested_code, &s.scale})
+    if (t->defined()) *t = t->to(device);
+  return s;
 }
 
 StoredWeight quantize_nf4(const std::string& name, const at::Tensor& w, int64_t blocksize, bool double_quant) {

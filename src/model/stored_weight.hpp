@@ -63,8 +63,14 @@ struct StoredWeight {
   int64_t cols() const { return shape[1]; }
   int64_t numel() const { return shape[0] * shape[1]; }
   int64_t bytes() const;  // what the stored form occupies
-  // Rows [start, start + n) dequantised: (n, I) in `dtype`.
+  // Rows [start, start + n) dequantised: (n, I) in `dtype`, on the device the weight is on. On the CPU, loops over the
+  // packed bytes; elsewhere, dequantize_rows_ops.
   at::Tensor dequantize_rows(int64_t start, int64_t n, at::ScalarType dtype) const;
+  // The same with ATen tensor operations, on any device: what a GPU runs, and what the tests hold the loops to
+  // (bit for bit).
+  at::Tensor dequantize_rows_ops(int64_t start, int64_t n, at::ScalarType dtype) const;
+  // A copy whose tensors live on `device`.
+  StoredWeight to(at::Device device) const;
   at::Tensor dequantize(at::ScalarType dtype) const { return dequantize_rows(0, rows(), dtype); }
 };
 

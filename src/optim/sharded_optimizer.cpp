@@ -41,7 +41,8 @@ void ShardedOptimizer::init() {
   c10::InferenceMode guard;
   LLMFT_CHECK(store_.sharded() == plan_.shard_params, Status::kInternal,
               "the parameter store is {}sharded, and the optimizer's ZeRO plan says otherwise", store_.sharded() ? "" : "not ");
-  const at::ScalarType master = model_.options().dtype == at::kDouble ? at::kDouble : at::kFloat;
+  const at::TensorOptions master =
+      at::TensorOptions().dtype(model_.options().dtype == at::kDouble ? at::kDouble : at::kFloat).device(model_.options().device);
   for (model::Unit& u : model_.units()) {
     UnitState s;
     const int64_t P = u.trainable.padded_numel();
@@ -75,7 +76,7 @@ void ShardedOptimizer::acquire(model::Unit& u, model::Pass pass) {
   store_.acquire(u, pass);
   if (pass == model::Pass::kBackward) finish_scatter(s);  // the previous micro-batch's reduce-scatter of this unit
   if (pass == model::Pass::kBackward && !u.trainable.empty() && !u.grad.defined())
-    u.grad = at::zeros({u.trainable.padded_numel()}, at::TensorOptions().dtype(s.m.scalar_type()));
+    u.grad = at::zeros({u.trainable.padded_numel()}, s.m.options());
 }
 
 void ShardedOptimizer::release(model::Unit& u) { store_.release(u); }
@@ -116,8 +117,16 @@ void ShardedOptimizer::adamw(model::Unit& u, UnitState& s, const at::Tensor& par
   }
   const double t = static_cast<double>(step_ + 1);
   const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
-  if (param.device().is_cpu() && param.scalar_type() == at::kFloat && grad.scalar_type() == at::kFloat &&
-      param.is_contiguous() && grad.is_contiguous()) {
+  const bool floats = param.scalar_type() == at::kFloat && grad.scalar_type() == at::kFloat;
+  if ((!param.device().is_cpu() || opt_.fused_on_cpu) && floats) {
+    // ATen's fused kernel reads the step (already counted, as torch.optim.AdamW counts it before the call); the
+    // decay was applied above, per slot.
+    at::Tensor step = at::full({}, t, param.options());
+    at::_fused_adamw_({param}, {grad}, {s.m}, {s.v}, {}, {step}, lr, b1, b2, /*weight_decay=*/0.0, opt_.eps,
+                      /*amsgrad=*/false, /*maximize=*/false);
+    return;
+  }
+  if (param.device().is_cpu() && floats && param.is_contiguous() && grad.is_contiguous()) {
     // One pass over (param, grad, m, v) instead of eight tensor ops: the same arithmetic as torch.optim.AdamW.
     float* p = param.data_ptr<float>();
     const float* g = grad.data_ptr<float>();
@@ -150,18 +159,20 @@ StepResult ShardedOptimizer::finish_step(double lr, double max_grad_norm, double
   }
   // The gradient this rank holds for each unit: its slice (gradients sharded) or the whole buffer.
   std::vector<at::Tensor> grads(units.size());
+  std::vector<at::Tensor> norms;
   double sq = 0;
   const double inv = global_targets > 0 ? 1.0 / global_targets : 0.0;
   for (size_t i = 0; i < units.size(); ++i) {
     if (units[i].trainable.empty()) continue;
     grads[i] = plan_.shard_grads ? states_[i].grad_shard : units[i].grad;
     grads[i].mul_(inv);
-    const double n = grads[i].norm().item<double>();  // a reduction: no (numel)-sized temporary
-    sq += n * n;
+    norms.push_back(grads[i].norm());  // a reduction: no (numel)-sized temporary
   }
+  // Squared and summed in fp64, read once (one device synchronisation per step).
+  if (!norms.empty()) sq = at::stack(norms).to(at::kDouble).square().sum().item<double>();
   if (plan_.shard_grads) {
     at::Tensor t = at::tensor({sq}, at::kDouble);
-    comm_.all_reduce(t)->wait();
+    comm::all_reduce_host(comm_, t);
     sq = t.item<double>();
   }
   StepResult r;
@@ -208,8 +219,9 @@ ShardedOptimizer::State ShardedOptimizer::export_state() {
     for (size_t k = 0; k < u.trainable.slots().size(); ++k) {
       const model::ParamSlot& slot = u.trainable.slots()[k];
       out.names.push_back(slot.name);
-      out.exp_avg.push_back(u.trainable.view(k, m).clone());
-      out.exp_avg_sq.push_back(u.trainable.view(k, v).clone());
+      const at::TensorOptions host = at::TensorOptions().device(at::kCPU);  // copies on the CPU, for the writer
+      out.exp_avg.push_back(u.trainable.view(k, m).to(host, false, true));
+      out.exp_avg_sq.push_back(u.trainable.view(k, v).to(host, false, true));
     }
   }
   return out;

@@ -35,6 +35,10 @@ struct ShardingPlan {
 
 struct AdamWOptions {
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8, weight_decay = 0.0;
+  // The update kernel: on a GPU always ATen's fused AdamW (torch.optim.AdamW(fused=True), one launch a unit); on the
+  // CPU a single loop over (param, grad, m, v) in fp32, unless this asks for the fused kernel there too (the tests
+  // hold the two to each other on the CPU, so the GPU's path is checked where no GPU is).
+  bool fused_on_cpu = false;
 };
 
 struct StepResult {

@@ -136,6 +136,7 @@ const std::vector<Field>& schema() {
       str_field("model.path", "Hugging Face model directory (config.json + safetensors); empty: the embedded model", REF(model.path)),
       str_field("model.dtype", "compute dtype: float32 or bfloat16", REF(model.dtype), {"float32", "bfloat16"}),
       str_field("model.quantize", "storage of the frozen layer weights (LoRA, generation): none (the compute dtype), nf4 (QLoRA: bitsandbytes' 4-bit NormalFloat, double-quantised; a bitsandbytes NF4 checkpoint is read as stored) or fp8 (E4M3 with 128x128 block scales; an FP8 checkpoint keeps its own bytes). A quantised checkpoint with none is dequantised", REF(model.quantize), {"none", "nf4", "fp8"}),
+      str_field("model.device", "where the model computes: auto (the local rank's GPU when CUDA devices are visible, else the CPU), cpu, cuda (GPU LOCAL_RANK modulo the visible ones) or cuda:N. On a GPU, bfloat16 trains with fp32 master weights and variable-length flash attention", REF(model.device)),
       int_field("model.hidden_size", "embedded model: hidden size", REF(model.hidden_size), kAtLeastOne),
       int_field("model.intermediate_size", "embedded model: MLP size", REF(model.intermediate_size), kAtLeastOne),
       int_field("model.num_layers", "embedded model: decoder layers", REF(model.num_layers), kAtLeastOne),

@@ -15,6 +15,7 @@
 #include "io/meta_checkpoint.hpp"
 #include "llmft/generator.hpp"
 #include "lora/lora.hpp"
+#include "model/device.hpp"
 #include "model/stored_weight.hpp"
 #include "llmft/train.hpp"
 #include "tokenizer/sentencepiece.hpp"
@@ -78,8 +79,12 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
   job::CallScope scope(g->host);
   job::preflight(c0, job::Job::kGenerate);
   c10::InferenceMode guard;
+  const at::Device device = job::model_device(c0, world.local_rank);
+  g->host.cuda_device = device.is_cuda() ? device.index() : -1;
+  std::optional<c10::DeviceGuard> on_device;  // this call's scope began before the device was known
+  if (device.is_cuda()) on_device.emplace(device);
   if (world.size > 1) {
-    g->comm = comm::make_communicator(dist, world);
+    g->comm = comm::make_communicator(dist, world, device.is_cuda() ? device.index() : -1);
     job::check_ranks_agree(*g->comm, c0);
   }
   Config& c = g->c;
@@ -96,7 +101,7 @@ std::unique_ptr<Generator> Generator::create(const Config& c0, const GeneratorOp
   LLMFT_CHECK(!c.model.path.empty(), Status::kInvalidArgument,
               "generate needs model.path (a Hugging Face model directory) or generate.adapter");
   g->tok = std::make_unique<Tokenizer>(Tokenizer::from_file(job::resolve_tokenizer_path(c)));
-  g->lm = job::load_model(c, *g->tok, g->adapter ? "lora" : "none", 16, g->comm.get());
+  g->lm = job::load_model(c, *g->tok, g->adapter ? "lora" : "none", 16, g->comm.get(), false, device);
   g->lm.weights.reset();  // the weights are copied: unmap the checkpoint
   g->lm.dir.reset();
   if (g->adapter) {
@@ -166,8 +171,8 @@ std::vector<std::vector<int32_t>> Generator::continue_batch(const std::vector<st
     mix(static_cast<uint64_t>(std::llround(o.top_p * 1e9)));
     at::Tensor lo = at::tensor({static_cast<int64_t>(h >> 1), static_cast<int64_t>(prompts.size())}, at::kLong);
     at::Tensor hi = lo.clone();
-    impl_->comm->all_reduce(lo, {comm::ReduceOp::kMin})->wait();
-    impl_->comm->all_reduce(hi, {comm::ReduceOp::kMax})->wait();
+    comm::all_reduce_host(*impl_->comm, lo, {comm::ReduceOp::kMin});
+    comm::all_reduce_host(*impl_->comm, hi, {comm::ReduceOp::kMax});
     LLMFT_CHECK(at::equal(lo, hi), Status::kInvalidArgument,
                 "rank {}: the ranks were given different prompts or generation settings ({} prompts here); every rank "
                 "of a split model must answer the same prompts", impl_->comm->rank(), prompts.size());

@@ -13,6 +13,7 @@
 
 #include "io/hf_config.hpp"
 #include "lora/lora.hpp"
+#include "model/device.hpp"
 #include "util/check.hpp"
 #include "util/file.hpp"
 #include "comm/world.hpp"
@@ -86,13 +87,18 @@ void check_settings_fit(const Config& c, const io::ModelConfig& m, const std::st
 std::string gb(double bytes) { return fmt::format("{:.1f} GB", bytes / 1e9); }
 
 // The plan of this rank (the launcher's world, each machine's memory shared by its local ranks) must fit.
+// On a GPU (model.device) the budget is that GPU's memory.
 void check_memory(const Config& c, const io::ModelConfig& m, const std::string& origin, const std::string& job) {
   const comm::World w = comm::resolve_world(dist_options(c.dist));
+  const at::Device device = model_device(c, w.local_rank);
+  const double gpu = static_cast<double>(model::device_memory_bytes(device));
   const double machine = machine_memory_bytes();
-  if (machine <= 0) return;
-  const MemoryPlan p = plan_for(c, m, origin, job, w.size, machine / w.local_size,
-                                w.local_size == 1 ? "this machine's memory"
-                                                  : fmt::format("this machine's memory shared by {} ranks", w.local_size));
+  if (gpu <= 0 && machine <= 0) return;
+  const MemoryPlan p =
+      gpu > 0 ? plan_for(c, m, origin, job, w.size, gpu, fmt::format("the memory of {}", model::describe(device)))
+              : plan_for(c, m, origin, job, w.size, machine / w.local_size,
+                         w.local_size == 1 ? "this machine's memory"
+                                           : fmt::format("this machine's memory shared by {} ranks", w.local_size));
   if (p.fits()) return;
   std::string what = job == "train"
       ? fmt::format("training {} would need about {} a rank (weights {}, gradients {}, optimizer state {}, activations {} "
@@ -233,6 +239,8 @@ double machine_memory_bytes() {
 
 void preflight(const Config& c, Job job) {
   if (job == Job::kExport) return preflight_export(c);
+  if (job != Job::kPrep)  // before anything is read: a device that does not exist here
+    model_device(c, comm::resolve_world(dist_options(c.dist)).local_rank);
   if (!c.model.path.empty()) check_model_dir(c.model.path, "model.path");
   if (!c.tokenizer.path.empty())
     LLMFT_CHECK(file_exists(c.tokenizer.path), Status::kNotFound, "tokenizer.path {}: no such file or directory",

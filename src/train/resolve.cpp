@@ -2,6 +2,7 @@
 
 #include <cmath>
 
+#include "model/device.hpp"
 #include "util/check.hpp"
 
 namespace llmft::job {
@@ -13,6 +14,11 @@ std::chrono::milliseconds millis(double seconds) {
 }
 
 }  // namespace
+
+c10::Device model_device(const Config& c, int local_rank) {
+  if (c.model.device == "auto" && c.dist.backend == "gloo") return at::Device(at::kCPU);
+  return model::resolve_device(c.model.device, local_rank);
+}
 
 comm::DistOptions dist_options(const DistSection& d) {
   comm::DistOptions o;

@@ -106,8 +106,9 @@ void WeightSource::done(const io::TensorView& t) {
 }
 
 LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
-                       comm::Communicator* tp, bool defer_base) {
+                       comm::Communicator* tp, bool defer_base, at::Device device) {
   model::DecoderOptions opt;
+  opt.device = device;
   LLMFT_CHECK(c.model.dtype == "float32" || c.model.dtype == "bfloat16", Status::kInvalidArgument,
               "model.dtype \"{}\" is not float32 or bfloat16", c.model.dtype);
   opt.dtype = c.model.dtype == "bfloat16" ? at::kBFloat16 : at::kFloat;
@@ -217,6 +218,25 @@ void log_preparation(const nlohmann::json& m) {
            100 * t.value("padded_utilisation", 0.0), m["eval"].value("rows", 0));
 }
 
+std::vector<io::TensorView> views_of(const model::Decoder& m, bool adapters, at::ScalarType dtype,
+                                     std::vector<at::Tensor>& keep) {
+  std::vector<io::TensorView> out;
+  m.for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool) {
+    bool is_adapter = s.name.find(".lora_") != std::string::npos;
+    if (is_adapter != adapters) return;
+    at::Tensor c = t.to(at::TensorOptions().device(at::kCPU).dtype(dtype)).contiguous();  // the writer reads host bytes
+    keep.push_back(c);
+    io::TensorView v;
+    v.name = s.name;
+    v.dtype = dtype == at::kBFloat16 ? io::DType::kBF16 : dtype == at::kHalf ? io::DType::kF16 : io::DType::kF32;
+    v.shape = s.shape;
+    v.data = static_cast<const uint8_t*>(c.data_ptr());
+    v.nbytes = static_cast<size_t>(c.numel()) * c.element_size();
+    out.push_back(v);
+  });
+  return out;
+}
+
 std::string trainable_parameters_line(const model::Decoder& m) {
   int64_t t = m.trainable_parameters(), a = m.all_parameters();
   return fmt::format("trainable params: {} || all params: {} || trainable%: {:.4f}", model::with_commas(t),
@@ -243,6 +263,7 @@ int usable_cpus() {
 CallScope::CallScope(const HostSettings& s)
     : log_(s.scoped_log ? &s.context : nullptr), saved_threads_(at::get_num_threads()) {
   if (s.threads > 0 && s.threads != saved_threads_) at::set_num_threads(s.threads);
+  if (s.cuda_device >= 0) device_.emplace(c10::Device(c10::kCUDA, static_cast<c10::DeviceIndex>(s.cuda_device)));
 }
 
 CallScope::~CallScope() {
@@ -256,13 +277,13 @@ int cpu_threads(int64_t configured, int local_ranks) {
 }
 
 namespace {
-// What each rank is about to run: its resolved configuration, key by key (but its own node rank), and the size and
+// What each rank is about to run: its resolved configuration, key by key (but its own node rank and device), and the size and
 // content of what it will read (config.json, weight and tokenizer file sizes, dataset file sizes), as "key=value"
 // lines.
 std::string run_description(const Config& c) {
   std::string out;
   for (const auto& [key, value] : config_values(c))
-    if (key != "dist.node_rank") out += key + "=" + value + "\n";
+    if (key != "dist.node_rank" && key != "model.device") out += key + "=" + value + "\n";  // cuda:N may differ
   auto sizes_of = [](const std::string& path) {
     if (path.empty() || !file_exists(path)) return std::string("-");
     if (!is_directory(path)) return std::to_string(std::filesystem::file_size(path)) + " bytes";
@@ -287,11 +308,11 @@ void check_ranks_agree(comm::Communicator& comm, const Config& c) {
   if (comm.size() == 1) return;
   const std::string mine = run_description(c);
   at::Tensor len = at::tensor({static_cast<int64_t>(mine.size())}, at::kLong);
-  comm.all_reduce(len, {comm::ReduceOp::kMax})->wait();
+  comm::all_reduce_host(comm, len, {comm::ReduceOp::kMax});
   const int64_t n = len.item<int64_t>();
   at::Tensor local = at::zeros({n}, at::kByte), all = at::empty({n * comm.size()}, at::kByte);
   std::memcpy(local.data_ptr(), mine.data(), mine.size());
-  comm.all_gather(all, local)->wait();
+  comm::all_gather_host(comm, all, local);
   auto parse = [](const std::string& text) {
     std::vector<std::pair<std::string, std::string>> kv;
     std::stringstream ss(text);

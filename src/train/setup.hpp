@@ -63,11 +63,17 @@ struct LoadedModel {
 // `tp`: a tensor-parallel group (inference): each rank reads and keeps its slices. The checkpoint's pages are
 // released as each tensor is copied, so a process's memory stays near what it keeps.
 // `defer_base` (ZeRO-3 from a model directory): the base weights are neither allocated nor read here; the
-// optimizer asks for each rank's slices (Decoder::load_base_shard over `dir`).
+// optimizer asks for each rank's slices (Decoder::load_base_shard over `dir`). `device`: where the model lives
+// (model::resolve_device of model.device); the checkpoint is read on the CPU and copied there tensor by tensor.
 LoadedModel load_model(const Config& c, const Tokenizer& tok, const std::string& mode, int64_t align,
-                       comm::Communicator* tp = nullptr, bool defer_base = false);
+                       comm::Communicator* tp = nullptr, bool defer_base = false, at::Device device = at::kCPU);
 
 std::string trainable_parameters_line(const model::Decoder& m);
+
+// The model's adapters (`adapters`) or its other weights as safetensors views of CPU copies in `dtype`, kept alive
+// by `keep`: what the writers take, wherever the model lives.
+std::vector<io::TensorView> views_of(const model::Decoder& m, bool adapters, at::ScalarType dtype,
+                                     std::vector<at::Tensor>& keep);
 
 // Threads of CPU tensor math (ATen's OpenMP pool, which MKL's matrix products share): train.threads when > 0, else
 // OMP_NUM_THREADS when set (torchrun sets it to 1 for several processes per node), else the CPUs this process may use

@@ -24,6 +24,7 @@
 #include "io/checkpoint.hpp"
 #include "llmft/train.hpp"
 #include "llmft/trainer.hpp"
+#include "model/device.hpp"
 #include "optim/schedule.hpp"
 #include "optim/sharded_optimizer.hpp"
 #include "train/call_scope.hpp"
@@ -117,26 +118,6 @@ void write_samples(const std::string& path, const Samples& s) {
   write_file_atomic(path, text);
 }
 
-// Tensors of the model as safetensors views (kept alive by `keep`); `select` picks trainable (adapters or fully
-// trained weights) or frozen ones; `dtype` converts.
-std::vector<io::TensorView> views_of(const model::Decoder& m, bool adapters, at::ScalarType dtype,
-                                     std::vector<at::Tensor>& keep) {
-  std::vector<io::TensorView> out;
-  m.for_each_parameter([&](const model::ParamSlot& s, const at::Tensor& t, bool) {
-    bool is_adapter = s.name.find(".lora_") != std::string::npos;
-    if (is_adapter != adapters) return;
-    at::Tensor c = t.to(dtype).contiguous();
-    keep.push_back(c);
-    io::TensorView v;
-    v.name = s.name;
-    v.dtype = dtype == at::kBFloat16 ? io::DType::kBF16 : dtype == at::kHalf ? io::DType::kF16 : io::DType::kF32;
-    v.shape = s.shape;
-    v.data = static_cast<const uint8_t*>(c.data_ptr());
-    v.nbytes = static_cast<size_t>(c.numel()) * c.element_size();
-    out.push_back(v);
-  });
-  return out;
-}
 
 at::ScalarType file_dtype(const std::string& torch_dtype) {
   return torch_dtype == "bfloat16" ? at::kBFloat16 : torch_dtype == "float16" ? at::kHalf : at::kFloat;
@@ -202,7 +183,7 @@ void save_model_dir(const model::Decoder& m, const nlohmann::json& config_json, 
                     const std::string& dir, at::ScalarType dtype, WriteMode mode = WriteMode::kAtomic) {
   make_dirs(dir);
   std::vector<at::Tensor> keep;
-  auto views = views_of(m, false, dtype, keep);
+  auto views = job::views_of(m, false, dtype, keep);
   io::write_model_weights(dir, views, 5ull << 30, {{"format", "pt"}}, mode);
   write_file_atomic(path_join(dir, "config.json"), config_json.dump(2) + "\n", mode);
   copy_tokenizer_files(tokenizer_path, dir, mode);
@@ -334,7 +315,7 @@ at::Tensor f32_tensor(const io::TensorView& v, const std::string& origin) {
 // LoRA, mode) and the order it trains in (seed). The global batch is compared apart (world sizes may differ).
 bool must_not_change(const std::string& key) {
   for (const char* prefix : {"model.", "tokenizer.", "data.", "lora.", "train.mode", "train.seed"})
-    if (key.rfind(prefix, 0) == 0) return key != "data.threads" && key != "data.cache_dir";
+    if (key.rfind(prefix, 0) == 0) return key != "data.threads" && key != "data.cache_dir" && key != "model.device";
   return false;
 }
 
@@ -366,7 +347,8 @@ struct Trainer::Impl {
   std::unique_ptr<job::TensorBoardWriter> tensorboard;  // log.tensorboard, rank 0: <output.dir>/runs
   std::unique_ptr<data::Templater> fmt;
   Samples samples;
-  at::Generator dropout;
+  at::Generator dropout;  // LoRA dropout's, on the model's device
+  at::Device device = at::kCPU;
   std::string identity_weights, identity_tokenizer, identity_rows;
 
   TrainState st;
@@ -425,7 +407,11 @@ void Trainer::Impl::build(const Config& config, const StopRequest* stop) {
   const comm::World world = comm::resolve_world(dist);
   host.threads = job::cpu_threads(c.train.threads, world.local_size);
   at::set_num_threads(host.threads);  // until create() returns; then during each call
-  comm = comm::make_communicator(dist, world);
+  device = job::model_device(c, world.local_rank);  // before the communicator: NCCL follows it
+  host.cuda_device = device.is_cuda() ? device.index() : -1;
+  std::optional<c10::DeviceGuard> on_device;  // create()'s call scope began before the device was known
+  if (device.is_cuda()) on_device.emplace(device);
+  comm = comm::make_communicator(dist, world, device.is_cuda() ? device.index() : -1);
   leader = comm->rank() == 0;
   host.settle(!leader);  // rank 0 speaks for the job; the others warn and fail only
   LogScope quiet(host.scoped_log ? &host.context : nullptr);
@@ -463,7 +449,7 @@ void Trainer::Impl::build_parts() {
            data.train->tokens(), data.eval.size());
   // ZeRO-3 from a model directory: no rank builds the whole model; each reads only its slices of the weights.
   const bool by_slice = c.dist.zero_stage >= 3 && comm->size() > 1 && !c.model.path.empty();
-  lm = job::load_model(c, *tok, mode, 16 * comm->size(), nullptr, by_slice);
+  lm = job::load_model(c, *tok, mode, 16 * comm->size(), nullptr, by_slice, device);
   log_info("{}", job::trainable_parameters_line(model()));
 
   summary.output_dir = c.output.dir;
@@ -511,7 +497,7 @@ void Trainer::Impl::build_parts() {
     metrics->set_tensorboard(tensorboard.get());
     log_info("TensorBoard: {} (tensorboard --logdir {})", tensorboard->path(), path_join(c.output.dir, "runs"));
   }
-  dropout = at::make_generator<at::CPUGeneratorImpl>(seed + 7);
+  dropout = model::make_generator(device, seed + 7);
   identity_weights = weights_identity(c.model.path);
   identity_tokenizer = tokenizer_identity(tok_path);
   identity_rows = rows_identity(*data.train);
@@ -556,7 +542,7 @@ void Trainer::Impl::write_checkpoint_files(const std::string& dir, WriteMode wm,
   // Hugging Face model directory.
   std::vector<at::Tensor> keep;
   if (mode == "lora") {
-    io::write_peft_adapter(dir, model().options().lora, lm.base_name, views_of(model(), true, at::kFloat, keep), wm);
+    io::write_peft_adapter(dir, model().options().lora, lm.base_name, job::views_of(model(), true, at::kFloat, keep), wm);
     job::write_adapter_note(dir, c, wm);
   } else {
     save_model_dir(model(), lm.dir ? lm.dir->config_json() : model().config().to_json(), tok_path, dir, at::kFloat, wm);
@@ -709,7 +695,15 @@ void Trainer::Impl::restore_from(const std::string& dir, const nlohmann::json& t
   const io::TensorView& g = rf.get(fmt::format("rank{}.lora_dropout", from_rank));
   at::Tensor gs = at::empty({static_cast<int64_t>(g.nbytes)}, at::kByte);
   std::memcpy(gs.data_ptr(), g.data, g.nbytes);
-  dropout.set_state(gs);
+  // A CPU generator's state and a GPU's differ: a checkpoint written on another kind of device (model.device) resumes
+  // exactly unless LoRA dropout draws from it.
+  const bool same_kind = gs.numel() == dropout.get_state().numel();
+  LLMFT_CHECK(same_kind || mode != "lora" || c.lora.dropout == 0, Status::kInvalidArgument,
+              "{}: rank{}.lora_dropout holds a generator state of {} bytes and this run's {} generator takes {}: the "
+              "checkpoint was written on another kind of device (model.device) and lora.dropout {} draws from it; "
+              "resume it on that kind of device", rf.path(), from_rank, gs.numel(), model::describe(device),
+              dropout.get_state().numel(), c.lora.dropout);
+  if (same_kind) dropout.set_state(gs);
   for (const auto& t : rf.tensors()) restored.rng.emplace_back(t.data, t.data + t.nbytes);
 
   loader->restore({restored.rows});
@@ -781,7 +775,7 @@ StepStats Trainer::step() {
   }
   sums[3] = (t.host_stop && t.host_stop->load() != 0) || t.own_stop.load() != 0 ? 1.0 : 0.0;
   at::Tensor global = at::tensor({sums[0], sums[1], sums[2], sums[3]}, at::kDouble);
-  t.comm->all_reduce(global)->wait();  // every rank sees the same sums, so all of them stop after the same step
+  comm::all_reduce_host(*t.comm, global);  // every rank sees the same sums, so all of them stop after the same step
   const double loss = global[0].item<double>() / std::max(1.0, global[1].item<double>());
   const double lr = t.sched->lr_at(t.st.step);
   optim::StepResult r = t.opt->finish_step(lr, c.train.max_grad_norm, global[1].item<double>());
@@ -868,9 +862,9 @@ std::string Trainer::save(const std::string& root_in) {
   // Every rank contributes: the optimizer's moments and the trained weights (gathered from ZeRO shards), and each
   // rank's generator; rank 0 writes.
   optim::ShardedOptimizer::State os = t.opt->export_state();
-  at::Tensor mine = t.dropout.get_state().contiguous();
+  at::Tensor mine = t.dropout.get_state().contiguous();  // (bytes) on the CPU, whatever the generator's device
   at::Tensor all = at::empty({mine.numel() * t.comm->size()}, at::kByte);
-  t.comm->all_gather(all, mine)->wait();
+  comm::all_gather_host(*t.comm, all, mine);
   std::vector<std::vector<uint8_t>> rng(static_cast<size_t>(t.comm->size()));
   for (int r = 0; r < t.comm->size(); ++r) {
     const auto* p = all.data_ptr<uint8_t>() + r * mine.numel();
@@ -893,7 +887,7 @@ std::string Trainer::save(const std::string& root_in) {
   t.store->release_all();
   // Every rank learns whether rank 0's write succeeded, so all of them stop or go on together.
   at::Tensor failed = at::tensor({error.empty() ? 0.0 : 1.0}, at::kDouble);
-  t.comm->all_reduce(failed)->wait();
+  comm::all_reduce_host(*t.comm, failed);
   if (!error.empty()) LLMFT_FAIL(Status::kIo, "checkpoint of step {} not written: {}", t.st.step, error);
   LLMFT_CHECK(failed.item<double>() == 0, Status::kIo, "rank {}: rank 0 could not write the checkpoint of step {} under {} "
               "(its error says why)", t.comm->rank(), t.st.step, root);
@@ -929,8 +923,15 @@ TrainSummary Trainer::finish() {
     struct rusage ru {};
     getrusage(RUSAGE_SELF, &ru);
     summary.peak_rss_bytes = static_cast<int64_t>(ru.ru_maxrss) * 1024;  // the whole process: the host's too
-    log_info("memory: peak resident {:.1f} MB for a plan of {:.1f} MB (the rest is the runtime, the data and the host)",
-             static_cast<double>(summary.peak_rss_bytes) / 1e6, summary.planned_bytes / 1e6);
+    summary.device = model::describe(t.device);
+    summary.peak_device_bytes = model::peak_allocated_bytes(t.device);
+    if (t.device.is_cpu())
+      log_info("memory: peak resident {:.1f} MB for a plan of {:.1f} MB (the rest is the runtime, the data and the host)",
+               static_cast<double>(summary.peak_rss_bytes) / 1e6, summary.planned_bytes / 1e6);
+    else
+      log_info("memory: peak {:.1f} MB on {} for a plan of {:.1f} MB; peak resident {:.1f} MB on the host",
+               static_cast<double>(summary.peak_device_bytes) / 1e6, summary.device, summary.planned_bytes / 1e6,
+               static_cast<double>(summary.peak_rss_bytes) / 1e6);
   }
   for (auto it = t.st.log_history.rbegin(); it != t.st.log_history.rend(); ++it) {
     const auto j = nlohmann::json::parse(*it);
@@ -961,7 +962,7 @@ TrainSummary Trainer::finish() {
       summary.adapter_dir = path_join(c.output.dir, "adapter");
       std::vector<at::Tensor> keep;
       io::write_peft_adapter(summary.adapter_dir, t.model().options().lora, t.lm.base_name,
-                             views_of(t.model(), true, at::kFloat, keep));
+                             job::views_of(t.model(), true, at::kFloat, keep));
       job::write_adapter_note(summary.adapter_dir, c);
     } else {
       summary.model_dir = path_join(c.output.dir, "model");
@@ -980,7 +981,8 @@ TrainSummary Trainer::finish() {
     js["eval_accuracy_before"] = summary.eval_accuracy_before;
     js["eval_accuracy_after"] = summary.eval_accuracy_after;
     js["world_size"] = summary.world_size;
-    js["memory"] = {{"planned_bytes", summary.planned_bytes}, {"peak_rss_bytes", summary.peak_rss_bytes}};
+    js["memory"] = {{"planned_bytes", summary.planned_bytes}, {"peak_rss_bytes", summary.peak_rss_bytes},
+                    {"device", summary.device}, {"peak_device_bytes", summary.peak_device_bytes}};
     js["resumed_from"] = summary.resumed_from;
     js["output"] = t.mode == "lora" ? summary.adapter_dir : summary.model_dir;
     js["versions"] = {{"llmft", LLMFT_VERSION_STRING}, {"libtorch", TORCH_VERSION}};

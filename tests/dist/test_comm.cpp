@@ -101,3 +101,24 @@ TEST(Gloo, AnUnreachableMasterIsAClearErrorAfterTheRendezvousTimeout) {
   }
   EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 15);
 }
+
+// The backend follows the device: Gloo reduces CPU tensors and NCCL GPU ones, so a mismatch is refused before any
+// rendezvous, naming both settings.
+TEST(Gloo, ABackendThatDoesNotFitTheDeviceIsRefusedByName) {
+  comm::World w;
+  w.rank = 0;
+  w.size = 2;
+  w.master_port = test::free_port();
+  for (auto [backend, gpu, want] : {std::tuple{comm::Backend::kGloo, 0, "dist.backend=gloo with model.device cuda:0"},
+                                    std::tuple{comm::Backend::kNccl, -1, "dist.backend=nccl with model.device cpu"}}) {
+    comm::DistOptions d;
+    d.backend = backend;
+    try {
+      comm::make_communicator(d, w, gpu);
+      ADD_FAILURE() << "formed " << want;
+    } catch (const Error& e) {
+      EXPECT_EQ(e.status(), Status::kInvalidArgument);
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+}
