@@ -13,7 +13,7 @@ out = sys.argv[1]
 C, L, H, K, F, V = (int(x) for x in sys.argv[2:8])
 D = C // H
 os.makedirs(out)
-json.dump({"architectures": ["LlamaForCausalLM"], "hidden_size": C, "intermediate_size": F, "num_hidden_layers": L,
+json.dump({"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": C, "intermediate_size": F, "num_hidden_layers": L,
            "num_attention_heads": H, "num_key_value_heads": K, "vocab_size": V, "rms_norm_eps": 1e-5,
            "max_position_embeddings": 4096, "tie_word_embeddings": False, "torch_dtype": "bfloat16"},
           open(os.path.join(out, "config.json"), "w"))
