@@ -12,7 +12,7 @@
 //   op                 CPU                                        CUDA
 //   attention          ATen's CPU flash kernel, per document      ATen's varlen flash, one launch (bf16 / fp16);
 //                                                                 the written-out reference (fp32)   [model/ops.hpp]
-//   AdamW              one loop over (param, grad, m, v)          ATen's fused AdamW kernel  [optim/sharded_optimizer]
+//   AdamW              ATen's fused AdamW kernel (one vectorised pass / one launch a unit)  [optim/sharded_optimizer]
 //   stored weights     loops over the packed bytes                ATen tensor operations  [model/stored_weight.hpp]
 //   cross-entropy      chunked, ATen products, summed on the device and read once (both)
 // The CPU tests hold each GPU path to the CPU's where ATen runs both (tests/model/test_device.cpp); tests/cuda runs

@@ -117,30 +117,14 @@ void ShardedOptimizer::adamw(model::Unit& u, UnitState& s, const at::Tensor& par
   }
   const double t = static_cast<double>(step_ + 1);
   const double bc1 = 1.0 - std::pow(b1, t), bc2 = 1.0 - std::pow(b2, t);
-  const bool floats = param.scalar_type() == at::kFloat && grad.scalar_type() == at::kFloat;
-  if ((!param.device().is_cpu() || opt_.fused_on_cpu) && floats) {
-    // ATen's fused kernel reads the step (already counted, as torch.optim.AdamW counts it before the call); the
-    // decay was applied above, per slot.
-    at::Tensor step = at::full({}, t, param.options());
+  const at::ScalarType dt = param.scalar_type();
+  if (opt_.fused && (dt == at::kFloat || dt == at::kDouble) && grad.scalar_type() == dt && s.m.scalar_type() == dt) {
+    // ATen's fused kernel (torch.optim.AdamW(fused=True)) on any device: one vectorised pass over (param, grad, m, v).
+    // It reads the step, already counted, as torch.optim.AdamW counts it before the call; the decay was applied
+    // above, per slot.
+    at::Tensor step = at::full({}, t, param.options().dtype(at::kFloat));
     at::_fused_adamw_({param}, {grad}, {s.m}, {s.v}, {}, {step}, lr, b1, b2, /*weight_decay=*/0.0, opt_.eps,
                       /*amsgrad=*/false, /*maximize=*/false);
-    return;
-  }
-  if (param.device().is_cpu() && floats && param.is_contiguous() && grad.is_contiguous()) {
-    // One pass over (param, grad, m, v) instead of eight tensor ops: the same arithmetic as torch.optim.AdamW.
-    float* p = param.data_ptr<float>();
-    const float* g = grad.data_ptr<float>();
-    float* m = s.m.data_ptr<float>();
-    float* v = s.v.data_ptr<float>();
-    const float fb1 = static_cast<float>(b1), fb2 = static_cast<float>(b2), om1 = static_cast<float>(1.0 - b1),
-                om2 = static_cast<float>(1.0 - b2), step_size = static_cast<float>(lr / bc1),
-                inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2)), eps = static_cast<float>(opt_.eps);
-    const int64_t n = param.numel();
-    for (int64_t i = 0; i < n; ++i) {
-      m[i] = m[i] * fb1 + g[i] * om1;
-      v[i] = v[i] * fb2 + g[i] * g[i] * om2;
-      p[i] -= step_size * m[i] / (std::sqrt(v[i]) * inv_sqrt_bc2 + eps);
-    }
     return;
   }
   s.m.mul_(b1).add_(grad, 1.0 - b1);

@@ -4,7 +4,7 @@
 //    backward, packed documents, grouped key/value heads, sliding window;
 //  - stored weights: the ATen-operation dequantisation (what a GPU runs) against the CPU's loops, bit for bit, NF4
 //    (single and double quantised, rows starting mid-byte) and FP8 blocks;
-//  - AdamW: ATen's fused kernel (a GPU's update) against the CPU loop over the same gradients.
+//  - AdamW: ATen's fused kernel (every device's update) against the same update as tensor operations.
 // The GPU itself (varlen flash, training against the CPU, NCCL) is in tests/cuda.
 #include <gtest/gtest.h>
 
@@ -124,9 +124,9 @@ TEST(Device, StoredWeightsDequantiseAlikeWithTensorOperations) {
   }
 }
 
-// ATen's fused AdamW (what a GPU's update runs) against the CPU loop, over three steps of the same gradients, with
-// weight decay and clipping: the same parameters and moments to fp32 rounding.
-TEST(Device, FusedAdamWMatchesTheCpuLoop) {
+// ATen's fused AdamW (every device's update) against the same update written as tensor operations, over three steps
+// of the same gradients, with weight decay and clipping: the same parameters and moments to fp32 rounding.
+TEST(Device, FusedAdamWMatchesTheTensorOperations) {
   c10::InferenceMode guard;
   const char* cfg = R"({"architectures": ["LlamaForCausalLM"], "vocab_size": 61, "hidden_size": 32,
     "intermediate_size": 48, "num_hidden_layers": 2, "num_attention_heads": 4, "num_key_value_heads": 2})";
@@ -139,8 +139,8 @@ TEST(Device, FusedAdamWMatchesTheCpuLoop) {
   };
   auto a = make(), b = make();
   auto one = comm::make_single_process();
-  optim::AdamWOptions loop{0.9, 0.95, 1e-8, 0.1, false}, fused = loop;
-  fused.fused_on_cpu = true;
+  optim::AdamWOptions fused{0.9, 0.95, 1e-8, 0.1}, loop = fused;
+  loop.fused = false;
   optim::ShardedOptimizer oa(*a, *one, 0, loop), ob(*b, *one, 0, fused);
   for (int step = 0; step < 3; ++step) {
     for (size_t i = 0; i < a->units().size(); ++i) {
